@@ -1,0 +1,84 @@
+# mod_krenalis_auth: the module (built with apxs), the krenalis-keys command, tests, demo.
+APXS ?= apxs
+PREFIX ?= /usr/local
+BUILD := build
+PYTHON ?= python3
+
+# Debian packages the build, the tests, the demo and the benchmark need.
+PKGS := apache2 apache2-dev libapr1-dev libaprutil1-dev liblmdb-dev lmdb-utils libjson-c-dev \
+        libssl-dev zlib1g-dev libcmocka-dev python3 curl
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+CSTD := -std=c11 -D_GNU_SOURCE
+CFLAGS ?= -O2 -g
+LIB_SRC := src/token.c src/crypto.c src/keystore.c src/decide.c src/json.c src/cors.c src/body.c
+LIB_HDR := $(wildcard src/*.h)
+LIBS := -llmdb -lcrypto -lz
+
+APR_CFLAGS = $(shell $(APXS) -q CFLAGS EXTRA_CPPFLAGS 2>/dev/null) \
+             -I$(shell $(APXS) -q INCLUDEDIR 2>/dev/null) -I$(shell $(APXS) -q APR_INCLUDEDIR 2>/dev/null)
+
+.PHONY: all deps install test unit integration demo demo-stop clean format lint
+
+all: deps $(BUILD)/mod_krenalis_auth.so $(BUILD)/krenalis-keys
+
+# Installs the Debian packages that are missing (a no-op when all are there).
+deps:
+	@missing=""; for p in $(PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+$(BUILD)/mod_krenalis_auth.so: mod_krenalis_auth.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
+	$(APXS) -c -o mod_krenalis_auth.la $(addprefix -Wc$(comma),$(CSTD) $(WARN)) \
+	  mod_krenalis_auth.c $(LIB_SRC) $(LIBS) >$(BUILD)/apxs.log 2>&1 || { cat $(BUILD)/apxs.log; exit 1; }
+	@! grep -E "(warning|error):" $(BUILD)/apxs.log
+	cp .libs/mod_krenalis_auth.so $@
+
+$(BUILD)/krenalis-keys: src/cli.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) -o $@ src/cli.c $(LIB_SRC) $(LIBS) -ljson-c
+
+comma := ,
+
+install: all
+	install -d $(DESTDIR)$(shell $(APXS) -q LIBEXECDIR) $(DESTDIR)$(PREFIX)/bin
+	install -m 0644 $(BUILD)/mod_krenalis_auth.so $(DESTDIR)$(shell $(APXS) -q LIBEXECDIR)/
+	install -m 0755 $(BUILD)/krenalis-keys $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)/etc/apache2/mods-available
+	install -m 0644 conf/krenalis_auth.load conf/krenalis_auth.conf $(DESTDIR)/etc/apache2/mods-available/
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+
+$(BUILD)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) -Isrc -o $@ tests/unit/main.c $(UNIT_SRC) $(LIB_SRC) $(LIBS) -lcmocka
+
+unit: deps $(BUILD)/unit_tests
+	$(BUILD)/unit_tests
+
+integration: all
+	$(PYTHON) tests/integration/run.py --mpm event
+	$(PYTHON) tests/integration/run.py --mpm prefork
+
+test: all unit integration
+
+demo: all
+	@$(PYTHON) conf/demo/demo.py start
+
+demo-stop:
+	@$(PYTHON) conf/demo/demo.py stop
+
+format:
+	clang-format -i mod_krenalis_auth.c src/*.c src/*.h tests/unit/*.c
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
+	  --suppress=missingIncludeSystem -I src mod_krenalis_auth.c src tests/unit
+
+clean:
+	rm -rf $(BUILD) .libs *.la *.lo *.slo *.o src/*.lo src/*.slo src/*.o src/.libs

@@ -1,0 +1,1082 @@
+/* mod_krenalis_auth: Krenalis-style API authentication at the Apache edge.
+ *
+ * AuthType Krenalis authenticates the Bearer token of a request against an LMDB key store
+ * written by krenalis-keys, answers refusals with the Krenalis JSON errors, and hands the
+ * identity to the backend (environment, optional request headers). The decisions themselves
+ * live in src/decide.c; this file is the glue: directives, hooks, filters, providers. */
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "ap_provider.h"
+#include "mod_auth.h"
+#include "unixd.h"
+#include "util_filter.h"
+
+#include "apr_hash.h"
+#include "apr_lib.h"
+#include "apr_strings.h"
+#include "apr_thread_mutex.h"
+#include "apr_thread_rwlock.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "src/body.h"
+#include "src/cors.h"
+#include "src/decide.h"
+#include "src/json.h"
+#include "src/keystore.h"
+#include "src/token.h"
+
+#define AUTH_TYPE_NAME "Krenalis"
+#define DEFAULT_ORGS_ENV "KRENALIS_ORGANIZATIONS_API_KEY"
+#define DEFAULT_MAX_BODY 512000
+#define KEPT_BODY_FILTER "KRENALIS_KEPT_BODY"
+#define CORS_FILTER "KRENALIS_CORS"
+
+module AP_MODULE_DECLARE_DATA krenalis_auth_module;
+
+
+
+/* ---- configuration records ---- */
+
+/* One key store as opened by a child process. Allocated in pconf before the fork; the LMDB
+ * environment is opened after it (LMDB environments must not cross fork()). */
+typedef struct {
+    const char *dir;
+    const char *secret_path;
+    uint8_t secret[KA_SECRET_LEN];
+    ka_store *st;                     /* NULL until opened in the child */
+    apr_thread_mutex_t *open_lock;    /* serializes (re)opening */
+    apr_thread_rwlock_t *resize_lock; /* readers share it; a map resize takes it alone */
+} ka_handle;
+
+/* Per-process state shared by every server record. */
+typedef struct {
+    const char *orgs_key; /* NULL: the Organizations API stays closed */
+    apr_array_header_t *handles;
+} ka_proc;
+
+typedef struct {
+    const char *store_dir;
+    const char *secret_path;
+    const char *orgs_env; /* main server only */
+    ka_handle *handle;
+    ka_proc *proc;
+} ka_srv_cfg;
+
+#define UNSET (-1)
+
+typedef struct {
+    int endpoint;  /* ka_endpoint */
+    int ws_policy; /* ka_ws_policy */
+    int forward_headers;
+    int pass_authorization;
+    apr_off_t max_body;
+    int cors_set;
+    apr_array_header_t *cors_origins; /* NULL: any origin ("*") */
+} ka_dir_cfg;
+
+/* What the module decided for one request. */
+typedef struct {
+    ka_route route;
+    int cors;
+    const char *allow_origin; /* Access-Control-Allow-Origin value, NULL when not allowed */
+    int authenticated;
+    ka_identity id;
+    int forward_headers;
+    int pass_authorization;
+    int env_done;
+} ka_req;
+
+static void *create_srv_cfg(apr_pool_t *p, server_rec *s)
+{
+    return apr_pcalloc(p, sizeof(ka_srv_cfg));
+}
+
+static void *merge_srv_cfg(apr_pool_t *p, void *basev, void *addv)
+{
+    ka_srv_cfg *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
+
+    c->store_dir = add->store_dir ? add->store_dir : base->store_dir;
+    c->secret_path = add->store_dir ? add->secret_path
+                                    : (add->secret_path ? add->secret_path : base->secret_path);
+    c->orgs_env = base->orgs_env;
+    return c;
+}
+
+static void *create_dir_cfg(apr_pool_t *p, char *dir)
+{
+    ka_dir_cfg *c = apr_pcalloc(p, sizeof(*c));
+
+    c->endpoint = UNSET;
+    c->ws_policy = UNSET;
+    c->forward_headers = UNSET;
+    c->pass_authorization = UNSET;
+    c->max_body = UNSET;
+    return c;
+}
+
+static void *merge_dir_cfg(apr_pool_t *p, void *basev, void *addv)
+{
+    ka_dir_cfg *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
+
+    c->endpoint = add->endpoint != UNSET ? add->endpoint : base->endpoint;
+    c->ws_policy = add->ws_policy != UNSET ? add->ws_policy : base->ws_policy;
+    c->forward_headers = add->forward_headers != UNSET ? add->forward_headers
+                                                       : base->forward_headers;
+    c->pass_authorization = add->pass_authorization != UNSET ? add->pass_authorization
+                                                             : base->pass_authorization;
+    c->max_body = add->max_body != UNSET ? add->max_body : base->max_body;
+    c->cors_set = add->cors_set || base->cors_set;
+    c->cors_origins = add->cors_set ? add->cors_origins : base->cors_origins;
+    return c;
+}
+
+/* ---- directives ---- */
+
+static const char *set_key_store(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    ka_srv_cfg *c = ap_get_module_config(cmd->server->module_config, &krenalis_auth_module);
+
+    c->store_dir = ap_server_root_relative(cmd->pool, arg);
+    if (c->store_dir == NULL)
+        return apr_pstrcat(cmd->pool, "KrenalisAuthKeyStore: invalid path ", arg, NULL);
+    return NULL;
+}
+
+static const char *set_key_store_secret(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    ka_srv_cfg *c = ap_get_module_config(cmd->server->module_config, &krenalis_auth_module);
+
+    c->secret_path = ap_server_root_relative(cmd->pool, arg);
+    if (c->secret_path == NULL)
+        return apr_pstrcat(cmd->pool, "KrenalisAuthKeyStoreSecret: invalid path ", arg, NULL);
+    return NULL;
+}
+
+static const char *set_orgs_env(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    ka_srv_cfg *c = ap_get_module_config(cmd->server->module_config, &krenalis_auth_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    if (err)
+        return err;
+    if (!apr_isalpha(arg[0]) && arg[0] != '_')
+        return "KrenalisAuthOrganizationsKeyEnv: not an environment variable name";
+    for (const char *p = arg; *p; p++)
+        if (!apr_isalnum(*p) && *p != '_')
+            return "KrenalisAuthOrganizationsKeyEnv: not an environment variable name";
+    c->orgs_env = arg;
+    return NULL;
+}
+
+static const char *set_endpoint(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    ka_dir_cfg *c = dconf;
+
+    if (!strcasecmp(arg, "auto"))
+        c->endpoint = KA_EP_AUTO;
+    else if (!strcasecmp(arg, "api"))
+        c->endpoint = KA_EP_API;
+    else if (!strcasecmp(arg, "ingestion"))
+        c->endpoint = KA_EP_INGESTION;
+    else if (!strcasecmp(arg, "settings"))
+        c->endpoint = KA_EP_SETTINGS;
+    else if (!strcasecmp(arg, "organizations"))
+        c->endpoint = KA_EP_ORGS;
+    else
+        return apr_pstrcat(cmd->pool, "KrenalisAuthEndpoint: '", arg,
+                           "' is not one of auto, api, ingestion, settings, organizations", NULL);
+    return NULL;
+}
+
+static const char *set_workspace(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    ka_dir_cfg *c = dconf;
+
+    if (!strcasecmp(arg, "optional"))
+        c->ws_policy = KA_WS_OPTIONAL;
+    else if (!strcasecmp(arg, "required"))
+        c->ws_policy = KA_WS_REQUIRED;
+    else if (!strcasecmp(arg, "forbidden"))
+        c->ws_policy = KA_WS_FORBIDDEN;
+    else
+        return apr_pstrcat(cmd->pool, "KrenalisAuthWorkspace: '", arg,
+                           "' is not one of optional, required, forbidden", NULL);
+    return NULL;
+}
+
+static const char *set_cors_origin(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    ka_dir_cfg *c = dconf;
+
+    if (!c->cors_set) {
+        c->cors_set = 1;
+        c->cors_origins = apr_array_make(cmd->pool, 4, sizeof(const char *));
+    }
+    if (strcmp(arg, "*") == 0) {
+        if (c->cors_origins != NULL && c->cors_origins->nelts > 0)
+            return "KrenalisAuthCORSAllowOrigin: '*' cannot be combined with origins";
+        c->cors_origins = NULL;
+        return NULL;
+    }
+    if (c->cors_origins == NULL)
+        return "KrenalisAuthCORSAllowOrigin: '*' cannot be combined with origins";
+    if (!ka_origin_valid(arg))
+        return apr_pstrcat(cmd->pool, "KrenalisAuthCORSAllowOrigin: '", arg,
+                           "' is not an origin (scheme://host[:port])", NULL);
+    *(const char **)apr_array_push(c->cors_origins) = arg;
+    return NULL;
+}
+
+static const char *set_max_body(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    ka_dir_cfg *c = dconf;
+    char *end;
+    apr_int64_t v = apr_strtoi64(arg, &end, 10);
+
+    if (*arg == '\0' || *end != '\0' || v < 1 || v > APR_INT64_C(1073741824))
+        return "KrenalisAuthMaxBodySize: expected a number of bytes from 1 to 1073741824";
+    c->max_body = (apr_off_t)v;
+    return NULL;
+}
+
+static const command_rec ka_cmds[] = {
+    AP_INIT_TAKE1("KrenalisAuthKeyStore", set_key_store, NULL, RSRC_CONF,
+                  "The LMDB key store directory written by krenalis-keys"),
+    AP_INIT_TAKE1("KrenalisAuthKeyStoreSecret", set_key_store_secret, NULL, RSRC_CONF,
+                  "The store secret file (default: DIR/secret)"),
+    AP_INIT_TAKE1("KrenalisAuthOrganizationsKeyEnv", set_orgs_env, NULL, RSRC_CONF,
+                  "Environment variable holding the organizations key"),
+    AP_INIT_TAKE1("KrenalisAuthEndpoint", set_endpoint, NULL, OR_AUTHCFG,
+                  "auto, api, ingestion, settings or organizations"),
+    AP_INIT_TAKE1("KrenalisAuthWorkspace", set_workspace, NULL, OR_AUTHCFG,
+                  "optional, required or forbidden"),
+    AP_INIT_ITERATE("KrenalisAuthCORSAllowOrigin", set_cors_origin, NULL, OR_AUTHCFG,
+                    "'*' or the origins allowed on ingestion and settings endpoints"),
+    AP_INIT_FLAG("KrenalisAuthForwardHeaders", ap_set_flag_slot,
+                 (void *)APR_OFFSETOF(ka_dir_cfg, forward_headers), OR_AUTHCFG,
+                 "Also pass the identity as Krenalis-Auth-* request headers"),
+    AP_INIT_FLAG("KrenalisAuthPassAuthorization", ap_set_flag_slot,
+                 (void *)APR_OFFSETOF(ka_dir_cfg, pass_authorization), OR_AUTHCFG,
+                 "Off removes Authorization before the backend sees it"),
+    AP_INIT_TAKE1("KrenalisAuthMaxBodySize", set_max_body, NULL, OR_AUTHCFG,
+                  "Largest ingestion body the module reads, in bytes"),
+    {NULL}};
+
+/* ---- start-up ---- */
+
+static const char *orgs_env_name(server_rec *s)
+{
+    ka_srv_cfg *c = ap_get_module_config(s->module_config, &krenalis_auth_module);
+    return c->orgs_env ? c->orgs_env : DEFAULT_ORGS_ENV;
+}
+
+static const char *secret_path_of(apr_pool_t *p, const ka_srv_cfg *c)
+{
+    return c->secret_path ? c->secret_path : apr_pstrcat(p, c->store_dir, "/secret", NULL);
+}
+
+/* The lock file created by a root process must stay writable by the children's User. */
+static void give_lock_file_to_user(apr_pool_t *p, const char *dir, int existed)
+{
+    const char *lock = apr_pstrcat(p, dir, "/lock.mdb", NULL);
+
+    if (!existed && geteuid() == 0 &&
+        chown(lock, ap_unixd_config.user_id, ap_unixd_config.group_id) != 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, NULL,
+                     "KrenalisAuthKeyStore %s: cannot give lock.mdb to the server's User", dir);
+}
+
+/* Checks that a store and its secret open; logs a message naming the directive. */
+static int check_store(apr_pool_t *p, server_rec *s, const ka_srv_cfg *c)
+{
+    char err[512];
+    uint8_t secret[KA_SECRET_LEN];
+    const char *spath = secret_path_of(p, c);
+    const char *lock = apr_pstrcat(p, c->store_dir, "/lock.mdb", NULL);
+    struct stat sb;
+    int existed = stat(lock, &sb) == 0;
+    ka_store *st;
+
+    if (ka_secret_read(spath, secret, err, sizeof(err)) != NULL) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                     "%s: %s", c->secret_path ? "KrenalisAuthKeyStoreSecret" : "KrenalisAuthKeyStore",
+                     err);
+        return !OK;
+    }
+    if (ka_store_open_secret(c->store_dir, secret, 1, &st, err, sizeof(err)) != KA_OK) {
+        OPENSSL_cleanse(secret, sizeof(secret));
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                     "KrenalisAuthKeyStore: %s", err);
+        return !OK;
+    }
+    OPENSSL_cleanse(secret, sizeof(secret));
+    ka_store_close(st);
+    give_lock_file_to_user(p, c->store_dir, existed);
+    return OK;
+}
+
+static int check_orgs_key(server_rec *s)
+{
+    const char *name = orgs_env_name(s);
+    const char *value = getenv(name);
+    char msg[256];
+
+    if (value != NULL && ka_org_key_check(name, value, msg, sizeof(msg)) != NULL) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL, "%s", msg);
+        return !OK;
+    }
+    return OK;
+}
+
+/* Runs for `apachectl -t` too, so a bad store or key fails the configuration test. */
+static int ka_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    apr_hash_t *seen = apr_hash_make(ptemp);
+
+    if (check_orgs_key(s) != OK)
+        return !OK;
+    for (server_rec *v = s; v; v = v->next) {
+        ka_srv_cfg *c = ap_get_module_config(v->module_config, &krenalis_auth_module);
+        const char *key;
+        if (c->store_dir == NULL)
+            continue;
+        key = apr_pstrcat(ptemp, c->store_dir, "\n", secret_path_of(ptemp, c), NULL);
+        if (apr_hash_get(seen, key, APR_HASH_KEY_STRING))
+            continue;
+        apr_hash_set(seen, key, APR_HASH_KEY_STRING, "");
+        if (check_store(ptemp, v, c) != OK)
+            return !OK;
+    }
+    return OK;
+}
+
+static ka_handle *handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *proc,
+                             const ka_srv_cfg *c)
+{
+    char err[512];
+    const char *spath = secret_path_of(pconf, c);
+    const char *key = apr_pstrcat(pconf, c->store_dir, "\n", spath, NULL);
+    ka_handle *h = apr_hash_get(byname, key, APR_HASH_KEY_STRING);
+
+    if (h)
+        return h;
+    h = apr_pcalloc(pconf, sizeof(*h));
+    h->dir = c->store_dir;
+    h->secret_path = spath;
+    if (ka_secret_read(spath, h->secret, err, sizeof(err)) != NULL)
+        return NULL;
+    apr_hash_set(byname, key, APR_HASH_KEY_STRING, h);
+    *(ka_handle **)apr_array_push(proc->handles) = h;
+    return h;
+}
+
+static apr_status_t wipe_handles(void *data)
+{
+    ka_proc *proc = data;
+    for (int i = 0; i < proc->handles->nelts; i++)
+        OPENSSL_cleanse(APR_ARRAY_IDX(proc->handles, i, ka_handle *)->secret, KA_SECRET_LEN);
+    return APR_SUCCESS;
+}
+
+/* Reads the secrets and the organizations key as root, once per configuration load. */
+static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    ka_proc *proc = apr_pcalloc(pconf, sizeof(*proc));
+    apr_hash_t *byname = apr_hash_make(ptemp);
+    const char *value = getenv(orgs_env_name(s));
+
+    proc->handles = apr_array_make(pconf, 2, sizeof(ka_handle *));
+    proc->orgs_key = value ? apr_pstrdup(pconf, value) : NULL;
+    apr_pool_cleanup_register(pconf, proc, wipe_handles, apr_pool_cleanup_null);
+    for (server_rec *v = s; v; v = v->next) {
+        ka_srv_cfg *c = ap_get_module_config(v->module_config, &krenalis_auth_module);
+        c->proc = proc;
+        if (c->store_dir == NULL)
+            continue;
+        c->handle = handle_for(pconf, byname, proc, c);
+        if (c->handle == NULL) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                         "KrenalisAuthKeyStoreSecret: cannot read the secret of %s", c->store_dir);
+            return !OK;
+        }
+    }
+    if (proc->orgs_key == NULL)
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                     "%s is not set: the Organizations API stays closed", orgs_env_name(s));
+    return OK;
+}
+
+/* Opens a handle's environment in this child; the caller holds open_lock. */
+static int handle_open(ka_handle *h, server_rec *s)
+{
+    char err[512];
+
+    if (h->st)
+        return KA_OK;
+    if (ka_store_open_secret(h->dir, h->secret, 1, &h->st, err, sizeof(err)) != KA_OK) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "KrenalisAuthKeyStore: %s; requests get 503 until it opens", err);
+        return KA_FAIL;
+    }
+    return KA_OK;
+}
+
+static apr_status_t close_handles(void *data)
+{
+    ka_proc *proc = data;
+    for (int i = 0; i < proc->handles->nelts; i++) {
+        ka_handle *h = APR_ARRAY_IDX(proc->handles, i, ka_handle *);
+        ka_store_close(h->st);
+        h->st = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+static void ka_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    ka_srv_cfg *c = ap_get_module_config(s->module_config, &krenalis_auth_module);
+    ka_proc *proc = c->proc;
+
+    if (proc == NULL)
+        return;
+    for (int i = 0; i < proc->handles->nelts; i++) {
+        ka_handle *h = APR_ARRAY_IDX(proc->handles, i, ka_handle *);
+        apr_thread_mutex_create(&h->open_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
+        apr_thread_rwlock_create(&h->resize_lock, pchild);
+        handle_open(h, s);
+    }
+    apr_pool_cleanup_register(pchild, proc, close_handles, apr_pool_cleanup_null);
+}
+
+/* ---- the store on the request path ---- */
+
+typedef struct {
+    ka_handle *h;
+    MDB_txn *txn;
+} ka_txn;
+
+/* Begins the request's read transaction. LMDB reports a map grown by krenalis-keys as
+ * MDB_MAP_RESIZED; adopting the new size needs no transaction open in this process. */
+static int txn_begin(request_rec *r, ka_handle *h, ka_txn *t)
+{
+    int rc;
+
+    t->h = h;
+    t->txn = NULL;
+    if (h->st == NULL) {
+        apr_thread_mutex_lock(h->open_lock);
+        rc = handle_open(h, r->server);
+        apr_thread_mutex_unlock(h->open_lock);
+        if (rc != KA_OK)
+            return KA_FAIL;
+    }
+    apr_thread_rwlock_rdlock(h->resize_lock);
+    rc = mdb_txn_begin(h->st->env, NULL, MDB_RDONLY, &t->txn);
+    if (rc == MDB_MAP_RESIZED) {
+        apr_thread_rwlock_unlock(h->resize_lock);
+        apr_thread_rwlock_wrlock(h->resize_lock);
+        mdb_env_set_mapsize(h->st->env, 0);
+        apr_thread_rwlock_unlock(h->resize_lock);
+        apr_thread_rwlock_rdlock(h->resize_lock);
+        rc = mdb_txn_begin(h->st->env, NULL, MDB_RDONLY, &t->txn);
+    }
+    if (rc != 0) {
+        apr_thread_rwlock_unlock(h->resize_lock);
+        t->txn = NULL;
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "key store %s cannot be read: %s", h->dir, mdb_strerror(rc));
+        return KA_FAIL;
+    }
+    return KA_OK;
+}
+
+static void txn_end(ka_txn *t)
+{
+    if (t->txn) {
+        mdb_txn_abort(t->txn);
+        t->txn = NULL;
+        apr_thread_rwlock_unlock(t->h->resize_lock);
+    }
+}
+
+/* ---- responses ---- */
+
+static const char *realm_of(request_rec *r)
+{
+    const char *name = ap_auth_name(r);
+    char *q;
+
+    if (name == NULL)
+        return AUTH_TYPE_NAME;
+    if (strchr(name, '"') == NULL && strchr(name, '\\') == NULL)
+        return name;
+    q = apr_palloc(r->pool, strlen(name) * 2 + 1);
+    {
+        char *o = q;
+        for (const char *p = name; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                *o++ = '\\';
+            *o++ = *p;
+        }
+        *o = '\0';
+    }
+    return q;
+}
+
+/* Vary with Origin exactly once, keeping the other tokens the response already varies on. */
+static const char *vary_with_origin(request_rec *r)
+{
+    const char *vals[2] = {apr_table_get(r->headers_out, "Vary"),
+                           apr_table_get(r->err_headers_out, "Vary")};
+    const char *out = NULL;
+
+    for (int i = 0; i < 2; i++) {
+        char *copy, *tok, *state;
+        if (vals[i] == NULL)
+            continue;
+        copy = apr_pstrdup(r->pool, vals[i]);
+        for (tok = apr_strtok(copy, ", \t", &state); tok; tok = apr_strtok(NULL, ", \t", &state)) {
+            if (strcasecmp(tok, "Origin") == 0 ||
+                (out && ap_find_token(r->pool, out, tok)))
+                continue;
+            out = out ? apr_pstrcat(r->pool, out, ", ", tok, NULL) : tok;
+        }
+    }
+    return out ? apr_pstrcat(r->pool, out, ", Origin", NULL) : "Origin";
+}
+
+/* Sets the CORS headers of SPEC §9 exactly once, whatever the backend set. */
+static void cors_apply(request_rec *r, const ka_req *q)
+{
+    static const char *const owned[] = {"Access-Control-Allow-Origin",
+                                        "Access-Control-Expose-Headers",
+                                        "Access-Control-Allow-Credentials"};
+    const char *vary = vary_with_origin(r);
+
+    for (size_t i = 0; i < sizeof(owned) / sizeof(owned[0]); i++) {
+        apr_table_unset(r->headers_out, owned[i]);
+        apr_table_unset(r->err_headers_out, owned[i]);
+    }
+    apr_table_unset(r->headers_out, "Vary");
+    apr_table_setn(r->err_headers_out, "Vary", vary);
+    if (q->allow_origin)
+        apr_table_setn(r->err_headers_out, "Access-Control-Allow-Origin", q->allow_origin);
+    apr_table_setn(r->err_headers_out, "Access-Control-Expose-Headers", "Retry-After");
+}
+
+static void set_error_headers(request_rec *r)
+{
+    apr_table_t *h = r->err_headers_out;
+
+    apr_table_setn(h, "X-Content-Type-Options", "nosniff");
+    apr_table_setn(h, "Cache-Control", "no-store, max-age=0");
+    apr_table_setn(h, "Pragma", "no-cache");
+    apr_table_setn(h, "Expires", "0");
+}
+
+/* Sends a refusal as Krenalis would (SPEC §7) and ends the request. */
+static int send_refusal(request_rec *r, const ka_req *q, const ka_decision *dec)
+{
+    char body[512];
+    size_t len = ka_json_error(body, sizeof(body), dec->code, dec->message);
+
+    r->status = dec->status;
+    r->status_line = NULL;
+    ap_set_content_type(r, "application/json; charset=utf-8");
+    ap_set_content_length(r, (apr_off_t)len);
+    set_error_headers(r);
+    if (dec->status == HTTP_UNAUTHORIZED)
+        apr_table_setn(r->err_headers_out, "WWW-Authenticate",
+                       apr_psprintf(r->pool, "Bearer realm=\"%s\"%s", realm_of(r),
+                                    dec->token_presented ? ", error=\"invalid_token\"" : ""));
+    if (q->cors)
+        cors_apply(r, q);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "refused: %d %s", dec->status,
+                  dec->code);
+    ap_rwrite(body, (int)len, r);
+    return DONE;
+}
+
+/* A CORS preflight, answered without a credential and without the backend (SPEC §9). */
+static int send_preflight(request_rec *r, const ka_req *q)
+{
+    int settings = q->route.endpoint == KA_EP_SETTINGS;
+
+    r->status = HTTP_NO_CONTENT;
+    cors_apply(r, q);
+    apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods", settings ? "GET" : "POST");
+    apr_table_setn(r->err_headers_out, "Access-Control-Allow-Headers",
+                   "Authorization, Content-Type");
+    apr_table_setn(r->err_headers_out, "Access-Control-Max-Age", settings ? "900" : "86400");
+    return DONE;
+}
+
+/* ---- identity ---- */
+
+/* The module's record for r, or for the request it was redirected from or is part of. */
+static ka_req *req_state(request_rec *r)
+{
+    for (request_rec *cur = r; cur; cur = cur->prev ? cur->prev : cur->main) {
+        ka_req *q = ap_get_module_config(cur->request_config, &krenalis_auth_module);
+        if (q)
+            return q;
+    }
+    return NULL;
+}
+
+static void set_env(apr_table_t *t, const char *name, const char *value)
+{
+    if (value[0] != '\0')
+        apr_table_setn(t, name, value);
+}
+
+/* Hands the identity to the backend (SPEC §8): environment, and headers when asked. */
+static void pass_identity(request_rec *r, const ka_req *q)
+{
+    const ka_identity *id = &q->id;
+    const char *type = ka_key_type_name(id->type);
+
+    apr_table_setn(r->subprocess_env, "KRENALIS_KEY_TYPE", type);
+    set_env(r->subprocess_env, "KRENALIS_ORGANIZATION", id->org);
+    set_env(r->subprocess_env, "KRENALIS_WORKSPACE", id->ws);
+    set_env(r->subprocess_env, "KRENALIS_CONNECTION", id->conn);
+    if (id->type != KA_KEY_ORGS)
+        set_env(r->subprocess_env, "KRENALIS_KEY_ID", id->key_id);
+    if (q->forward_headers) {
+        apr_table_setn(r->headers_in, "Krenalis-Auth-Key-Type", type);
+        set_env(r->headers_in, "Krenalis-Auth-Organization", id->org);
+        set_env(r->headers_in, "Krenalis-Auth-Workspace", id->ws);
+        set_env(r->headers_in, "Krenalis-Auth-Connection", id->conn);
+        if (id->type != KA_KEY_ORGS)
+            set_env(r->headers_in, "Krenalis-Auth-Key-Id", id->key_id);
+    }
+}
+
+/* ---- the kept body ---- */
+
+typedef struct {
+    const char *data;
+    apr_size_t len;
+    int done;
+} kept_body;
+
+/* Serves the body the module read, then EOS: the backend sees exactly the client's bytes. */
+static apr_status_t kept_body_filter(ap_filter_t *f, apr_bucket_brigade *bb, ap_input_mode_t mode,
+                                     apr_read_type_e block, apr_off_t readbytes)
+{
+    kept_body *k = f->ctx;
+    apr_bucket_alloc_t *ba = f->c->bucket_alloc;
+
+    if (mode != AP_MODE_READBYTES && mode != AP_MODE_GETLINE && mode != AP_MODE_SPECULATIVE)
+        return APR_ENOTIMPL;
+    if (k->done) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(ba));
+        return APR_SUCCESS;
+    }
+    if (k->len > 0) {
+        apr_size_t n = readbytes > 0 && (apr_size_t)readbytes < k->len ? (apr_size_t)readbytes
+                                                                      : k->len;
+        if (mode == AP_MODE_GETLINE) {
+            const char *nl = memchr(k->data, '\n', n);
+            if (nl)
+                n = (apr_size_t)(nl - k->data) + 1;
+        }
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create(k->data, n, ba));
+        if (mode != AP_MODE_SPECULATIVE) {
+            k->data += n;
+            k->len -= n;
+        }
+        return APR_SUCCESS;
+    }
+    if (mode != AP_MODE_SPECULATIVE)
+        k->done = 1;
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(ba));
+    return APR_SUCCESS;
+}
+
+/* Reads the whole request body into pool memory, up to limit bytes. */
+static int read_body(request_rec *r, apr_off_t limit, const char **data, apr_size_t *len)
+{
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    apr_size_t cap = cl ? (apr_size_t)apr_atoi64(cl) + 1 : 8192, n = 0;
+    char *buf;
+    int seen_eos = 0;
+
+    if (cap > (apr_size_t)limit + 1)
+        cap = (apr_size_t)limit + 1;
+    buf = apr_palloc(r->pool, cap);
+    while (!seen_eos) {
+        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES, APR_BLOCK_READ,
+                                         HUGE_STRING_LEN);
+        if (rv != APR_SUCCESS)
+            return ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
+        for (apr_bucket *b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
+             b = APR_BUCKET_NEXT(b)) {
+            const char *d;
+            apr_size_t dl;
+            if (APR_BUCKET_IS_EOS(b)) {
+                seen_eos = 1;
+                break;
+            }
+            if (APR_BUCKET_IS_METADATA(b))
+                continue;
+            if (apr_bucket_read(b, &d, &dl, APR_BLOCK_READ) != APR_SUCCESS)
+                return HTTP_BAD_REQUEST;
+            if ((apr_off_t)(n + dl) > limit)
+                return HTTP_REQUEST_ENTITY_TOO_LARGE;
+            if (n + dl > cap) {
+                apr_size_t ncap = cap * 2 > n + dl ? cap * 2 : n + dl;
+                char *nb;
+                if (ncap > (apr_size_t)limit + 1)
+                    ncap = (apr_size_t)limit + 1;
+                nb = apr_palloc(r->pool, ncap);
+                memcpy(nb, buf, n);
+                buf = nb;
+                cap = ncap;
+            }
+            memcpy(buf + n, d, dl);
+            n += dl;
+        }
+        apr_brigade_cleanup(bb);
+    }
+    *data = buf;
+    *len = n;
+    return OK;
+}
+
+static void *pool_zalloc(void *opaque, unsigned items, unsigned size)
+{
+    return apr_palloc(opaque, (apr_size_t)items * size);
+}
+
+/* Reads, keeps and scans the ingestion body; OK or an HTTP status. */
+static int capture_body(request_rec *r, apr_off_t limit, ka_body_fields *fields)
+{
+    const char *data = NULL;
+    apr_size_t len = 0;
+    kept_body *k;
+    int enc = ka_content_encoding(apr_table_get(r->headers_in, "Content-Encoding"));
+    int rc = read_body(r, limit, &data, &len);
+
+    if (rc != OK)
+        return rc;
+    k = apr_pcalloc(r->pool, sizeof(*k));
+    k->data = data;
+    k->len = len;
+    ap_add_input_filter(KEPT_BODY_FILTER, k, r, r->connection);
+    /* The body is now whole: the backend gets it with an exact length. */
+    apr_table_unset(r->headers_in, "Transfer-Encoding");
+    apr_table_setn(r->headers_in, "Content-Length", apr_off_t_toa(r->pool, (apr_off_t)len));
+    if (enc == 0) {
+        ka_json_scan(data, len, fields);
+    } else if (enc == 1) {
+        char *out = apr_palloc(r->pool, (apr_size_t)limit);
+        apr_size_t outlen;
+        int zr = ka_gunzip(data, len, out, (apr_size_t)limit, &outlen, pool_zalloc, r->pool);
+        if (zr == KA_BODY_TOO_LARGE)
+            return HTTP_REQUEST_ENTITY_TOO_LARGE;
+        if (zr == KA_BODY_OK)
+            ka_json_scan(out, outlen, fields);
+        else
+            memset(fields, 0, sizeof(*fields));
+    } else {
+        memset(fields, 0, sizeof(*fields));
+    }
+    return OK;
+}
+
+/* ---- hooks ---- */
+
+static int is_krenalis(request_rec *r)
+{
+    const char *t = ap_auth_type(r);
+    return t && strcasecmp(t, AUTH_TYPE_NAME) == 0;
+}
+
+/* Client-sent Krenalis-Auth-* headers never reach a backend (any case, '-' or '_'). */
+static int strip_identity_headers(request_rec *r)
+{
+    const apr_array_header_t *arr = apr_table_elts(r->headers_in);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+    static const char prefix[] = "krenalis-auth-";
+
+    for (int i = arr->nelts - 1; i >= 0; i--) {
+        const char *k = e[i].key;
+        size_t j;
+        if (k == NULL)
+            continue;
+        for (j = 0; j < sizeof(prefix) - 1 && k[j]; j++) {
+            char c = k[j] == '_' ? '-' : (char)apr_tolower(k[j]);
+            if (c != prefix[j])
+                break;
+        }
+        if (j == sizeof(prefix) - 1)
+            apr_table_unset(r->headers_in, k);
+    }
+    return DECLINED;
+}
+
+static int bad_content_length(request_rec *r, apr_off_t limit)
+{
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    apr_off_t n;
+
+    return cl && apr_strtoff(&n, cl, NULL, 10) == APR_SUCCESS && n > limit;
+}
+
+/* Decides, reading the body first when the decision needs it; one read txn at a time. */
+static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka_request *req,
+                        ka_decision *dec)
+{
+    apr_off_t limit = dc->max_body == UNSET ? DEFAULT_MAX_BODY : dc->max_body;
+    ka_body_fields *fields;
+    ka_store_lookup_ctx lctx;
+    ka_lookup lk;
+    ka_txn t;
+    int rc;
+
+    if (sc->handle == NULL) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "AuthType Krenalis without KrenalisAuthKeyStore for this server");
+        ka_decision_unavailable(dec);
+        return dec->status;
+    }
+    if (txn_begin(r, sc->handle, &t) != KA_OK) {
+        ka_decision_unavailable(dec);
+        return dec->status;
+    }
+    lctx.st = sc->handle->st;
+    lctx.txn = t.txn;
+    ka_store_lookup(&lctx, &lk);
+    rc = ka_decide(req, &lk, dec);
+    txn_end(&t);
+    if (rc != KA_NEED_BODY)
+        return rc;
+    /* No transaction stays open while a slow client sends its body. */
+    fields = apr_pcalloc(r->pool, sizeof(*fields));
+    if ((rc = capture_body(r, limit, fields)) != OK)
+        return rc;
+    req->body = fields;
+    if (txn_begin(r, sc->handle, &t) != KA_OK) {
+        ka_decision_unavailable(dec);
+        return dec->status;
+    }
+    lctx.txn = t.txn;
+    rc = ka_decide(req, &lk, dec);
+    txn_end(&t);
+    return rc;
+}
+
+static int ka_check_user(request_rec *r)
+{
+    ka_srv_cfg *sc = ap_get_module_config(r->server->module_config, &krenalis_auth_module);
+    ka_dir_cfg *dc = ap_get_module_config(r->per_dir_config, &krenalis_auth_module);
+    ka_req *q = req_state(r);
+    ka_request req;
+    ka_decision dec;
+    int rc;
+
+    if (!is_krenalis(r))
+        return DECLINED;
+    r->ap_auth_type = AUTH_TYPE_NAME;
+    if (q && q->authenticated) {
+        /* An internal redirect or subrequest of an authenticated request. */
+        r->user = apr_pstrdup(r->pool, q->id.key_id);
+        return OK;
+    }
+    q = apr_pcalloc(r->pool, sizeof(*q));
+    ap_set_module_config(r->request_config, &krenalis_auth_module, q);
+    ka_classify(r->method, r->uri, dc->endpoint == UNSET ? KA_EP_AUTO : dc->endpoint, &q->route);
+    q->forward_headers = dc->forward_headers == 1;
+    q->pass_authorization = dc->pass_authorization != 0;
+    q->cors = q->route.endpoint == KA_EP_INGESTION || q->route.endpoint == KA_EP_SETTINGS;
+    if (q->cors) {
+        const apr_array_header_t *o = dc->cors_origins;
+        q->allow_origin = ka_cors_allow_origin(o ? (const char *const *)o->elts : NULL,
+                                               o ? (size_t)o->nelts : 0,
+                                               apr_table_get(r->headers_in, "Origin"));
+        if (q->route.preflight_candidate && apr_table_get(r->headers_in, "Origin") &&
+            apr_table_get(r->headers_in, "Access-Control-Request-Method"))
+            return send_preflight(r, q);
+    }
+    if (q->route.endpoint == KA_EP_INGESTION &&
+        bad_content_length(r, dc->max_body == UNSET ? DEFAULT_MAX_BODY : dc->max_body))
+        return HTTP_REQUEST_ENTITY_TOO_LARGE;
+    memset(&req, 0, sizeof(req));
+    req.route = q->route;
+    req.authorization = apr_table_get(r->headers_in, "Authorization");
+    req.workspace = q->route.endpoint == KA_EP_ORGS
+                        ? NULL
+                        : apr_table_get(r->headers_in, "Krenalis-Workspace");
+    req.ws_policy = dc->ws_policy == UNSET ? KA_WS_OPTIONAL : dc->ws_policy;
+    req.orgs_key = sc->proc ? sc->proc->orgs_key : NULL;
+    rc = run_decision(r, sc, dc, &req, &dec);
+    if (rc != KA_ACCEPT)
+        return rc >= 400 && dec.status == rc ? send_refusal(r, q, &dec) : rc;
+    q->authenticated = 1;
+    q->id = dec.id;
+    r->user = apr_pstrdup(r->pool, dec.id.key_id);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "authenticated %s key %s",
+                  ka_key_type_name(dec.id.type), dec.id.key_id);
+    return OK;
+}
+
+/* Environment, forwarded headers and Authorization removal, also after internal redirects. */
+static int ka_fixups(request_rec *r)
+{
+    ka_req *q = req_state(r);
+
+    if (q == NULL || !q->authenticated)
+        return DECLINED;
+    pass_identity(r, q);
+    if (!q->pass_authorization)
+        apr_table_unset(r->headers_in, "Authorization");
+    return DECLINED;
+}
+
+static void ka_insert_filter(request_rec *r)
+{
+    ka_req *q = ap_get_module_config(r->request_config, &krenalis_auth_module);
+    if (q && q->cors)
+        ap_add_output_filter(CORS_FILTER, q, r, r->connection);
+}
+
+static apr_status_t cors_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    cors_apply(f->r, f->ctx);
+    ap_remove_output_filter(f);
+    return ap_pass_brigade(f->next, bb);
+}
+
+/* ---- authorization providers ---- */
+
+/* The words of a Require line, checked once when the configuration is read. */
+typedef struct {
+    int n;
+    const char **words;
+} require_words;
+
+static const char *parse_words(cmd_parms *cmd, const char *line, const void **parsed,
+                               int (*valid)(const char *), const char *what)
+{
+    require_words *w = apr_pcalloc(cmd->pool, sizeof(*w));
+    apr_array_header_t *a = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    const char *word;
+
+    while (*(word = ap_getword_conf(cmd->pool, &line)) != '\0') {
+        if (!valid(word))
+            return apr_pstrcat(cmd->pool, what, ": '", word, "' is not valid", NULL);
+        *(const char **)apr_array_push(a) = word;
+    }
+    if (a->nelts == 0)
+        return apr_pstrcat(cmd->pool, what, " needs at least one value", NULL);
+    w->n = a->nelts;
+    w->words = (const char **)a->elts;
+    *parsed = w;
+    return NULL;
+}
+
+static int valid_key_type(const char *s)
+{
+    return !strcmp(s, "api") || !strcmp(s, "event-write") || !strcmp(s, "organizations");
+}
+
+static int valid_id_word(const char *s)
+{
+    return ka_id_valid(s, strlen(s));
+}
+
+static const char *parse_key_type(cmd_parms *cmd, const char *line, const void **parsed)
+{
+    return parse_words(cmd, line, parsed, valid_key_type, "Require krenalis-key-type");
+}
+
+static const char *parse_workspace(cmd_parms *cmd, const char *line, const void **parsed)
+{
+    return parse_words(cmd, line, parsed, valid_id_word, "Require krenalis-workspace");
+}
+
+static const char *parse_organization(cmd_parms *cmd, const char *line, const void **parsed)
+{
+    return parse_words(cmd, line, parsed, valid_id_word, "Require krenalis-organization");
+}
+
+static authz_status match_identity(request_rec *r, const void *parsed, int field)
+{
+    const require_words *w = parsed;
+    const ka_req *q;
+    const char *have;
+
+    if (r->user == NULL)
+        return AUTHZ_DENIED_NO_USER;
+    q = req_state(r);
+    if (q == NULL || !q->authenticated)
+        return AUTHZ_DENIED;
+    have = field == 0 ? ka_key_type_name(q->id.type) : field == 1 ? q->id.ws : q->id.org;
+    for (int i = 0; i < w->n; i++)
+        if (have[0] != '\0' && strcmp(have, w->words[i]) == 0)
+            return AUTHZ_GRANTED;
+    return AUTHZ_DENIED;
+}
+
+static authz_status check_key_type(request_rec *r, const char *line, const void *parsed)
+{
+    return match_identity(r, parsed, 0);
+}
+
+static authz_status check_workspace(request_rec *r, const char *line, const void *parsed)
+{
+    return match_identity(r, parsed, 1);
+}
+
+static authz_status check_organization(request_rec *r, const char *line, const void *parsed)
+{
+    return match_identity(r, parsed, 2);
+}
+
+static const authz_provider authz_key_type = {check_key_type, parse_key_type};
+static const authz_provider authz_workspace = {check_workspace, parse_workspace};
+static const authz_provider authz_organization = {check_organization, parse_organization};
+
+static void register_hooks(apr_pool_t *p)
+{
+    ap_hook_check_config(ka_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(ka_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(ka_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_read_request(strip_identity_headers, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    ap_hook_check_authn(ka_check_user, NULL, NULL, APR_HOOK_MIDDLE, AP_AUTH_INTERNAL_PER_CONF);
+    ap_hook_fixups(ka_fixups, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_insert_filter(ka_insert_filter, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_insert_error_filter(ka_insert_filter, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_register_input_filter(KEPT_BODY_FILTER, kept_body_filter, NULL, AP_FTYPE_PROTOCOL - 1);
+    ap_register_output_filter(CORS_FILTER, cors_filter, NULL, AP_FTYPE_PROTOCOL - 1);
+    ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-key-type",
+                              AUTHZ_PROVIDER_VERSION, &authz_key_type, AP_AUTH_INTERNAL_PER_CONF);
+    ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-workspace",
+                              AUTHZ_PROVIDER_VERSION, &authz_workspace, AP_AUTH_INTERNAL_PER_CONF);
+    ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-organization",
+                              AUTHZ_PROVIDER_VERSION, &authz_organization,
+                              AP_AUTH_INTERNAL_PER_CONF);
+}
+
+AP_DECLARE_MODULE(krenalis_auth) = {
+    STANDARD20_MODULE_STUFF,
+    create_dir_cfg, /* per-directory config */
+    merge_dir_cfg,  /* merge per-directory */
+    create_srv_cfg, /* per-server config */
+    merge_srv_cfg,  /* merge per-server */
+    ka_cmds,        /* directives */
+    register_hooks  /* hooks */
+};

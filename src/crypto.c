@@ -1,0 +1,83 @@
+/* The low-level SHA-256 API lets the HMAC pad states be computed once and copied per digest
+ * with no allocation (EVP would allocate on every copy); OpenSSL 3 still ships it. */
+#define OPENSSL_API_COMPAT 0x10101000L
+
+#include "crypto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+void ka_hmac_init(ka_hmac_key *k, const uint8_t secret[KA_SECRET_LEN])
+{
+    uint8_t pad[SHA256_CBLOCK];
+
+    memset(pad, 0x36, sizeof(pad));
+    for (size_t i = 0; i < KA_SECRET_LEN; i++)
+        pad[i] ^= secret[i];
+    SHA256_Init(&k->inner);
+    SHA256_Update(&k->inner, pad, sizeof(pad));
+    memset(pad, 0x5c, sizeof(pad));
+    for (size_t i = 0; i < KA_SECRET_LEN; i++)
+        pad[i] ^= secret[i];
+    SHA256_Init(&k->outer);
+    SHA256_Update(&k->outer, pad, sizeof(pad));
+    OPENSSL_cleanse(pad, sizeof(pad));
+}
+
+void ka_hmac(const ka_hmac_key *k, const void *msg, size_t len, uint8_t out[KA_DIGEST_LEN])
+{
+    SHA256_CTX c = k->inner;
+    uint8_t ih[SHA256_DIGEST_LENGTH];
+
+    SHA256_Update(&c, msg, len);
+    SHA256_Final(ih, &c);
+    c = k->outer;
+    SHA256_Update(&c, ih, sizeof(ih));
+    SHA256_Final(out, &c);
+    OPENSSL_cleanse(&c, sizeof(c));
+}
+
+int ka_ct_equal(const void *a, const void *b, size_t len)
+{
+    return CRYPTO_memcmp(a, b, len) == 0;
+}
+
+int ka_random(void *buf, size_t len)
+{
+    return RAND_bytes(buf, (int)len) == 1;
+}
+
+const char *ka_secret_read(const char *path, uint8_t secret[KA_SECRET_LEN], char *errbuf,
+                           size_t errlen)
+{
+    struct stat st;
+    ssize_t n;
+    uint8_t extra;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+    if (fd < 0) {
+        snprintf(errbuf, errlen, "cannot open store secret %s: %s", path, strerror(errno));
+        return errbuf;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(errbuf, errlen, "store secret %s is not a regular file", path);
+        return errbuf;
+    }
+    n = read(fd, secret, KA_SECRET_LEN);
+    if (n == KA_SECRET_LEN && read(fd, &extra, 1) == 0) {
+        close(fd);
+        return NULL;
+    }
+    close(fd);
+    OPENSSL_cleanse(secret, KA_SECRET_LEN);
+    snprintf(errbuf, errlen, "store secret %s must hold exactly %d bytes", path, KA_SECRET_LEN);
+    return errbuf;
+}

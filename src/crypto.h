@@ -1,0 +1,29 @@
+/* Digests of credentials, constant-time comparison and random bytes (SPEC §3). */
+#ifndef KA_CRYPTO_H
+#define KA_CRYPTO_H
+
+#include <openssl/sha.h>
+
+#include "ka.h"
+
+/* HMAC-SHA-256 keyed with the store secret, with the inner and outer pad states computed once
+ * so that a digest on the request path is two struct copies and two short hashes. */
+typedef struct {
+    SHA256_CTX inner;
+    SHA256_CTX outer;
+} ka_hmac_key;
+
+void ka_hmac_init(ka_hmac_key *k, const uint8_t secret[KA_SECRET_LEN]);
+void ka_hmac(const ka_hmac_key *k, const void *msg, size_t len, uint8_t out[KA_DIGEST_LEN]);
+
+/* 1 when equal; time depends only on len. */
+int ka_ct_equal(const void *a, const void *b, size_t len);
+
+/* CSPRNG; 0 on failure. */
+int ka_random(void *buf, size_t len);
+
+/* Reads a secret file: exactly 32 bytes. Returns NULL or an error message (static or in errbuf). */
+const char *ka_secret_read(const char *path, uint8_t secret[KA_SECRET_LEN], char *errbuf,
+                           size_t errlen);
+
+#endif

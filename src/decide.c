@@ -1,0 +1,511 @@
+/* The decision tables of SPEC §6, in the order the SPEC evaluates them. */
+#include "decide.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "crypto.h"
+#include "token.h"
+
+static const char MSG_MULTI_AUTH[] = "request contains multiple Authorization headers";
+
+/* ---- routes ---- */
+
+static const char *const event_types[] = {"alias", "group", "identify", "page", "screen", "track"};
+
+/* 1 if path is /v1/events or /v1/events/<type>; *bare set for /v1/events itself. */
+static int is_ingestion_path(const char *path, int *bare)
+{
+    static const char base[] = "/v1/events";
+    size_t n = sizeof(base) - 1;
+
+    if (strncmp(path, base, n) != 0)
+        return 0;
+    if (path[n] == '\0') {
+        *bare = 1;
+        return 1;
+    }
+    if (path[n] != '/')
+        return 0;
+    *bare = 0;
+    for (size_t i = 0; i < sizeof(event_types) / sizeof(event_types[0]); i++)
+        if (strcmp(path + n + 1, event_types[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *settings_key_of(const char *path)
+{
+    const char *p = strstr(path, "/settings/");
+    return p ? p + strlen("/settings/") : NULL;
+}
+
+/* The last path segment names an event type (explicit ingestion places). */
+static int ends_in_event_type(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *last = slash ? slash + 1 : path;
+    for (size_t i = 0; i < sizeof(event_types) / sizeof(event_types[0]); i++)
+        if (strcmp(last, event_types[i]) == 0)
+            return 1;
+    return 0;
+}
+
+void ka_classify(const char *method, const char *path, ka_endpoint configured, ka_route *out)
+{
+    int post = strcmp(method, "POST") == 0, options = strcmp(method, "OPTIONS") == 0;
+    int bare = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (configured != KA_EP_AUTO) {
+        out->endpoint = configured;
+        if (configured == KA_EP_SETTINGS)
+            out->settings_key = settings_key_of(path);
+        out->preflight_candidate =
+            options && (configured == KA_EP_INGESTION || configured == KA_EP_SETTINGS);
+        out->body_key_allowed = configured == KA_EP_INGESTION && post && !ends_in_event_type(path);
+        return;
+    }
+    if ((post || options) && is_ingestion_path(path, &bare)) {
+        out->endpoint = KA_EP_INGESTION;
+        out->preflight_candidate = options;
+        out->body_key_allowed = post && bare;
+        return;
+    }
+    if ((strcmp(method, "GET") == 0 || options) &&
+        strncmp(path, "/v1/events/settings/", strlen("/v1/events/settings/")) == 0) {
+        out->endpoint = KA_EP_SETTINGS;
+        out->preflight_candidate = options;
+        out->settings_key = path + strlen("/v1/events/settings/");
+        return;
+    }
+    if (strncmp(path, "/v1/organizations", strlen("/v1/organizations")) == 0 &&
+        (path[strlen("/v1/organizations")] == '\0' || path[strlen("/v1/organizations")] == '/')) {
+        out->endpoint = KA_EP_ORGS;
+        return;
+    }
+    out->endpoint = KA_EP_API;
+}
+
+/* ---- helpers ---- */
+
+static int refuse(ka_decision *dec, int status, const char *code, const char *message)
+{
+    dec->status = status;
+    dec->code = code;
+    snprintf(dec->message, sizeof(dec->message), "%s", message);
+    return status;
+}
+
+static int refuse_id(ka_decision *dec, int status, const char *code, const char *fmt,
+                     const char *id)
+{
+    dec->status = status;
+    dec->code = code;
+    snprintf(dec->message, sizeof(dec->message), fmt, id);
+    return status;
+}
+
+void ka_decision_unavailable(ka_decision *dec)
+{
+    dec->token_presented = 0;
+    refuse(dec, 503, "ServiceUnavailable", "request cannot be processed at this time; try again later");
+}
+
+static int unavailable(ka_decision *dec)
+{
+    ka_decision_unavailable(dec);
+    return dec->status;
+}
+
+static void set_id(char dst[KA_ID_LEN + 1], const char *src)
+{
+    snprintf(dst, KA_ID_LEN + 1, "%s", src ? src : "");
+}
+
+static int accept(ka_decision *dec, ka_key_type type, const char *key_id, const char *org,
+                  const char *ws, const char *conn)
+{
+    dec->status = KA_ACCEPT;
+    dec->code = NULL;
+    dec->message[0] = '\0';
+    dec->id.type = type;
+    set_id(dec->id.key_id, key_id);
+    set_id(dec->id.org, org);
+    set_id(dec->id.ws, ws);
+    set_id(dec->id.conn, conn);
+    return KA_ACCEPT;
+}
+
+/* The messages that differ between api (§6.1) and ingestion (§6.2) endpoints. */
+typedef struct {
+    int malformed_status;
+    const char *malformed_code;
+    const char *invalid_bearer;
+    const char *malformed;
+    const char *unknown;
+    const char *ws_multi;
+    const char *ws_restricted;
+    const char *ws_invalid;
+} api_msgs;
+
+static const api_msgs API_MSGS = {
+    401,
+    "Unauthorized",
+    "Authorization header is invalid; it should be in the format 'Authorization: Bearer "
+    "<YOUR_API_KEY>'",
+    "API key in the Authorization header of the request is malformed",
+    "API key in the Authorization header of the request does not exist",
+    "request contains multiple Krenalis-Workspace headers",
+    "\"Krenalis-Workspace\" header cannot be provided with a workspace restricted key",
+    "Krenalis-Workspace header is invalid; it should be in the format 'Krenalis-Workspace: "
+    "<WORKSPACE_ID>'",
+};
+
+static const api_msgs INGESTION_MSGS = {
+    400,
+    "BadRequest",
+    "Authorization header is invalid; use \"Authorization: Bearer <KEY>\" with an API key or an "
+    "event write key",
+    "API key in the Authorization header is malformed; check that it was copied correctly",
+    "API key in the Authorization header is invalid",
+    "request contains multiple \"Krenalis-Workspace\" headers",
+    "\"Krenalis-Workspace\" header cannot be provided with a workspace restricted key",
+    "\"Krenalis-Workspace\" header is invalid; use \"Krenalis-Workspace: <WORKSPACE_ID>\"",
+};
+
+/* Authenticates an api_ token: key, its organization and restricted workspace. Returns 0 and
+ * fills rec when it may go on, else the refusal status. */
+static int api_key_auth(const char *tok, size_t len, const ka_lookup *lk, const api_msgs *m,
+                        ka_key_rec *rec, ka_decision *dec)
+{
+    uint8_t payload[KA_PAYLOAD_LEN];
+    ka_entity org, ws;
+    int rc;
+
+    if (!ka_api_body_parse(tok + 4, len - 4, payload))
+        return refuse(dec, m->malformed_status, m->malformed_code, m->malformed);
+    rc = lk->api_key(lk->ctx, payload, rec);
+    if (rc == KA_NOTFOUND || rec->type != KA_KEY_API)
+        return rc == KA_FAIL ? unavailable(dec) : refuse(dec, 401, "Unauthorized", m->unknown);
+    if (rc != KA_OK)
+        return unavailable(dec);
+    rc = lk->org(lk->ctx, rec->org, &org);
+    if (rc == KA_FAIL)
+        return unavailable(dec);
+    if (rc == KA_NOTFOUND)
+        return refuse(dec, 401, "Unauthorized", m->unknown);
+    if (rec->ws[0] != '\0') {
+        rc = lk->ws(lk->ctx, rec->ws, &ws);
+        if (rc == KA_FAIL)
+            return unavailable(dec);
+        if (rc == KA_NOTFOUND || strcmp(ws.org, rec->org) != 0)
+            return refuse(dec, 401, "Unauthorized", m->unknown);
+    }
+    if (!org.enabled)
+        return refuse_id(dec, 422, "OrganizationDisabled", "organization %s is disabled", rec->org);
+    return 0;
+}
+
+/* The Krenalis-Workspace rows; fills selected (possibly "") on success. */
+static int select_workspace(const ka_request *req, const ka_lookup *lk, const api_msgs *m,
+                            const ka_key_rec *rec, char selected[KA_ID_LEN + 1],
+                            ka_decision *dec)
+{
+    const char *h = req->workspace;
+    ka_entity ws;
+    int rc;
+
+    set_id(selected, rec->ws);
+    if (h != NULL) {
+        if (strchr(h, ',') != NULL)
+            return refuse(dec, 400, "BadRequest", m->ws_multi);
+        if (rec->ws[0] != '\0')
+            return refuse(dec, 400, "BadRequest", m->ws_restricted);
+        if (!ka_id_valid(h, strlen(h)))
+            return refuse(dec, 400, "BadRequest", m->ws_invalid);
+        rc = lk->ws(lk->ctx, h, &ws);
+        if (rc == KA_FAIL)
+            return unavailable(dec);
+        if (rc == KA_NOTFOUND || strcmp(ws.org, rec->org) != 0)
+            return refuse_id(dec, 404, "NotFound", "workspace %s does not exist", h);
+        set_id(selected, h);
+    }
+    if (req->ws_policy == KA_WS_REQUIRED && selected[0] == '\0')
+        return refuse(dec, 403, "Forbidden",
+                      "Krenalis-Workspace header is missing; provide it in the format "
+                      "'Krenalis-Workspace: <WORKSPACE_ID>'");
+    if (req->ws_policy == KA_WS_FORBIDDEN && selected[0] != '\0')
+        return refuse(dec, 401, "Unauthorized", "organization request cannot specify a workspace");
+    return 0;
+}
+
+/* Common head of the Authorization rows: multiple, then Bearer syntax. */
+static int bearer_token(const char *auth, const char *invalid_msg, const char **tok,
+                        size_t *len, ka_decision *dec)
+{
+    if (strchr(auth, ',') != NULL)
+        return refuse(dec, 400, "BadRequest", MSG_MULTI_AUTH);
+    if (!ka_bearer_parse(auth, tok, len))
+        return refuse(dec, 400, "BadRequest", invalid_msg);
+    dec->token_presented = 1;
+    return 0;
+}
+
+static int has_api_prefix(const char *tok, size_t len)
+{
+    return len >= 4 && memcmp(tok, "api_", 4) == 0;
+}
+
+/* ---- §6.1 ---- */
+
+static int decide_api(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
+{
+    const char *tok;
+    size_t len;
+    ka_key_rec rec;
+    char ws[KA_ID_LEN + 1];
+    int rc;
+
+    if (req->authorization == NULL)
+        return refuse(dec, 401, "Unauthorized",
+                      "Authorization header with the API key is not present in the request");
+    if ((rc = bearer_token(req->authorization, API_MSGS.invalid_bearer, &tok, &len, dec)) != 0)
+        return rc;
+    if (!has_api_prefix(tok, len))
+        return refuse(dec, 400, "BadRequest",
+                      "API key is not valid; API keys start with the api_ prefix");
+    if ((rc = api_key_auth(tok, len, lk, &API_MSGS, &rec, dec)) != 0)
+        return rc;
+    if ((rc = select_workspace(req, lk, &API_MSGS, &rec, ws, dec)) != 0)
+        return rc;
+    return accept(dec, KA_KEY_API, rec.id, rec.org, ws, NULL);
+}
+
+/* ---- §6.2 ---- */
+
+/* A write key's organization: gone means the key is not valid, disabled means 503. */
+static int write_key_org(const ka_lookup *lk, const ka_key_rec *rec, const char *unknown_msg,
+                         ka_decision *dec)
+{
+    ka_entity org;
+    int rc = lk->org(lk->ctx, rec->org, &org);
+
+    if (rc == KA_FAIL)
+        return unavailable(dec);
+    if (rc == KA_NOTFOUND)
+        return refuse(dec, 401, "Unauthorized", unknown_msg);
+    if (!org.enabled)
+        return refuse(dec, 503, "ServiceUnavailable", "organization is disabled");
+    return 0;
+}
+
+/* Looks a write key up (no store read when its form is wrong). */
+static int find_write_key(const char *key, size_t len, const ka_lookup *lk,
+                          const char *unknown_msg, ka_key_rec *rec, ka_decision *dec)
+{
+    int rc;
+
+    if (!ka_write_key_valid(key, len))
+        return refuse(dec, 401, "Unauthorized", unknown_msg);
+    rc = lk->write_key(lk->ctx, key, rec);
+    if (rc == KA_FAIL)
+        return unavailable(dec);
+    if (rc == KA_NOTFOUND || rec->type != KA_KEY_WRITE)
+        return refuse(dec, 401, "Unauthorized", unknown_msg);
+    return 0;
+}
+
+static int ingest_with_api_key(const ka_request *req, const char *tok, size_t len,
+                               const ka_lookup *lk, ka_decision *dec)
+{
+    ka_key_rec rec;
+    ka_entity conn;
+    char ws[KA_ID_LEN + 1];
+    const ka_jfield *cid;
+    int rc;
+
+    if ((rc = api_key_auth(tok, len, lk, &INGESTION_MSGS, &rec, dec)) != 0)
+        return rc;
+    if ((rc = select_workspace(req, lk, &INGESTION_MSGS, &rec, ws, dec)) != 0)
+        return rc;
+    if (req->body == NULL)
+        return dec->status = KA_NEED_BODY;
+    cid = &req->body->connection_id;
+    if (!req->body->valid_object || cid->kind != KA_JF_STRING || cid->too_long || cid->len == 0)
+        return refuse(dec, 400, "BadRequest",
+                      "parameter 'connectionId' is required when using API key authentication");
+    if (!ka_id_valid(cid->val, cid->len))
+        return refuse_id(dec, 422, "ConnectionNotExist", "connection %s does not exist", cid->val);
+    rc = lk->conn(lk->ctx, cid->val, &conn);
+    if (rc == KA_FAIL)
+        return unavailable(dec);
+    if (rc == KA_NOTFOUND || strcmp(conn.org, rec.org) != 0 ||
+        (ws[0] != '\0' && strcmp(conn.ws, ws) != 0))
+        return refuse_id(dec, 422, "ConnectionNotExist", "connection %s does not exist", cid->val);
+    return accept(dec, KA_KEY_API, rec.id, rec.org, conn.ws, conn.id);
+}
+
+static int ingest_with_body_key(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
+{
+    static const char unknown[] = "the event write key in the request body does not exist";
+    const ka_jfield *wk;
+    ka_key_rec rec;
+    int rc;
+
+    if (!req->route.body_key_allowed)
+        return refuse(dec, 401, "Unauthorized", "Authorization header is missing");
+    if (req->body == NULL)
+        return dec->status = KA_NEED_BODY;
+    wk = &req->body->write_key;
+    if (!req->body->valid_object || wk->kind == KA_JF_ABSENT)
+        return refuse(dec, 401, "Unauthorized", "Authorization header is missing");
+    /* A repeated writeKey could be read differently by the backend: refuse it. */
+    if (wk->kind != KA_JF_STRING || wk->duplicate)
+        return refuse(dec, 400, "BadRequest", "property 'writeKey' is not a valid string");
+    if (!wk->too_long && wk->len == 0)
+        return refuse(dec, 400, "BadRequest", "property 'writeKey' cannot be empty");
+    dec->token_presented = 1;
+    if ((rc = find_write_key(wk->val, wk->too_long ? 0 : wk->len, lk, unknown, &rec, dec)) != 0)
+        return rc;
+    if ((rc = write_key_org(lk, &rec, unknown, dec)) != 0)
+        return rc;
+    if (req->body->connection_id.kind != KA_JF_ABSENT)
+        return refuse(dec, 400, "BadRequest",
+                      "property 'connectionId' cannot be provided when using an event write key "
+                      "for authentication");
+    return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
+}
+
+static int decide_ingestion(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
+{
+    static const char unknown[] = "event write key in the Authorization header is not valid";
+    const char *tok;
+    size_t len;
+    ka_key_rec rec;
+    int rc;
+
+    if (req->authorization == NULL)
+        return ingest_with_body_key(req, lk, dec);
+    if ((rc = bearer_token(req->authorization, INGESTION_MSGS.invalid_bearer, &tok, &len, dec)) !=
+        0)
+        return rc;
+    if (has_api_prefix(tok, len))
+        return ingest_with_api_key(req, tok, len, lk, dec);
+    if ((rc = find_write_key(tok, len, lk, unknown, &rec, dec)) != 0)
+        return rc;
+    if ((rc = write_key_org(lk, &rec, unknown, dec)) != 0)
+        return rc;
+    return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
+}
+
+/* ---- §6.3 ---- */
+
+static int decide_settings(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
+{
+    static const char unknown[] = "event write key in the path is invalid";
+    const char *key = req->route.settings_key;
+    ka_key_rec rec;
+    int rc;
+
+    if (key == NULL || key[0] == '\0' || strchr(key, '/') != NULL)
+        return refuse(dec, 404, "NotFound", "");
+    dec->token_presented = 1;
+    if ((rc = find_write_key(key, strlen(key), lk, unknown, &rec, dec)) != 0)
+        return rc;
+    return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
+}
+
+/* ---- §6.4 ---- */
+
+static int decide_orgs(const ka_request *req, ka_decision *dec)
+{
+    const char *tok;
+    size_t len;
+    int rc;
+
+    if (req->authorization == NULL)
+        return refuse(dec, 401, "Unauthorized",
+                      "Authorization header with the platform management API key is not present "
+                      "in the request");
+    if ((rc = bearer_token(req->authorization,
+                           "Authorization header is invalid; it should be in the format "
+                           "'Authorization: Bearer <YOUR_PLATFORM_MANAGEMENT_API_KEY>'",
+                           &tok, &len, dec)) != 0)
+        return rc;
+    if (len < 4 || memcmp(tok, "org_", 4) != 0)
+        return refuse(dec, 400, "BadRequest",
+                      "platform management APIs require specific keys for authentication (these "
+                      "are keys that begin with 'org_')");
+    /* The length of a key is public (SPEC §2); only equal-length tokens reach the comparison. */
+    if (req->orgs_key == NULL || len != strlen(req->orgs_key) ||
+        !ka_ct_equal(tok, req->orgs_key, len))
+        return refuse(dec, 401, "Unauthorized",
+                      "platform management API key in the Authorization header of the request is "
+                      "not valid");
+    return accept(dec, KA_KEY_ORGS, "organizations", NULL, NULL, NULL);
+}
+
+int ka_decide(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
+{
+    memset(dec, 0, sizeof(*dec));
+    switch (req->route.endpoint) {
+    case KA_EP_INGESTION:
+        return decide_ingestion(req, lk, dec);
+    case KA_EP_SETTINGS:
+        return decide_settings(req, lk, dec);
+    case KA_EP_ORGS:
+        return decide_orgs(req, dec);
+    default:
+        return decide_api(req, lk, dec);
+    }
+}
+
+/* ---- look-ups over the store ---- */
+
+static int lk_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec)
+{
+    ka_store_lookup_ctx *c = ctx;
+    uint8_t digest[KA_DIGEST_LEN];
+
+    ka_digest_api(c->st, payload, digest);
+    return ka_get_key(c->txn, c->st, digest, rec);
+}
+
+static int lk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec)
+{
+    ka_store_lookup_ctx *c = ctx;
+    uint8_t digest[KA_DIGEST_LEN];
+
+    ka_digest_write(c->st, key, digest);
+    return ka_get_key(c->txn, c->st, digest, rec);
+}
+
+static int lk_org(void *ctx, const char *id, ka_entity *e)
+{
+    ka_store_lookup_ctx *c = ctx;
+    return ka_get_org(c->txn, c->st, id, e);
+}
+
+static int lk_ws(void *ctx, const char *id, ka_entity *e)
+{
+    ka_store_lookup_ctx *c = ctx;
+    return ka_get_ws(c->txn, c->st, id, e);
+}
+
+static int lk_conn(void *ctx, const char *id, ka_entity *e)
+{
+    ka_store_lookup_ctx *c = ctx;
+    return ka_get_conn(c->txn, c->st, id, e);
+}
+
+void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk)
+{
+    lk->ctx = ctx;
+    lk->api_key = lk_api_key;
+    lk->write_key = lk_write_key;
+    lk->org = lk_org;
+    lk->ws = lk_ws;
+    lk->conn = lk_conn;
+}

@@ -1,0 +1,75 @@
+/* The decision tables of SPEC §6: given what a request carries and a way to look keys up,
+ * the status and error the module answers, or the identity it passes on. Pure logic: the
+ * module, `krenalis-keys check` and the unit tests all call it. */
+#ifndef KA_DECIDE_H
+#define KA_DECIDE_H
+
+#include "json.h"
+#include "ka.h"
+#include "keystore.h"
+
+typedef enum {
+    KA_EP_AUTO = 0,
+    KA_EP_API,
+    KA_EP_INGESTION,
+    KA_EP_SETTINGS,
+    KA_EP_ORGS
+} ka_endpoint;
+
+typedef enum { KA_WS_OPTIONAL = 0, KA_WS_REQUIRED, KA_WS_FORBIDDEN } ka_ws_policy;
+
+/* What the path and method make of a request. */
+typedef struct {
+    ka_endpoint endpoint;    /* never KA_EP_AUTO */
+    int preflight_candidate; /* OPTIONS on an ingestion or settings path */
+    int body_key_allowed;    /* POST /v1/events: the write key may come in the body */
+    const char *settings_key; /* settings: what follows "/settings/" (NULL: none) */
+} ka_route;
+
+/* configured: the KrenalisAuthEndpoint value; auto applies the Krenalis route table. */
+void ka_classify(const char *method, const char *path, ka_endpoint configured, ka_route *out);
+
+/* Store look-ups, one read transaction behind them. Each returns KA_OK, KA_NOTFOUND or KA_FAIL
+ * (store unreadable: the decision is 503). */
+typedef struct {
+    void *ctx;
+    int (*api_key)(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec);
+    int (*write_key)(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec);
+    int (*org)(void *ctx, const char *id, ka_entity *e);
+    int (*ws)(void *ctx, const char *id, ka_entity *e);
+    int (*conn)(void *ctx, const char *id, ka_entity *e);
+} ka_lookup;
+
+typedef struct {
+    ka_route route;
+    const char *authorization; /* NULL when the header is absent */
+    const char *workspace;     /* Krenalis-Workspace, NULL when absent */
+    ka_ws_policy ws_policy;
+    const char *orgs_key; /* the configured organizations key, NULL when unset */
+    const ka_body_fields *body; /* NULL until the body has been read */
+} ka_request;
+
+#define KA_NEED_BODY (-1) /* read the body, scan it, decide again with req.body set */
+#define KA_ACCEPT 0
+
+typedef struct {
+    int status; /* KA_ACCEPT, KA_NEED_BODY or an HTTP status */
+    const char *code;
+    char message[256];
+    int token_presented; /* a credential was presented: WWW-Authenticate error="invalid_token" */
+    ka_identity id;      /* when accepted */
+} ka_decision;
+
+int ka_decide(const ka_request *req, const ka_lookup *lk, ka_decision *dec);
+
+/* The look-ups over a store and an open read transaction. */
+typedef struct {
+    const ka_store *st;
+    MDB_txn *txn;
+} ka_store_lookup_ctx;
+void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk);
+
+/* The 503 of SPEC §10, used when the store cannot be read. */
+void ka_decision_unavailable(ka_decision *dec);
+
+#endif

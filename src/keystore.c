@@ -1,0 +1,780 @@
+/* The LMDB key store: layout documented in docs/keystore.md. */
+#include "keystore.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "token.h"
+
+/* Offsets in a key record (value of the "keys" database). */
+#define REC_TYPE 0
+#define REC_ID 1
+#define REC_ORG (REC_ID + KA_ID_LEN)
+#define REC_WS (REC_ORG + KA_ID_LEN)
+#define REC_CONN (REC_WS + KA_ID_LEN)
+#define REC_CREATED (REC_CONN + KA_ID_LEN)
+#define REC_HINTLEN (REC_CREATED + 8)
+#define REC_HINT (REC_HINTLEN + 1)
+
+/* Index entries: a tag byte and two IDs, value empty. */
+#define IDX_WS_OF_ORG 'S'
+#define IDX_CONN_OF_WS 'C'
+#define IDX_API_OF_ORG 'A'
+#define IDX_WRITE_OF_CONN 'W'
+#define IDX_LEN (1 + 2 * KA_ID_LEN)
+
+const char *ka_store_strerror(int rc)
+{
+    return mdb_strerror(rc);
+}
+
+static void copy_id(char dst[KA_ID_LEN + 1], const void *src)
+{
+    memcpy(dst, src, KA_ID_LEN);
+    dst[KA_ID_LEN] = '\0';
+}
+
+/* Copies an optional ID field: all zero bytes mean none. */
+static void copy_opt_id(char dst[KA_ID_LEN + 1], const uint8_t *src)
+{
+    if (src[0] == 0)
+        dst[0] = '\0';
+    else
+        copy_id(dst, src);
+}
+
+static void copy_name(char dst[KA_NAME_MAX + 1], const void *src, size_t len)
+{
+    if (len > KA_NAME_MAX)
+        len = KA_NAME_MAX;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
+static int open_dbis(ka_store *st, int readonly, char *err, size_t errlen)
+{
+    MDB_txn *txn;
+    unsigned flags = readonly ? 0 : MDB_CREATE;
+    int rc = mdb_txn_begin(st->env, NULL, readonly ? MDB_RDONLY : 0, &txn);
+
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", flags, &st->meta);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "organizations", flags, &st->orgs);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "workspaces", flags, &st->wss);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "connections", flags, &st->conns);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "keys", flags, &st->keys);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "key-ids", flags, &st->kids);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "index", flags, &st->idx);
+    if (rc != 0) {
+        if (txn)
+            mdb_txn_abort(txn);
+        snprintf(err, errlen, "key store %s is not a krenalis-keys store (%s)", st->dir,
+                 mdb_strerror(rc));
+        return KA_FAIL;
+    }
+    return mdb_txn_commit(txn) == 0 ? KA_OK : KA_FAIL;
+}
+
+static int check_format(ka_store *st, char *err, size_t errlen)
+{
+    MDB_txn *txn;
+    MDB_val k = {4 + 2, "format"}, v;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+
+    if (rc != 0) {
+        snprintf(err, errlen, "key store %s: %s", st->dir, mdb_strerror(rc));
+        return KA_FAIL;
+    }
+    rc = mdb_get(txn, st->meta, &k, &v);
+    if (rc != 0 || v.mv_size != strlen(KA_STORE_FORMAT) ||
+        memcmp(v.mv_data, KA_STORE_FORMAT, v.mv_size) != 0) {
+        if (rc == 0)
+            snprintf(err, errlen, "key store %s has format '%.*s'; this build reads '%s'", st->dir,
+                     (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data,
+                     KA_STORE_FORMAT);
+        else
+            snprintf(err, errlen, "key store %s has no format record; it was not made by "
+                                  "krenalis-keys init",
+                     st->dir);
+        mdb_txn_abort(txn);
+        return KA_FAIL;
+    }
+    mdb_txn_abort(txn);
+    return KA_OK;
+}
+
+static void default_secret(const char *dir, const char *secret_path, char *buf, size_t len)
+{
+    if (secret_path)
+        snprintf(buf, len, "%s", secret_path);
+    else
+        snprintf(buf, len, "%s/secret", dir);
+}
+
+int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_store **out,
+                  char *err, size_t errlen)
+{
+    uint8_t secret[KA_SECRET_LEN];
+    char spath[4200];
+    int rc;
+
+    *out = NULL;
+    default_secret(dir, secret_path, spath, sizeof(spath));
+    if (ka_secret_read(spath, secret, err, errlen) != NULL)
+        return KA_FAIL;
+    rc = ka_store_open_secret(dir, secret, readonly, out, err, errlen);
+    OPENSSL_cleanse(secret, sizeof(secret));
+    return rc;
+}
+
+int ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
+                         ka_store **out, char *err, size_t errlen)
+{
+    struct stat sb;
+    ka_store *st;
+    int rc;
+
+    *out = NULL;
+    if (stat(dir, &sb) != 0) {
+        snprintf(err, errlen, "key store %s: %s", dir, strerror(errno));
+        return KA_FAIL;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "key store %s is not a directory", dir);
+        return KA_FAIL;
+    }
+    st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return KA_FAIL;
+    }
+    snprintf(st->dir, sizeof(st->dir), "%s", dir);
+    ka_hmac_init(&st->hmac, secret);
+    rc = mdb_env_create(&st->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(st->env, 8);
+    if (rc == 0)
+        rc = mdb_env_set_maxreaders(st->env, KA_STORE_MAXREADERS);
+    if (rc == 0 && !readonly)
+        rc = mdb_env_set_mapsize(st->env, KA_STORE_DEFAULT_MAPSIZE);
+    /* NOTLS: a read transaction is not tied to a thread (event MPM threads, reader slots). */
+    if (rc == 0)
+        rc = mdb_env_open(st->env, dir, readonly ? (MDB_RDONLY | MDB_NOTLS) : MDB_NOTLS, 0640);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot open key store %s: %s", dir, mdb_strerror(rc));
+        ka_store_close(st);
+        return KA_FAIL;
+    }
+    if (open_dbis(st, readonly, err, errlen) != KA_OK || check_format(st, err, errlen) != KA_OK) {
+        ka_store_close(st);
+        return KA_FAIL;
+    }
+    *out = st;
+    return KA_OK;
+}
+
+void ka_store_close(ka_store *st)
+{
+    if (st == NULL)
+        return;
+    if (st->env)
+        mdb_env_close(st->env);
+    OPENSSL_cleanse(&st->hmac, sizeof(st->hmac));
+    free(st);
+}
+
+static int write_secret(const char *path, char *err, size_t errlen)
+{
+    uint8_t secret[KA_SECRET_LEN];
+    int fd;
+    ssize_t n;
+
+    if (!ka_random(secret, sizeof(secret))) {
+        snprintf(err, errlen, "cannot get random bytes for the store secret");
+        return KA_FAIL;
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create store secret %s: %s", path, strerror(errno));
+        OPENSSL_cleanse(secret, sizeof(secret));
+        return KA_FAIL;
+    }
+    n = write(fd, secret, sizeof(secret));
+    OPENSSL_cleanse(secret, sizeof(secret));
+    if (n != (ssize_t)sizeof(secret) || fsync(fd) != 0) {
+        snprintf(err, errlen, "cannot write store secret %s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return KA_FAIL;
+    }
+    close(fd);
+    return KA_OK;
+}
+
+int ka_store_create(const char *dir, const char *secret_path, char *err, size_t errlen)
+{
+    char spath[4200];
+    struct stat sb;
+    ka_store *st;
+    MDB_txn *txn;
+    MDB_val k = {6, "format"}, v = {strlen(KA_STORE_FORMAT), KA_STORE_FORMAT};
+    int rc;
+
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+        return KA_FAIL;
+    }
+    {
+        char data[4200];
+        snprintf(data, sizeof(data), "%s/data.mdb", dir);
+        if (stat(data, &sb) == 0) {
+            snprintf(err, errlen, "%s already holds a key store", dir);
+            return KA_FAIL;
+        }
+    }
+    default_secret(dir, secret_path, spath, sizeof(spath));
+    if (stat(spath, &sb) != 0 && write_secret(spath, err, errlen) != KA_OK)
+        return KA_FAIL;
+    st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return KA_FAIL;
+    snprintf(st->dir, sizeof(st->dir), "%s", dir);
+    rc = mdb_env_create(&st->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(st->env, 8);
+    if (rc == 0)
+        rc = mdb_env_set_maxreaders(st->env, KA_STORE_MAXREADERS);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(st->env, KA_STORE_DEFAULT_MAPSIZE);
+    if (rc == 0)
+        rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0640);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot create key store %s: %s", dir, mdb_strerror(rc));
+        ka_store_close(st);
+        return KA_FAIL;
+    }
+    if (open_dbis(st, 0, err, errlen) != KA_OK) {
+        ka_store_close(st);
+        return KA_FAIL;
+    }
+    rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc == 0) {
+        rc = mdb_put(txn, st->meta, &k, &v, 0);
+        if (rc == 0)
+            rc = mdb_txn_commit(txn);
+        else
+            mdb_txn_abort(txn);
+    }
+    if (rc != 0)
+        snprintf(err, errlen, "cannot write key store %s: %s", dir, mdb_strerror(rc));
+    ka_store_close(st);
+    return rc == 0 ? KA_OK : KA_FAIL;
+}
+
+void ka_digest_api(const ka_store *st, const uint8_t payload[KA_PAYLOAD_LEN],
+                   uint8_t out[KA_DIGEST_LEN])
+{
+    ka_hmac(&st->hmac, payload, KA_PAYLOAD_LEN, out);
+}
+
+void ka_digest_write(const ka_store *st, const char key[KA_WRITE_KEY_LEN],
+                     uint8_t out[KA_DIGEST_LEN])
+{
+    ka_hmac(&st->hmac, key, KA_WRITE_KEY_LEN, out);
+}
+
+static int get_result(int rc)
+{
+    if (rc == 0)
+        return KA_OK;
+    return rc == MDB_NOTFOUND ? KA_NOTFOUND : KA_FAIL;
+}
+
+/* Decodes a key record; KA_FAIL if it is not one this build wrote. */
+static int decode_key(const MDB_val *v, ka_key_rec *rec)
+{
+    const uint8_t *p = v->mv_data;
+    size_t hl;
+
+    if (v->mv_size < REC_HINT || (p[REC_TYPE] != 'A' && p[REC_TYPE] != 'W'))
+        return KA_FAIL;
+    hl = p[REC_HINTLEN];
+    if (hl > KA_HINT_MAX || REC_HINT + hl > v->mv_size)
+        return KA_FAIL;
+    rec->type = p[REC_TYPE] == 'A' ? KA_KEY_API : KA_KEY_WRITE;
+    copy_id(rec->id, p + REC_ID);
+    copy_id(rec->org, p + REC_ORG);
+    copy_opt_id(rec->ws, p + REC_WS);
+    copy_opt_id(rec->conn, p + REC_CONN);
+    rec->created = 0;
+    for (int i = 0; i < 8; i++)
+        rec->created = rec->created << 8 | p[REC_CREATED + i];
+    memcpy(rec->hint, p + REC_HINT, hl);
+    rec->hint[hl] = '\0';
+    copy_name(rec->name, p + REC_HINT + hl, v->mv_size - REC_HINT - hl);
+    return KA_OK;
+}
+
+int ka_get_key(MDB_txn *txn, const ka_store *st, const uint8_t digest[KA_DIGEST_LEN],
+               ka_key_rec *rec)
+{
+    MDB_val k = {KA_DIGEST_LEN, (void *)digest}, v;
+    int rc = get_result(mdb_get(txn, st->keys, &k, &v));
+    return rc == KA_OK ? decode_key(&v, rec) : rc;
+}
+
+int ka_get_org(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
+{
+    MDB_val k = {KA_ID_LEN, (void *)id}, v;
+    int rc = get_result(mdb_get(txn, st->orgs, &k, &v));
+
+    if (rc != KA_OK)
+        return rc;
+    if (v.mv_size < 1)
+        return KA_FAIL;
+    copy_id(e->id, id);
+    e->org[0] = e->ws[0] = '\0';
+    e->enabled = ((const uint8_t *)v.mv_data)[0] & 1;
+    copy_name(e->name, (const char *)v.mv_data + 1, v.mv_size - 1);
+    return KA_OK;
+}
+
+int ka_get_ws(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
+{
+    MDB_val k = {KA_ID_LEN, (void *)id}, v;
+    int rc = get_result(mdb_get(txn, st->wss, &k, &v));
+
+    if (rc != KA_OK)
+        return rc;
+    if (v.mv_size < KA_ID_LEN)
+        return KA_FAIL;
+    copy_id(e->id, id);
+    copy_id(e->org, v.mv_data);
+    e->ws[0] = '\0';
+    e->enabled = 1;
+    copy_name(e->name, (const char *)v.mv_data + KA_ID_LEN, v.mv_size - KA_ID_LEN);
+    return KA_OK;
+}
+
+int ka_get_conn(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
+{
+    MDB_val k = {KA_ID_LEN, (void *)id}, v;
+    int rc = get_result(mdb_get(txn, st->conns, &k, &v));
+
+    if (rc != KA_OK)
+        return rc;
+    if (v.mv_size < 2 * KA_ID_LEN)
+        return KA_FAIL;
+    copy_id(e->id, id);
+    copy_id(e->ws, v.mv_data);
+    copy_id(e->org, (const char *)v.mv_data + KA_ID_LEN);
+    e->enabled = 1;
+    copy_name(e->name, (const char *)v.mv_data + 2 * KA_ID_LEN, v.mv_size - 2 * KA_ID_LEN);
+    return KA_OK;
+}
+
+/* ---- write side ---- */
+
+static int idx_put(MDB_txn *txn, ka_store *st, char tag, const char *a, const char *b)
+{
+    char key[IDX_LEN];
+    MDB_val k = {IDX_LEN, key}, v = {0, ""};
+
+    key[0] = tag;
+    memcpy(key + 1, a, KA_ID_LEN);
+    memcpy(key + 1 + KA_ID_LEN, b, KA_ID_LEN);
+    return mdb_put(txn, st->idx, &k, &v, 0) == 0 ? KA_OK : KA_FAIL;
+}
+
+static int idx_del(MDB_txn *txn, ka_store *st, char tag, const char *a, const char *b)
+{
+    char key[IDX_LEN];
+    MDB_val k = {IDX_LEN, key};
+    int rc;
+
+    key[0] = tag;
+    memcpy(key + 1, a, KA_ID_LEN);
+    memcpy(key + 1 + KA_ID_LEN, b, KA_ID_LEN);
+    rc = mdb_del(txn, st->idx, &k, NULL);
+    return rc == 0 || rc == MDB_NOTFOUND ? KA_OK : KA_FAIL;
+}
+
+typedef int (*idx_cb)(const char *second, void *arg);
+
+/* Calls cb with the second ID of every index entry tag+first. Collects first so that the
+ * callback may delete entries. */
+static int idx_each(MDB_txn *txn, const ka_store *st, char tag, const char *first, idx_cb cb,
+                    void *arg)
+{
+    char prefix[1 + KA_ID_LEN];
+    MDB_cursor *cur;
+    MDB_val k, v;
+    char(*ids)[KA_ID_LEN + 1] = NULL;
+    size_t n = 0, cap = 0;
+    int rc, ret = KA_OK;
+
+    prefix[0] = tag;
+    memcpy(prefix + 1, first, KA_ID_LEN);
+    if (mdb_cursor_open(txn, st->idx, &cur) != 0)
+        return KA_FAIL;
+    k.mv_size = sizeof(prefix);
+    k.mv_data = prefix;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != IDX_LEN || memcmp(k.mv_data, prefix, sizeof(prefix)) != 0)
+            break;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            void *p = realloc(ids, ncap * sizeof(*ids));
+            if (p == NULL) {
+                ret = KA_FAIL;
+                break;
+            }
+            ids = p;
+            cap = ncap;
+        }
+        copy_id(ids[n++], (const char *)k.mv_data + 1 + KA_ID_LEN);
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        ret = KA_FAIL;
+    for (size_t i = 0; ret == KA_OK && i < n; i++)
+        if (cb(ids[i], arg) != 0)
+            ret = KA_FAIL;
+    free(ids);
+    return ret;
+}
+
+static int put_raw(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, const void *val,
+                   size_t vlen)
+{
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    return mdb_put(txn, dbi, &k, &v, 0) == 0 ? KA_OK : KA_FAIL;
+}
+
+static int del_raw(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen)
+{
+    MDB_val k = {klen, (void *)key};
+    int rc = mdb_del(txn, dbi, &k, NULL);
+    if (rc == MDB_NOTFOUND)
+        return KA_NOTFOUND;
+    return rc == 0 ? KA_OK : KA_FAIL;
+}
+
+int ka_put_org(MDB_txn *txn, ka_store *st, const ka_entity *e)
+{
+    uint8_t buf[1 + KA_NAME_MAX];
+    size_t nl = strnlen(e->name, KA_NAME_MAX);
+
+    buf[0] = e->enabled ? 1 : 0;
+    memcpy(buf + 1, e->name, nl);
+    return put_raw(txn, st->orgs, e->id, KA_ID_LEN, buf, 1 + nl);
+}
+
+int ka_put_ws(MDB_txn *txn, ka_store *st, const ka_entity *e)
+{
+    char buf[KA_ID_LEN + KA_NAME_MAX];
+    size_t nl = strnlen(e->name, KA_NAME_MAX);
+
+    memcpy(buf, e->org, KA_ID_LEN);
+    memcpy(buf + KA_ID_LEN, e->name, nl);
+    if (put_raw(txn, st->wss, e->id, KA_ID_LEN, buf, KA_ID_LEN + nl) != KA_OK)
+        return KA_FAIL;
+    return idx_put(txn, st, IDX_WS_OF_ORG, e->org, e->id);
+}
+
+int ka_put_conn(MDB_txn *txn, ka_store *st, const ka_entity *e)
+{
+    char buf[2 * KA_ID_LEN + KA_NAME_MAX];
+    size_t nl = strnlen(e->name, KA_NAME_MAX);
+
+    memcpy(buf, e->ws, KA_ID_LEN);
+    memcpy(buf + KA_ID_LEN, e->org, KA_ID_LEN);
+    memcpy(buf + 2 * KA_ID_LEN, e->name, nl);
+    if (put_raw(txn, st->conns, e->id, KA_ID_LEN, buf, 2 * KA_ID_LEN + nl) != KA_OK)
+        return KA_FAIL;
+    return idx_put(txn, st, IDX_CONN_OF_WS, e->ws, e->id);
+}
+
+static void put_opt_id(uint8_t *dst, const char *id)
+{
+    if (id[0] == '\0')
+        memset(dst, 0, KA_ID_LEN);
+    else
+        memcpy(dst, id, KA_ID_LEN);
+}
+
+int ka_put_key(MDB_txn *txn, ka_store *st, const uint8_t digest[KA_DIGEST_LEN],
+               const ka_key_rec *rec)
+{
+    uint8_t buf[REC_HINT + KA_HINT_MAX + KA_NAME_MAX];
+    size_t hl = strnlen(rec->hint, KA_HINT_MAX), nl = strnlen(rec->name, KA_NAME_MAX);
+
+    buf[REC_TYPE] = rec->type == KA_KEY_API ? 'A' : 'W';
+    memcpy(buf + REC_ID, rec->id, KA_ID_LEN);
+    memcpy(buf + REC_ORG, rec->org, KA_ID_LEN);
+    put_opt_id(buf + REC_WS, rec->ws);
+    put_opt_id(buf + REC_CONN, rec->conn);
+    for (int i = 0; i < 8; i++)
+        buf[REC_CREATED + i] = (uint8_t)(rec->created >> (56 - 8 * i));
+    buf[REC_HINTLEN] = (uint8_t)hl;
+    memcpy(buf + REC_HINT, rec->hint, hl);
+    memcpy(buf + REC_HINT + hl, rec->name, nl);
+    if (put_raw(txn, st->keys, digest, KA_DIGEST_LEN, buf, REC_HINT + hl + nl) != KA_OK ||
+        put_raw(txn, st->kids, rec->id, KA_ID_LEN, digest, KA_DIGEST_LEN) != KA_OK)
+        return KA_FAIL;
+    if (rec->type == KA_KEY_API)
+        return idx_put(txn, st, IDX_API_OF_ORG, rec->org, rec->id);
+    return idx_put(txn, st, IDX_WRITE_OF_CONN, rec->conn, rec->id);
+}
+
+int ka_get_key_by_id(MDB_txn *txn, const ka_store *st, const char *key_id, ka_key_rec *rec)
+{
+    MDB_val k = {KA_ID_LEN, (void *)key_id}, v;
+    int rc = get_result(mdb_get(txn, st->kids, &k, &v));
+
+    if (rc != KA_OK)
+        return rc;
+    if (v.mv_size != KA_DIGEST_LEN)
+        return KA_FAIL;
+    return ka_get_key(txn, st, v.mv_data, rec);
+}
+
+typedef struct {
+    MDB_txn *txn;
+    ka_store *st;
+} del_ctx;
+
+int ka_del_key(MDB_txn *txn, ka_store *st, const char *key_id)
+{
+    MDB_val k = {KA_ID_LEN, (void *)key_id}, v;
+    uint8_t digest[KA_DIGEST_LEN];
+    ka_key_rec rec;
+    int rc = get_result(mdb_get(txn, st->kids, &k, &v));
+
+    if (rc != KA_OK)
+        return rc;
+    if (v.mv_size != KA_DIGEST_LEN)
+        return KA_FAIL;
+    memcpy(digest, v.mv_data, KA_DIGEST_LEN);
+    if (ka_get_key(txn, st, digest, &rec) == KA_OK) {
+        if (rec.type == KA_KEY_API)
+            rc = idx_del(txn, st, IDX_API_OF_ORG, rec.org, rec.id);
+        else
+            rc = idx_del(txn, st, IDX_WRITE_OF_CONN, rec.conn, rec.id);
+        if (rc != KA_OK)
+            return KA_FAIL;
+    }
+    if (del_raw(txn, st->keys, digest, KA_DIGEST_LEN) == KA_FAIL)
+        return KA_FAIL;
+    return del_raw(txn, st->kids, key_id, KA_ID_LEN) == KA_FAIL ? KA_FAIL : KA_OK;
+}
+
+static int del_key_cb(const char *id, void *arg)
+{
+    del_ctx *c = arg;
+    return ka_del_key(c->txn, c->st, id) == KA_FAIL;
+}
+
+int ka_del_conn(MDB_txn *txn, ka_store *st, const char *id)
+{
+    ka_entity e;
+    del_ctx c = {txn, st};
+    int rc = ka_get_conn(txn, st, id, &e);
+
+    if (rc != KA_OK)
+        return rc;
+    if (idx_each(txn, st, IDX_WRITE_OF_CONN, id, del_key_cb, &c) != KA_OK ||
+        idx_del(txn, st, IDX_CONN_OF_WS, e.ws, id) != KA_OK)
+        return KA_FAIL;
+    return del_raw(txn, st->conns, id, KA_ID_LEN) == KA_FAIL ? KA_FAIL : KA_OK;
+}
+
+static int del_conn_cb(const char *id, void *arg)
+{
+    del_ctx *c = arg;
+    return ka_del_conn(c->txn, c->st, id) == KA_FAIL;
+}
+
+/* API keys restricted to a workspace go with it: such a key could never authenticate again. */
+static int del_ws_keys_cb(const char *key_id, void *arg)
+{
+    const char *const *a = arg;
+    const del_ctx *c = (const del_ctx *)a[0];
+    const char *ws = a[1];
+    ka_key_rec rec;
+    int rc = ka_get_key_by_id(c->txn, c->st, key_id, &rec);
+
+    if (rc == KA_FAIL)
+        return 1;
+    if (rc == KA_OK && strcmp(rec.ws, ws) == 0)
+        return ka_del_key(c->txn, c->st, key_id) == KA_FAIL;
+    return 0;
+}
+
+int ka_del_ws(MDB_txn *txn, ka_store *st, const char *id)
+{
+    ka_entity e;
+    del_ctx c = {txn, st};
+    const void *args[2];
+    int rc = ka_get_ws(txn, st, id, &e);
+
+    if (rc != KA_OK)
+        return rc;
+    args[0] = &c;
+    args[1] = e.id;
+    if (idx_each(txn, st, IDX_CONN_OF_WS, id, del_conn_cb, &c) != KA_OK ||
+        idx_each(txn, st, IDX_API_OF_ORG, e.org, del_ws_keys_cb, (void *)args) != KA_OK ||
+        idx_del(txn, st, IDX_WS_OF_ORG, e.org, id) != KA_OK)
+        return KA_FAIL;
+    return del_raw(txn, st->wss, id, KA_ID_LEN) == KA_FAIL ? KA_FAIL : KA_OK;
+}
+
+static int del_ws_cb(const char *id, void *arg)
+{
+    del_ctx *c = arg;
+    return ka_del_ws(c->txn, c->st, id) == KA_FAIL;
+}
+
+int ka_del_org(MDB_txn *txn, ka_store *st, const char *id)
+{
+    ka_entity e;
+    del_ctx c = {txn, st};
+    int rc = ka_get_org(txn, st, id, &e);
+
+    if (rc != KA_OK)
+        return rc;
+    if (idx_each(txn, st, IDX_WS_OF_ORG, id, del_ws_cb, &c) != KA_OK ||
+        idx_each(txn, st, IDX_API_OF_ORG, id, del_key_cb, &c) != KA_OK)
+        return KA_FAIL;
+    return del_raw(txn, st->orgs, id, KA_ID_LEN) == KA_FAIL ? KA_FAIL : KA_OK;
+}
+
+/* ---- listing ---- */
+
+int ka_list_orgs(MDB_txn *txn, const ka_store *st, ka_entity_cb cb, void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    ka_entity e;
+    int rc, ret = KA_OK;
+
+    if (mdb_cursor_open(txn, st->orgs, &cur) != 0)
+        return KA_FAIL;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != KA_ID_LEN || v.mv_size < 1) {
+            ret = KA_FAIL;
+            break;
+        }
+        copy_id(e.id, k.mv_data);
+        e.org[0] = e.ws[0] = '\0';
+        e.enabled = ((const uint8_t *)v.mv_data)[0] & 1;
+        copy_name(e.name, (const char *)v.mv_data + 1, v.mv_size - 1);
+        if (cb(&e, arg) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc != 0 && rc != MDB_NOTFOUND ? KA_FAIL : ret;
+}
+
+/* Walks every record of a database of workspaces or connections. */
+static int list_table(MDB_txn *txn, const ka_store *st, MDB_dbi dbi,
+                      int (*get)(MDB_txn *, const ka_store *, const char *, ka_entity *),
+                      const char *org, const char *ws, ka_entity_cb cb, void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    ka_entity e;
+    char id[KA_ID_LEN + 1];
+    int rc, ret = KA_OK;
+
+    if (mdb_cursor_open(txn, dbi, &cur) != 0)
+        return KA_FAIL;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != KA_ID_LEN) {
+            ret = KA_FAIL;
+            break;
+        }
+        copy_id(id, k.mv_data);
+        if (get(txn, st, id, &e) != KA_OK) {
+            ret = KA_FAIL;
+            break;
+        }
+        if (org && strcmp(e.org, org) != 0)
+            continue;
+        if (ws && strcmp(e.ws, ws) != 0)
+            continue;
+        if (cb(&e, arg) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc != 0 && rc != MDB_NOTFOUND ? KA_FAIL : ret;
+}
+
+int ka_list_ws(MDB_txn *txn, const ka_store *st, const char *org, ka_entity_cb cb, void *arg)
+{
+    return list_table(txn, st, st->wss, ka_get_ws, org, NULL, cb, arg);
+}
+
+int ka_list_conns(MDB_txn *txn, const ka_store *st, const char *ws, ka_entity_cb cb, void *arg)
+{
+    return list_table(txn, st, st->conns, ka_get_conn, NULL, ws, cb, arg);
+}
+
+typedef struct {
+    MDB_txn *txn;
+    const ka_store *st;
+    ka_key_cb cb;
+    void *arg;
+    int stop;
+} list_keys_ctx;
+
+static int list_key_cb(const char *key_id, void *arg)
+{
+    list_keys_ctx *c = arg;
+    ka_key_rec rec;
+
+    if (c->stop)
+        return 0;
+    if (ka_get_key_by_id(c->txn, c->st, key_id, &rec) != KA_OK)
+        return 1;
+    c->stop = c->cb(&rec, c->arg) != 0;
+    return 0;
+}
+
+static int list_org_keys_cb(const ka_entity *e, void *arg)
+{
+    list_keys_ctx *c = arg;
+    return idx_each(c->txn, c->st, IDX_API_OF_ORG, e->id, list_key_cb, c) != KA_OK || c->stop;
+}
+
+int ka_list_api_keys(MDB_txn *txn, const ka_store *st, const char *org, ka_key_cb cb, void *arg)
+{
+    list_keys_ctx c = {txn, st, cb, arg, 0};
+
+    if (org)
+        return idx_each(txn, st, IDX_API_OF_ORG, org, list_key_cb, &c);
+    return ka_list_orgs(txn, st, list_org_keys_cb, &c);
+}
+
+int ka_list_write_keys(MDB_txn *txn, const ka_store *st, const char *conn, ka_key_cb cb,
+                       void *arg)
+{
+    list_keys_ctx c = {txn, st, cb, arg, 0};
+    return idx_each(txn, st, IDX_WRITE_OF_CONN, conn, list_key_cb, &c);
+}

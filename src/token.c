@@ -1,0 +1,226 @@
+/* Wire formats of credentials and IDs (SPEC §2). No allocation, no I/O. */
+#include "token.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <zlib.h>
+
+const char ka_base58[] = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+const char ka_alnum62[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+const char *ka_key_type_name(ka_key_type t)
+{
+    switch (t) {
+    case KA_KEY_API:
+        return "api";
+    case KA_KEY_WRITE:
+        return "event-write";
+    case KA_KEY_ORGS:
+        return "organizations";
+    default:
+        return "";
+    }
+}
+
+static int is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+int ka_bearer_parse(const char *value, const char **tok, size_t *toklen)
+{
+    static const char scheme[] = "bearer";
+    size_t i, n;
+
+    if (value == NULL)
+        return 0;
+    for (i = 0; i < sizeof(scheme) - 1; i++) {
+        char c = value[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != scheme[i])
+            return 0;
+    }
+    if (!is_blank(value[i]))
+        return 0;
+    while (is_blank(value[i]))
+        i++;
+    n = strlen(value + i);
+    if (n == 0 || n > KA_MAX_TOKEN_LEN)
+        return 0;
+    *tok = value + i;
+    *toklen = n;
+    return 1;
+}
+
+/* Digit value of c in the API key alphabet, or -1. */
+static int digit62(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return -1;
+}
+
+/* Big-endian base-62 digits into a big-endian byte array; 0 on overflow or a bad digit. */
+static int base62_decode(const char *s, size_t n, uint8_t *out, size_t outlen)
+{
+    memset(out, 0, outlen);
+    for (size_t i = 0; i < n; i++) {
+        int d = digit62((unsigned char)s[i]);
+        unsigned carry;
+        if (d < 0)
+            return 0;
+        carry = (unsigned)d;
+        for (size_t j = outlen; j-- > 0;) {
+            unsigned v = out[j] * 62u + carry;
+            out[j] = (uint8_t)(v & 0xff);
+            carry = v >> 8;
+        }
+        if (carry != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Writes n base-62 digits of the big-endian number in (destroyed), left-padded with 'A'. */
+static void base62_encode(uint8_t *in, size_t inlen, char *out, size_t n)
+{
+    for (size_t i = n; i-- > 0;) {
+        unsigned rem = 0;
+        for (size_t j = 0; j < inlen; j++) {
+            unsigned v = (rem << 8) | in[j];
+            in[j] = (uint8_t)(v / 62);
+            rem = v % 62;
+        }
+        out[i] = ka_alnum62[rem];
+    }
+}
+
+static uint32_t payload_crc(const uint8_t payload[KA_PAYLOAD_LEN])
+{
+    return (uint32_t)crc32(0L, payload, KA_PAYLOAD_LEN);
+}
+
+int ka_api_body_parse(const char *body, size_t len, uint8_t payload[KA_PAYLOAD_LEN])
+{
+    uint8_t crc[4];
+    uint32_t want;
+
+    if (len != KA_API_BODY_LEN)
+        return 0;
+    if (!base62_decode(body, 43, payload, KA_PAYLOAD_LEN))
+        return 0;
+    if (!base62_decode(body + 43, 6, crc, sizeof(crc)))
+        return 0;
+    want = payload_crc(payload);
+    return ((uint32_t)crc[0] << 24 | (uint32_t)crc[1] << 16 | (uint32_t)crc[2] << 8 | crc[3]) ==
+           want;
+}
+
+void ka_api_body_encode(const uint8_t payload[KA_PAYLOAD_LEN], char out[KA_API_BODY_LEN])
+{
+    uint8_t tmp[KA_PAYLOAD_LEN];
+    uint32_t c = payload_crc(payload);
+    uint8_t crc[4] = {(uint8_t)(c >> 24), (uint8_t)(c >> 16), (uint8_t)(c >> 8), (uint8_t)c};
+
+    memcpy(tmp, payload, sizeof(tmp));
+    base62_encode(tmp, sizeof(tmp), out, 43);
+    base62_encode(crc, sizeof(crc), out + 43, 6);
+}
+
+static int is_alnum(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+int ka_write_key_valid(const char *s, size_t len)
+{
+    if (len != KA_WRITE_KEY_LEN)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!is_alnum((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+int ka_id_valid(const char *s, size_t len)
+{
+    if (s == NULL || len != KA_ID_LEN)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == '\0' || strchr(ka_base58, s[i]) == NULL)
+            return 0;
+    return 1;
+}
+
+/* Length in bytes of the UTF-8 sequence starting at s, 1 if it is not a valid one. */
+static size_t utf8_seq_len(const unsigned char *s)
+{
+    size_t n;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        n = 3;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        n = 4;
+    else
+        return 1;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 1;
+    return n;
+}
+
+const char *ka_org_key_check(const char *var, const char *value, char *buf, size_t bufsize)
+{
+    size_t len = strlen(value);
+
+    if (strncmp(value, "org_", 4) != 0) {
+        snprintf(buf, bufsize, "%s must start with 'org_'", var);
+        return buf;
+    }
+    if (len != KA_ORG_KEY_LEN) {
+        snprintf(buf, bufsize,
+                 "%s has an invalid length (expected 'org_' + 43 alphanumeric characters)", var);
+        return buf;
+    }
+    for (size_t i = 4; i < len; i++) {
+        const unsigned char *c = (const unsigned char *)value + i;
+        if (!is_alnum(*c)) {
+            size_t n = utf8_seq_len(c);
+            if (n == 1 && (*c < 0x20 || *c >= 0x7f))
+                snprintf(buf, bufsize, "invalid format of %s, unexpected character '\\x%02x'", var,
+                         *c);
+            else
+                snprintf(buf, bufsize, "invalid format of %s, unexpected character '%.*s'", var,
+                         (int)n, (const char *)c);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+void ka_hint(const char *s, size_t len, char out[KA_HINT_MAX + 1])
+{
+    if (len < 10) {
+        snprintf(out, KA_HINT_MAX + 1, "...");
+        return;
+    }
+    snprintf(out, KA_HINT_MAX + 1, "%.4s...%.6s", s, s + len - 6);
+}
+
+size_t ka_pick_chars(const char *alphabet, const uint8_t *rnd, size_t rndlen, char *out, size_t n)
+{
+    unsigned alen = (unsigned)strlen(alphabet);
+    unsigned limit = 256 - 256 % alen; /* bytes >= limit would bias the low characters */
+    size_t filled = 0;
+
+    for (size_t i = 0; i < rndlen && filled < n; i++)
+        if (rnd[i] < limit)
+            out[filled++] = alphabet[rnd[i] % alen];
+    return filled;
+}
