@@ -82,3 +82,7 @@ lint:
 
 clean:
 	rm -rf $(BUILD) .libs *.la *.lo *.slo *.o src/*.lo src/*.slo src/*.o src/.libs
+
+# Benchmark (bench/), fuzzing and sanitizer runs (tests/fuzz/).
+-include bench/bench.mk
+-include tests/fuzz/fuzz.mk
