@@ -58,7 +58,12 @@ typedef struct {
     ka_store *st;                     /* NULL until opened in the child */
     apr_thread_mutex_t *open_lock;    /* serializes (re)opening */
     apr_thread_rwlock_t *resize_lock; /* readers share it; a map resize takes it alone */
+    apr_thread_mutex_t *pool_lock;    /* guards the idle transactions below */
+    MDB_txn **idle;                   /* reset read transactions: renewing one keeps its */
+    int nidle;                        /* reader slot, so no reader-table lock per request */
 } ka_handle;
+
+#define IDLE_TXNS 512
 
 /* Per-process state shared by every server record. */
 typedef struct {
@@ -520,6 +525,8 @@ static int handle_open(ka_handle *h, server_rec *s)
                      "KrenalisAuthKeyStore: %s; requests get 503 until it opens", err);
         return KA_FAIL;
     }
+    /* Reader slots left by children that died (SIGKILL, crash) would fill the table. */
+    mdb_reader_check(h->st->env, NULL);
     return KA_OK;
 }
 
@@ -528,6 +535,8 @@ static apr_status_t close_handles(void *data)
     ka_proc *proc = data;
     for (int i = 0; i < proc->handles->nelts; i++) {
         ka_handle *h = APR_ARRAY_IDX(proc->handles, i, ka_handle *);
+        while (h->nidle > 0)
+            mdb_txn_abort(h->idle[--h->nidle]);
         ka_store_close(h->st);
         h->st = NULL;
     }
@@ -545,6 +554,8 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
         ka_handle *h = APR_ARRAY_IDX(proc->handles, i, ka_handle *);
         apr_thread_mutex_create(&h->open_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
         apr_thread_rwlock_create(&h->resize_lock, pchild);
+        apr_thread_mutex_create(&h->pool_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
+        h->idle = apr_pcalloc(pchild, IDLE_TXNS * sizeof(MDB_txn *));
         handle_open(h, s);
     }
     apr_pool_cleanup_register(pchild, proc, close_handles, apr_pool_cleanup_null);
@@ -552,53 +563,95 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
 
 /* ---- the store on the request path ---- */
 
+/* One request's access to a store: the read transaction is begun on the first look-up. */
 typedef struct {
+    request_rec *r;
     ka_handle *h;
     MDB_txn *txn;
 } ka_txn;
 
-/* Begins the request's read transaction. LMDB reports a map grown by krenalis-keys as
- * MDB_MAP_RESIZED; adopting the new size needs no transaction open in this process. */
-static int txn_begin(request_rec *r, ka_handle *h, ka_txn *t)
+/* A reset transaction from the idle list renewed, or a new one. */
+static int txn_get(ka_handle *h, MDB_txn **txn)
 {
+    MDB_txn *t = NULL;
     int rc;
 
-    t->h = h;
-    t->txn = NULL;
+    apr_thread_mutex_lock(h->pool_lock);
+    if (h->nidle > 0)
+        t = h->idle[--h->nidle];
+    apr_thread_mutex_unlock(h->pool_lock);
+    if (t == NULL)
+        return mdb_txn_begin(h->st->env, NULL, MDB_RDONLY, txn);
+    rc = mdb_txn_renew(t);
+    if (rc != 0) {
+        mdb_txn_abort(t);
+        return rc;
+    }
+    *txn = t;
+    return 0;
+}
+
+/* Begins the request's read transaction (ka_store_lookup_ctx.begin). LMDB reports a map
+ * grown by krenalis-keys as MDB_MAP_RESIZED; adopting the new size needs no transaction of
+ * this process to be active, hence the rwlock. */
+static int txn_begin(void *arg, const ka_store **st, MDB_txn **txn)
+{
+    ka_txn *t = arg;
+    ka_handle *h = t->h;
+    int rc;
+
+    if (h == NULL) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, t->r,
+                      "AuthType Krenalis without KrenalisAuthKeyStore for this server");
+        return KA_FAIL;
+    }
     if (h->st == NULL) {
         apr_thread_mutex_lock(h->open_lock);
-        rc = handle_open(h, r->server);
+        rc = handle_open(h, t->r->server);
         apr_thread_mutex_unlock(h->open_lock);
         if (rc != KA_OK)
             return KA_FAIL;
     }
     apr_thread_rwlock_rdlock(h->resize_lock);
-    rc = mdb_txn_begin(h->st->env, NULL, MDB_RDONLY, &t->txn);
+    rc = txn_get(h, &t->txn);
     if (rc == MDB_MAP_RESIZED) {
         apr_thread_rwlock_unlock(h->resize_lock);
         apr_thread_rwlock_wrlock(h->resize_lock);
         mdb_env_set_mapsize(h->st->env, 0);
         apr_thread_rwlock_unlock(h->resize_lock);
         apr_thread_rwlock_rdlock(h->resize_lock);
-        rc = mdb_txn_begin(h->st->env, NULL, MDB_RDONLY, &t->txn);
+        rc = txn_get(h, &t->txn);
     }
     if (rc != 0) {
         apr_thread_rwlock_unlock(h->resize_lock);
         t->txn = NULL;
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                      "key store %s cannot be read: %s", h->dir, mdb_strerror(rc));
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, t->r, "key store %s cannot be read: %s", h->dir,
+                      mdb_strerror(rc));
         return KA_FAIL;
     }
+    *st = h->st;
+    *txn = t->txn;
     return KA_OK;
 }
 
+/* Ends the read transaction, keeping its handle (and reader slot) for the next request. */
 static void txn_end(ka_txn *t)
 {
-    if (t->txn) {
-        mdb_txn_abort(t->txn);
+    ka_handle *h = t->h;
+
+    if (h == NULL || t->txn == NULL)
+        return;
+    mdb_txn_reset(t->txn);
+    apr_thread_mutex_lock(h->pool_lock);
+    if (h->nidle < IDLE_TXNS) {
+        h->idle[h->nidle++] = t->txn;
         t->txn = NULL;
-        apr_thread_rwlock_unlock(t->h->resize_lock);
     }
+    apr_thread_mutex_unlock(h->pool_lock);
+    if (t->txn)
+        mdb_txn_abort(t->txn);
+    t->txn = NULL;
+    apr_thread_rwlock_unlock(h->resize_lock);
 }
 
 /* ---- responses ---- */
@@ -927,47 +980,37 @@ static int bad_content_length(request_rec *r, apr_off_t limit)
     return cl && apr_strtoff(&n, cl, NULL, 10) == APR_SUCCESS && n > limit;
 }
 
-/* Decides, reading the body first when the decision needs it; one read txn at a time. */
+/* One pass of the decision tables over the store. */
+static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_decision *dec)
+{
+    ka_txn t = {r, h, NULL};
+    ka_store_lookup_ctx lctx = {NULL, NULL, txn_begin, &t};
+    ka_lookup lk;
+    int rc;
+
+    ka_store_lookup(&lctx, &lk);
+    rc = ka_decide(req, &lk, dec);
+    txn_end(&t);
+    return rc;
+}
+
+/* Decides, reading the body when the decision needs it. No transaction stays open while a
+ * slow client sends its body. */
 static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka_request *req,
                         ka_decision *dec)
 {
     apr_off_t limit = dc->max_body == UNSET ? DEFAULT_MAX_BODY : dc->max_body;
     ka_body_fields *fields;
-    ka_store_lookup_ctx lctx;
-    ka_lookup lk;
-    ka_txn t;
     int rc;
 
-    if (sc->handle == NULL) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                      "AuthType Krenalis without KrenalisAuthKeyStore for this server");
-        ka_decision_unavailable(dec);
-        return dec->status;
-    }
-    if (txn_begin(r, sc->handle, &t) != KA_OK) {
-        ka_decision_unavailable(dec);
-        return dec->status;
-    }
-    lctx.st = sc->handle->st;
-    lctx.txn = t.txn;
-    ka_store_lookup(&lctx, &lk);
-    rc = ka_decide(req, &lk, dec);
-    txn_end(&t);
+    rc = decide_once(r, sc->handle, req, dec);
     if (rc != KA_NEED_BODY)
         return rc;
-    /* No transaction stays open while a slow client sends its body. */
     fields = apr_pcalloc(r->pool, sizeof(*fields));
     if ((rc = capture_body(r, limit, fields)) != OK)
         return rc;
     req->body = fields;
-    if (txn_begin(r, sc->handle, &t) != KA_OK) {
-        ka_decision_unavailable(dec);
-        return dec->status;
-    }
-    lctx.txn = t.txn;
-    rc = ka_decide(req, &lk, dec);
-    txn_end(&t);
-    return rc;
+    return decide_once(r, sc->handle, req, dec);
 }
 
 static int ka_check_user(request_rec *r)

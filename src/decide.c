@@ -464,11 +464,25 @@ int ka_decide(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
 
 /* ---- look-ups over the store ---- */
 
+/* The transaction of a look-up, begun on first use. */
+static int lk_txn(ka_store_lookup_ctx *c)
+{
+    if (c->txn != NULL)
+        return KA_OK;
+    if (c->begin == NULL || c->begin(c->begin_arg, &c->st, &c->txn) != KA_OK) {
+        c->txn = NULL;
+        return KA_FAIL;
+    }
+    return KA_OK;
+}
+
 static int lk_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec)
 {
     ka_store_lookup_ctx *c = ctx;
     uint8_t digest[KA_DIGEST_LEN];
 
+    if (lk_txn(c) != KA_OK)
+        return KA_FAIL;
     ka_digest_api(c->st, payload, digest);
     return ka_get_key(c->txn, c->st, digest, rec);
 }
@@ -478,6 +492,8 @@ static int lk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec 
     ka_store_lookup_ctx *c = ctx;
     uint8_t digest[KA_DIGEST_LEN];
 
+    if (lk_txn(c) != KA_OK)
+        return KA_FAIL;
     ka_digest_write(c->st, key, digest);
     return ka_get_key(c->txn, c->st, digest, rec);
 }
@@ -485,18 +501,24 @@ static int lk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec 
 static int lk_org(void *ctx, const char *id, ka_entity *e)
 {
     ka_store_lookup_ctx *c = ctx;
+    if (lk_txn(c) != KA_OK)
+        return KA_FAIL;
     return ka_get_org(c->txn, c->st, id, e);
 }
 
 static int lk_ws(void *ctx, const char *id, ka_entity *e)
 {
     ka_store_lookup_ctx *c = ctx;
+    if (lk_txn(c) != KA_OK)
+        return KA_FAIL;
     return ka_get_ws(c->txn, c->st, id, e);
 }
 
 static int lk_conn(void *ctx, const char *id, ka_entity *e)
 {
     ka_store_lookup_ctx *c = ctx;
+    if (lk_txn(c) != KA_OK)
+        return KA_FAIL;
     return ka_get_conn(c->txn, c->st, id, e);
 }
 

@@ -62,10 +62,14 @@ typedef struct {
 
 int ka_decide(const ka_request *req, const ka_lookup *lk, ka_decision *dec);
 
-/* The look-ups over a store and an open read transaction. */
+/* The look-ups over a store and a read transaction. When txn is NULL the first look-up calls
+ * begin to open the store and the transaction, so a decision that reads nothing (a malformed
+ * token, the organizations key) never touches LMDB. */
 typedef struct {
     const ka_store *st;
     MDB_txn *txn;
+    int (*begin)(void *arg, const ka_store **st, MDB_txn **txn); /* KA_OK or KA_FAIL */
+    void *begin_arg;
 } ka_store_lookup_ctx;
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk);
 
