@@ -949,25 +949,30 @@ static int is_krenalis(request_rec *r)
     return t && strcasecmp(t, AUTH_TYPE_NAME) == 0;
 }
 
+static int is_identity_header(const char *name)
+{
+    static const char prefix[] = "krenalis-auth-";
+
+    for (size_t j = 0; j < sizeof(prefix) - 1; j++) {
+        char c = name[j] == '_' ? '-' : (char)apr_tolower(name[j]);
+        if (c != prefix[j])
+            return 0;
+    }
+    return 1;
+}
+
 /* Client-sent Krenalis-Auth-* headers never reach a backend (any case, '-' or '_'). */
 static int strip_identity_headers(request_rec *r)
 {
     const apr_array_header_t *arr = apr_table_elts(r->headers_in);
     const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
-    static const char prefix[] = "krenalis-auth-";
+    int i = 0;
 
-    for (int i = arr->nelts - 1; i >= 0; i--) {
-        const char *k = e[i].key;
-        size_t j;
-        if (k == NULL)
-            continue;
-        for (j = 0; j < sizeof(prefix) - 1 && k[j]; j++) {
-            char c = k[j] == '_' ? '-' : (char)apr_tolower(k[j]);
-            if (c != prefix[j])
-                break;
-        }
-        if (j == sizeof(prefix) - 1)
-            apr_table_unset(r->headers_in, k);
+    while (i < arr->nelts) {
+        if (e[i].key && is_identity_header(e[i].key))
+            apr_table_unset(r->headers_in, e[i].key); /* compacts: look at i again */
+        else
+            i++;
     }
     return DECLINED;
 }

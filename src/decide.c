@@ -119,9 +119,9 @@ static int unavailable(ka_decision *dec)
     return dec->status;
 }
 
-static void set_id(char dst[KA_ID_LEN + 1], const char *src)
+static void set_id(char *dst, size_t size, const char *src)
 {
-    snprintf(dst, KA_ID_LEN + 1, "%s", src ? src : "");
+    snprintf(dst, size, "%s", src ? src : "");
 }
 
 static int accept(ka_decision *dec, ka_key_type type, const char *key_id, const char *org,
@@ -131,10 +131,10 @@ static int accept(ka_decision *dec, ka_key_type type, const char *key_id, const 
     dec->code = NULL;
     dec->message[0] = '\0';
     dec->id.type = type;
-    set_id(dec->id.key_id, key_id);
-    set_id(dec->id.org, org);
-    set_id(dec->id.ws, ws);
-    set_id(dec->id.conn, conn);
+    set_id(dec->id.key_id, sizeof(dec->id.key_id), key_id);
+    set_id(dec->id.org, sizeof(dec->id.org), org);
+    set_id(dec->id.ws, sizeof(dec->id.ws), ws);
+    set_id(dec->id.conn, sizeof(dec->id.conn), conn);
     return KA_ACCEPT;
 }
 
@@ -217,7 +217,7 @@ static int select_workspace(const ka_request *req, const ka_lookup *lk, const ap
     ka_entity ws;
     int rc;
 
-    set_id(selected, rec->ws);
+    set_id(selected, KA_ID_LEN + 1, rec->ws);
     if (h != NULL) {
         if (strchr(h, ',') != NULL)
             return refuse(dec, 400, "BadRequest", m->ws_multi);
@@ -230,7 +230,7 @@ static int select_workspace(const ka_request *req, const ka_lookup *lk, const ap
             return unavailable(dec);
         if (rc == KA_NOTFOUND || strcmp(ws.org, rec->org) != 0)
             return refuse_id(dec, 404, "NotFound", "workspace %s does not exist", h);
-        set_id(selected, h);
+        set_id(selected, KA_ID_LEN + 1, h);
     }
     if (req->ws_policy == KA_WS_REQUIRED && selected[0] == '\0')
         return refuse(dec, 403, "Forbidden",

@@ -23,7 +23,7 @@ typedef enum { KA_KEY_NONE = 0, KA_KEY_API, KA_KEY_WRITE, KA_KEY_ORGS } ka_key_t
 /* What a successful authentication hands to the backend (SPEC §8). Empty strings mean "none". */
 typedef struct {
     ka_key_type type;
-    char key_id[KA_ID_LEN + 1];
+    char key_id[16]; /* a key ID, or "organizations" */
     char org[KA_ID_LEN + 1];
     char ws[KA_ID_LEN + 1];
     char conn[KA_ID_LEN + 1];

@@ -129,9 +129,18 @@ int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_sto
 {
     uint8_t secret[KA_SECRET_LEN];
     char spath[4200];
+    struct stat sb;
     int rc;
 
     *out = NULL;
+    if (stat(dir, &sb) != 0) {
+        snprintf(err, errlen, "key store %s: %s", dir, strerror(errno));
+        return KA_FAIL;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "key store %s is not a directory", dir);
+        return KA_FAIL;
+    }
     default_secret(dir, secret_path, spath, sizeof(spath));
     if (ka_secret_read(spath, secret, err, errlen) != NULL)
         return KA_FAIL;
