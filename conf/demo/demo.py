@@ -157,10 +157,12 @@ def start():
     res = subprocess.run([HTTPD, "-f", conf, "-k", "start"], env=env, capture_output=True, text=True)
     if res.returncode != 0:
         sys.exit(f"demo: httpd did not start:\n{res.stdout}{res.stderr}")
-    for _ in range(50):
-        if not port_free(PORT):
+    for _ in range(100):
+        if not port_free(PORT) and os.path.exists(pid_file(run)):
             break
         time.sleep(0.1)
+    else:
+        sys.exit(f"demo: httpd did not come up; see {run}/error.log")
     with open(os.path.join(run, "keys.json"), "w") as f:
         os.chmod(f.name, 0o600)
         json.dump({"organization": org, "workspaces": [ws1, ws2], "connection": conn,
