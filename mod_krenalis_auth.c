@@ -42,6 +42,7 @@
 #define DEFAULT_MAX_BODY 512000
 #define KEPT_BODY_FILTER "KRENALIS_KEPT_BODY"
 #define CORS_FILTER "KRENALIS_CORS"
+#define JSON_ERROR_FILTER "KRENALIS_JSON_ERROR"
 
 module AP_MODULE_DECLARE_DATA krenalis_auth_module;
 
@@ -905,24 +906,35 @@ static void *pool_zalloc(void *opaque, unsigned items, unsigned size)
     return apr_palloc(opaque, (apr_size_t)items * size);
 }
 
+/* Reads the body and puts it back in front of the backend; OK or an HTTP status. */
+static int keep_body(request_rec *r, apr_off_t limit, const char **data, apr_size_t *len)
+{
+    kept_body *k;
+    int rc = read_body(r, limit, data, len);
+
+    if (rc != OK)
+        return rc;
+    k = apr_pcalloc(r->pool, sizeof(*k));
+    k->data = *data;
+    k->len = *len;
+    ap_add_input_filter(KEPT_BODY_FILTER, k, r, r->connection);
+    /* The body is now whole: the backend gets it with an exact length. */
+    apr_table_unset(r->headers_in, "Transfer-Encoding");
+    apr_table_setn(r->headers_in, "Content-Length", apr_off_t_toa(r->pool, (apr_off_t)*len));
+    return OK;
+}
+
 /* Reads, keeps and scans the ingestion body; OK or an HTTP status. */
 static int capture_body(request_rec *r, apr_off_t limit, ka_body_fields *fields)
 {
     const char *data = NULL;
     apr_size_t len = 0;
-    kept_body *k;
     int enc = ka_content_encoding(apr_table_get(r->headers_in, "Content-Encoding"));
-    int rc = read_body(r, limit, &data, &len);
+    int rc = keep_body(r, limit, &data, &len);
 
+    memset(fields, 0, sizeof(*fields));
     if (rc != OK)
         return rc;
-    k = apr_pcalloc(r->pool, sizeof(*k));
-    k->data = data;
-    k->len = len;
-    ap_add_input_filter(KEPT_BODY_FILTER, k, r, r->connection);
-    /* The body is now whole: the backend gets it with an exact length. */
-    apr_table_unset(r->headers_in, "Transfer-Encoding");
-    apr_table_setn(r->headers_in, "Content-Length", apr_off_t_toa(r->pool, (apr_off_t)len));
     if (enc == 0) {
         ka_json_scan(data, len, fields);
     } else if (enc == 1) {
@@ -933,10 +945,6 @@ static int capture_body(request_rec *r, apr_off_t limit, ka_body_fields *fields)
             return HTTP_REQUEST_ENTITY_TOO_LARGE;
         if (zr == KA_BODY_OK)
             ka_json_scan(out, outlen, fields);
-        else
-            memset(fields, 0, sizeof(*fields));
-    } else {
-        memset(fields, 0, sizeof(*fields));
     }
     return OK;
 }
@@ -977,6 +985,11 @@ static int strip_identity_headers(request_rec *r)
     return DECLINED;
 }
 
+static apr_off_t body_limit(const ka_dir_cfg *dc)
+{
+    return dc->max_body == UNSET ? DEFAULT_MAX_BODY : dc->max_body;
+}
+
 static int bad_content_length(request_rec *r, apr_off_t limit)
 {
     const char *cl = apr_table_get(r->headers_in, "Content-Length");
@@ -1004,7 +1017,7 @@ static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_d
 static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka_request *req,
                         ka_decision *dec)
 {
-    apr_off_t limit = dc->max_body == UNSET ? DEFAULT_MAX_BODY : dc->max_body;
+    apr_off_t limit = body_limit(dc);
     ka_body_fields *fields;
     int rc;
 
@@ -1050,8 +1063,7 @@ static int ka_check_user(request_rec *r)
             apr_table_get(r->headers_in, "Access-Control-Request-Method"))
             return send_preflight(r, q);
     }
-    if (q->route.endpoint == KA_EP_INGESTION &&
-        bad_content_length(r, dc->max_body == UNSET ? DEFAULT_MAX_BODY : dc->max_body))
+    if (q->route.endpoint == KA_EP_INGESTION && bad_content_length(r, body_limit(dc)))
         return HTTP_REQUEST_ENTITY_TOO_LARGE;
     memset(&req, 0, sizeof(req));
     req.route = q->route;
@@ -1064,6 +1076,15 @@ static int ka_check_user(request_rec *r)
     rc = run_decision(r, sc, dc, &req, &dec);
     if (rc != KA_ACCEPT)
         return rc >= 400 && dec.status == rc ? send_refusal(r, q, &dec) : rc;
+    /* A chunked ingestion body the decision did not need is still held to the limit, whole,
+     * so that an oversized one never reaches the backend. Content-Length was checked above. */
+    if (q->route.endpoint == KA_EP_INGESTION && req.body == NULL &&
+        apr_table_get(r->headers_in, "Transfer-Encoding") != NULL) {
+        const char *data;
+        apr_size_t len;
+        if ((rc = keep_body(r, body_limit(dc), &data, &len)) != OK)
+            return rc;
+    }
     q->authenticated = 1;
     q->id = dec.id;
     r->user = apr_pstrdup(r->pool, dec.id.key_id);
@@ -1090,6 +1111,51 @@ static void ka_insert_filter(request_rec *r)
     ka_req *q = ap_get_module_config(r->request_config, &krenalis_auth_module);
     if (q && q->cors)
         ap_add_output_filter(CORS_FILTER, q, r, r->connection);
+}
+
+/* A Require that denies an authenticated key: a JSON error like the module's own. An
+ * ErrorDocument URL still wins (Apache redirects before it gets here). */
+static void ka_insert_error_filter(request_rec *r)
+{
+    ka_req *q = ap_get_module_config(r->request_config, &krenalis_auth_module);
+    char body[256];
+    size_t len;
+
+    if (q == NULL)
+        return;
+    /* ap_custom_response takes the text as is (it marks it as text itself). */
+    if (q->authenticated && (r->status == HTTP_FORBIDDEN || r->status == HTTP_UNAUTHORIZED)) {
+        len = ka_json_error(body, sizeof(body),
+                            r->status == HTTP_FORBIDDEN ? "Forbidden" : "Unauthorized",
+                            "the key is not allowed to access this resource");
+        if (len > 0) {
+            ap_custom_response(r, r->status, body);
+            ap_add_output_filter(JSON_ERROR_FILTER, q, r, r->connection);
+        }
+    }
+    if (q->cors)
+        ap_add_output_filter(CORS_FILTER, q, r, r->connection);
+}
+
+static apr_status_t json_error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    ap_set_content_type(f->r, "application/json; charset=utf-8");
+    set_error_headers(f->r);
+    ap_remove_output_filter(f);
+    return ap_pass_brigade(f->next, bb);
+}
+
+/* WWW-Authenticate for 401s that Apache itself sends (a Require that denies). */
+static int ka_note_auth_failure(request_rec *r, const char *auth_type)
+{
+    const ka_req *q = req_state(r);
+
+    if (strcasecmp(auth_type, AUTH_TYPE_NAME) != 0)
+        return DECLINED;
+    apr_table_setn(r->err_headers_out, "WWW-Authenticate",
+                   apr_psprintf(r->pool, "Bearer realm=\"%s\"%s", realm_of(r),
+                                q && q->authenticated ? ", error=\"insufficient_scope\"" : ""));
+    return OK;
 }
 
 static apr_status_t cors_filter(ap_filter_t *f, apr_bucket_brigade *bb)
@@ -1198,9 +1264,11 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_check_authn(ka_check_user, NULL, NULL, APR_HOOK_MIDDLE, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_fixups(ka_fixups, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_insert_filter(ka_insert_filter, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_insert_error_filter(ka_insert_filter, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_insert_error_filter(ka_insert_error_filter, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_note_auth_failure(ka_note_auth_failure, NULL, NULL, APR_HOOK_MIDDLE);
     ap_register_input_filter(KEPT_BODY_FILTER, kept_body_filter, NULL, AP_FTYPE_PROTOCOL - 1);
     ap_register_output_filter(CORS_FILTER, cors_filter, NULL, AP_FTYPE_PROTOCOL - 1);
+    ap_register_output_filter(JSON_ERROR_FILTER, json_error_filter, NULL, AP_FTYPE_PROTOCOL - 1);
     ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-key-type",
                               AUTHZ_PROVIDER_VERSION, &authz_key_type, AP_AUTH_INTERNAL_PER_CONF);
     ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-workspace",
