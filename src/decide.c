@@ -187,10 +187,10 @@ static int api_key_auth(const char *tok, size_t len, const ka_lookup *lk, const 
     if (!ka_api_body_parse(tok + 4, len - 4, payload))
         return refuse(dec, m->malformed_status, m->malformed_code, m->malformed);
     rc = lk->api_key(lk->ctx, payload, rec);
-    if (rc == KA_NOTFOUND || rec->type != KA_KEY_API)
-        return rc == KA_FAIL ? unavailable(dec) : refuse(dec, 401, "Unauthorized", m->unknown);
-    if (rc != KA_OK)
+    if (rc != KA_OK && rc != KA_NOTFOUND)
         return unavailable(dec);
+    if (rc == KA_NOTFOUND || rec->type != KA_KEY_API)
+        return refuse(dec, 401, "Unauthorized", m->unknown);
     rc = lk->org(lk->ctx, rec->org, &org);
     if (rc == KA_FAIL)
         return unavailable(dec);
@@ -310,7 +310,7 @@ static int find_write_key(const char *key, size_t len, const ka_lookup *lk,
     if (!ka_write_key_valid(key, len))
         return refuse(dec, 401, "Unauthorized", unknown_msg);
     rc = lk->write_key(lk->ctx, key, rec);
-    if (rc == KA_FAIL)
+    if (rc != KA_OK && rc != KA_NOTFOUND)
         return unavailable(dec);
     if (rc == KA_NOTFOUND || rec->type != KA_KEY_WRITE)
         return refuse(dec, 401, "Unauthorized", unknown_msg);

@@ -326,6 +326,49 @@ void ka_json_scan(const char *buf, size_t len, ka_body_fields *out)
     out->valid_object = 1;
 }
 
+size_t ka_utf8_decode(const unsigned char *s, size_t avail, unsigned *cp)
+{
+    size_t n;
+    unsigned v;
+
+    if (s[0] < 0x80) {
+        *cp = s[0];
+        return 1;
+    }
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        n = 2;
+        v = s[0] & 0x1f;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        n = 3;
+        v = s[0] & 0x0f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        n = 4;
+        v = s[0] & 0x07;
+    } else {
+        *cp = 0xfffd;
+        return 1;
+    }
+    if (n > avail) {
+        *cp = 0xfffd;
+        return 1;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            *cp = 0xfffd;
+            return 1;
+        }
+        v = v << 6 | (s[i] & 0x3f);
+    }
+    /* Overlong forms, surrogates and values past U+10FFFF are invalid too. */
+    if ((n == 3 && v < 0x800) || (n == 4 && (v < 0x10000 || v > 0x10ffff)) ||
+        (v >= 0xd800 && v <= 0xdfff)) {
+        *cp = 0xfffd;
+        return 1;
+    }
+    *cp = v;
+    return n;
+}
+
 int ka_json_escape(char *buf, size_t cap, size_t *pos, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
@@ -349,6 +392,20 @@ int ka_json_escape(char *buf, size_t cap, size_t *pos, const char *s)
             esc[4] = hex[c >> 4];
             esc[5] = hex[c & 0xf];
             n = 6;
+        } else if (c >= 0x80) {
+            unsigned cp;
+            size_t sl = ka_utf8_decode((const unsigned char *)s, strlen(s), &cp);
+            if (cp == 0xfffd && sl == 1) { /* invalid UTF-8, as Go's encoder writes it */
+                memcpy(esc, "\\ufffd", 6);
+                n = 6;
+            } else {
+                if (p + sl > cap)
+                    return 0;
+                memcpy(buf + p, s, sl);
+                p += sl;
+                s += sl - 1;
+                continue;
+            }
         } else {
             esc[0] = (char)c;
             n = 1;

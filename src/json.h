@@ -31,6 +31,10 @@ void ka_json_scan(const char *buf, size_t len, ka_body_fields *out);
  * not fit. */
 size_t ka_json_error(char *buf, size_t cap, const char *code, const char *message);
 
+/* Decodes the UTF-8 sequence at s (at most avail bytes) into *cp and returns its length; an
+ * invalid byte is one character, U+FFFD (as Go counts and writes it). */
+size_t ka_utf8_decode(const unsigned char *s, size_t avail, unsigned *cp);
+
 /* Appends s JSON-escaped (quotes not included) to buf at *pos; 0 if it does not fit. */
 int ka_json_escape(char *buf, size_t cap, size_t *pos, const char *s);
 

@@ -751,6 +751,7 @@ typedef struct {
     ka_key_cb cb;
     void *arg;
     int stop;
+    int failed;
 } list_keys_ctx;
 
 static int list_key_cb(const char *key_id, void *arg)
@@ -769,21 +770,26 @@ static int list_key_cb(const char *key_id, void *arg)
 static int list_org_keys_cb(const ka_entity *e, void *arg)
 {
     list_keys_ctx *c = arg;
-    return idx_each(c->txn, c->st, IDX_API_OF_ORG, e->id, list_key_cb, c) != KA_OK || c->stop;
+
+    if (idx_each(c->txn, c->st, IDX_API_OF_ORG, e->id, list_key_cb, c) != KA_OK)
+        c->failed = 1;
+    return c->failed || c->stop;
 }
 
 int ka_list_api_keys(MDB_txn *txn, const ka_store *st, const char *org, ka_key_cb cb, void *arg)
 {
-    list_keys_ctx c = {txn, st, cb, arg, 0};
+    list_keys_ctx c = {txn, st, cb, arg, 0, 0};
 
     if (org)
         return idx_each(txn, st, IDX_API_OF_ORG, org, list_key_cb, &c);
-    return ka_list_orgs(txn, st, list_org_keys_cb, &c);
+    if (ka_list_orgs(txn, st, list_org_keys_cb, &c) != KA_OK || c.failed)
+        return KA_FAIL;
+    return KA_OK;
 }
 
 int ka_list_write_keys(MDB_txn *txn, const ka_store *st, const char *conn, ka_key_cb cb,
                        void *arg)
 {
-    list_keys_ctx c = {txn, st, cb, arg, 0};
+    list_keys_ctx c = {txn, st, cb, arg, 0, 0};
     return idx_each(txn, st, IDX_WRITE_OF_CONN, conn, list_key_cb, &c);
 }

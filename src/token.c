@@ -1,6 +1,8 @@
 /* Wire formats of credentials and IDs (SPEC §2). No allocation, no I/O. */
 #include "token.h"
 
+#include "json.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <zlib.h>
@@ -157,49 +159,76 @@ int ka_id_valid(const char *s, size_t len)
     return 1;
 }
 
-/* Length in bytes of the UTF-8 sequence starting at s, 1 if it is not a valid one. */
-static size_t utf8_seq_len(const unsigned char *s)
+/* A character as Go's %q writes a rune: 'x', with escapes for the unprintable. */
+static void go_quote_rune(unsigned cp, const unsigned char *src, size_t n, char *out, size_t size)
 {
-    size_t n;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        n = 2;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        n = 3;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        n = 4;
+    switch (cp) {
+    case '\a':
+        snprintf(out, size, "'\\a'");
+        return;
+    case '\b':
+        snprintf(out, size, "'\\b'");
+        return;
+    case '\f':
+        snprintf(out, size, "'\\f'");
+        return;
+    case '\n':
+        snprintf(out, size, "'\\n'");
+        return;
+    case '\r':
+        snprintf(out, size, "'\\r'");
+        return;
+    case '\t':
+        snprintf(out, size, "'\\t'");
+        return;
+    case '\v':
+        snprintf(out, size, "'\\v'");
+        return;
+    case '\'':
+        snprintf(out, size, "'\\''");
+        return;
+    case '\\':
+        snprintf(out, size, "'\\\\'");
+        return;
+    default:
+        break;
+    }
+    if (cp < 0x20 || cp == 0x7f)
+        snprintf(out, size, "'\\x%02x'", cp);
+    else if ((cp >= 0x80 && cp <= 0xa0) || cp == 0xad)
+        snprintf(out, size, "'\\u%04x'", cp);
+    else if (cp == 0xfffd && !(n == 3 && src[0] == 0xef))
+        snprintf(out, size, "'\xef\xbf\xbd'");
     else
-        return 1;
-    for (size_t i = 1; i < n; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 1;
-    return n;
+        snprintf(out, size, "'%.*s'", (int)n, (const char *)src);
 }
 
 const char *ka_org_key_check(const char *var, const char *value, char *buf, size_t bufsize)
 {
-    size_t len = strlen(value);
+    const unsigned char *body = (const unsigned char *)value + 4;
+    size_t len = strlen(value), chars = 0;
+    unsigned cp;
 
     if (strncmp(value, "org_", 4) != 0) {
         snprintf(buf, bufsize, "%s must start with 'org_'", var);
         return buf;
     }
-    if (len != KA_ORG_KEY_LEN) {
+    for (size_t i = 4; i < len; chars++)
+        i += ka_utf8_decode((const unsigned char *)value + i, len - i, &cp);
+    if (chars != KA_ORG_KEY_LEN - 4) {
         snprintf(buf, bufsize,
                  "%s has an invalid length (expected 'org_' + 43 alphanumeric characters)", var);
         return buf;
     }
-    for (size_t i = 4; i < len; i++) {
-        const unsigned char *c = (const unsigned char *)value + i;
+    for (const unsigned char *c = body; *c;) {
+        size_t n = ka_utf8_decode(c, len - (size_t)(c - (const unsigned char *)value), &cp);
         if (!is_alnum(*c)) {
-            size_t n = utf8_seq_len(c);
-            if (n == 1 && (*c < 0x20 || *c >= 0x7f))
-                snprintf(buf, bufsize, "invalid format of %s, unexpected character '\\x%02x'", var,
-                         *c);
-            else
-                snprintf(buf, bufsize, "invalid format of %s, unexpected character '%.*s'", var,
-                         (int)n, (const char *)c);
+            char q[16];
+            go_quote_rune(cp, c, n, q, sizeof(q));
+            snprintf(buf, bufsize, "invalid format of %s, unexpected character %s", var, q);
             return buf;
         }
+        c += n;
     }
     return NULL;
 }

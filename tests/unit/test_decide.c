@@ -1,0 +1,1401 @@
+/* decide.c: the route table (SPEC §5) and the decision tables of SPEC §6.1–§6.4, over an
+ * in-memory fake of the store look-ups that counts its calls. */
+#include <stdio.h>
+#include <string.h>
+
+#include "decide.h"
+#include "json.h"
+#include "tests.h"
+#include "token.h"
+
+/* ---- the fake store ---- */
+
+#define ORG_A "orgA23456789" /* enabled */
+#define ORG_B "orgB23456789" /* disabled */
+#define ORG_C "orgC23456789" /* enabled, another organization */
+#define ORG_G "orgG23456789" /* gone */
+#define WS_A1 "wsA123456789"
+#define WS_A2 "wsA223456789"
+#define WS_B1 "wsB123456789"
+#define WS_C1 "wsC123456789"
+#define WS_G "wsG123456789" /* gone */
+#define CN_A1 "cnA123456789"
+#define CN_A2 "cnA223456789"
+#define CN_B1 "cnB123456789"
+#define CN_C1 "cnC123456789"
+#define CN_G "cnG123456789" /* gone */
+
+#define KID_API_A "kyA123456789"
+#define KID_API_R "kyR123456789"
+#define KID_API_B "kyB123456789"
+#define KID_API_ALNUM "kyP123456789"
+#define KID_WK_A1 "kwA123456789"
+#define KID_WK_B1 "kwB123456789"
+#define KID_WK_Q "kwQ123456789"
+
+typedef struct {
+    const char *id;
+    int enabled;
+} f_org;
+
+typedef struct {
+    const char *id, *org;
+} f_ws;
+
+typedef struct {
+    const char *id, *ws, *org;
+} f_conn;
+
+/* A key is found by its 32 bytes: the API key payload or the write key's characters, as the
+ * store finds both by HMAC(secret, those 32 bytes). */
+typedef struct {
+    uint8_t secret[32];
+    ka_key_type type;
+    const char *id, *org, *ws, *conn;
+} f_key;
+
+static const f_org ORGS[] = {{ORG_A, 1}, {ORG_B, 0}, {ORG_C, 1}};
+static const f_ws WSS[] = {{WS_A1, ORG_A}, {WS_A2, ORG_A}, {WS_B1, ORG_B}, {WS_C1, ORG_C}};
+static const f_conn CONNS[] = {
+    {CN_A1, WS_A1, ORG_A}, {CN_A2, WS_A2, ORG_A}, {CN_B1, WS_B1, ORG_B}, {CN_C1, WS_C1, ORG_C}};
+
+/* Payload bytes of the API keys (all 32 bytes the same value). */
+enum {
+    P_API_A = 1,        /* ORG_A, unrestricted */
+    P_API_R = 2,        /* ORG_A, restricted to WS_A1 */
+    P_API_B = 3,        /* ORG_B (disabled) */
+    P_API_GONE_ORG = 4, /* organization gone */
+    P_API_GONE_WS = 5,  /* ORG_A, restricted to a workspace that is gone */
+    P_API_MOVED = 6,    /* ORG_A, restricted to a workspace of ORG_C */
+    P_UNKNOWN = 7,      /* not in the store */
+    P_API_B_GONE_WS = 8 /* ORG_B (disabled), restricted to a workspace that is gone */
+};
+
+static f_key KEYS[16];
+static size_t NKEYS;
+
+static char WK_A1[33], WK_B1[33], WK_GONE[33], WK_Q[33], WK_UNKNOWN[33], WK_ALNUM_API[33];
+static char ORGS_KEY[] = "org_abcdefghijABCDEFGHIJ0123456789klmnopqrstKLM";
+
+typedef struct {
+    int api, write, org, ws, conn;
+    int fail_api, fail_write, fail_org, fail_ws, fail_conn;
+} fake_state;
+
+static fake_state F;
+
+static int calls(void)
+{
+    return F.api + F.write + F.org + F.ws + F.conn;
+}
+
+static void fill_rec(const f_key *k, ka_key_rec *rec)
+{
+    memset(rec, 0, sizeof(*rec));
+    rec->type = k->type;
+    snprintf(rec->id, sizeof(rec->id), "%s", k->id);
+    snprintf(rec->org, sizeof(rec->org), "%s", k->org);
+    snprintf(rec->ws, sizeof(rec->ws), "%s", k->ws ? k->ws : "");
+    snprintf(rec->conn, sizeof(rec->conn), "%s", k->conn ? k->conn : "");
+    rec->created = 1700000000;
+    snprintf(rec->hint, sizeof(rec->hint), "abcd...uvwxyz");
+    snprintf(rec->name, sizeof(rec->name), "key %s", k->id);
+}
+
+/* On KA_NOTFOUND and KA_FAIL the record is left untouched, as the store does. */
+static int find_key(const void *bytes, ka_key_rec *rec)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (memcmp(KEYS[i].secret, bytes, 32) == 0) {
+            fill_rec(&KEYS[i], rec);
+            return KA_OK;
+        }
+    return KA_NOTFOUND;
+}
+
+static int fk_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec)
+{
+    (void)ctx;
+    F.api++;
+    return F.fail_api ? KA_FAIL : find_key(payload, rec);
+}
+
+static int fk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec)
+{
+    (void)ctx;
+    F.write++;
+    return F.fail_write ? KA_FAIL : find_key(key, rec);
+}
+
+static void fill_entity(ka_entity *e, const char *id, const char *org, const char *ws, int en)
+{
+    memset(e, 0, sizeof(*e));
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    snprintf(e->org, sizeof(e->org), "%s", org);
+    snprintf(e->ws, sizeof(e->ws), "%s", ws);
+    e->enabled = en;
+    snprintf(e->name, sizeof(e->name), "name of %s", id);
+}
+
+static int fk_org(void *ctx, const char *id, ka_entity *e)
+{
+    (void)ctx;
+    F.org++;
+    if (F.fail_org)
+        return KA_FAIL;
+    for (size_t i = 0; i < sizeof(ORGS) / sizeof(ORGS[0]); i++)
+        if (strcmp(ORGS[i].id, id) == 0) {
+            fill_entity(e, id, "", "", ORGS[i].enabled);
+            return KA_OK;
+        }
+    return KA_NOTFOUND;
+}
+
+static int fk_ws(void *ctx, const char *id, ka_entity *e)
+{
+    (void)ctx;
+    F.ws++;
+    if (F.fail_ws)
+        return KA_FAIL;
+    for (size_t i = 0; i < sizeof(WSS) / sizeof(WSS[0]); i++)
+        if (strcmp(WSS[i].id, id) == 0) {
+            fill_entity(e, id, WSS[i].org, "", 1);
+            return KA_OK;
+        }
+    return KA_NOTFOUND;
+}
+
+static int fk_conn(void *ctx, const char *id, ka_entity *e)
+{
+    (void)ctx;
+    F.conn++;
+    if (F.fail_conn)
+        return KA_FAIL;
+    for (size_t i = 0; i < sizeof(CONNS) / sizeof(CONNS[0]); i++)
+        if (strcmp(CONNS[i].id, id) == 0) {
+            fill_entity(e, id, CONNS[i].org, CONNS[i].ws, 1);
+            return KA_OK;
+        }
+    return KA_NOTFOUND;
+}
+
+static int reset_fake(void **state)
+{
+    (void)state;
+    memset(&F, 0, sizeof(F));
+    return 0;
+}
+
+#define T(f) cmocka_unit_test_setup(f, reset_fake)
+
+static const ka_lookup LK = {NULL, fk_api_key, fk_write_key, fk_org, fk_ws, fk_conn};
+
+static void make_wk(char out[33], const char *prefix)
+{
+    size_t n = strlen(prefix);
+    memcpy(out, prefix, n);
+    memset(out + n, 'x', 32 - n);
+    out[32] = '\0';
+}
+
+static void add_key(const void *secret, ka_key_type type, const char *id, const char *org,
+                    const char *ws, const char *conn)
+{
+    f_key *k = &KEYS[NKEYS++];
+    memcpy(k->secret, secret, 32);
+    k->type = type;
+    k->id = id;
+    k->org = org;
+    k->ws = ws;
+    k->conn = conn;
+}
+
+static void add_api(int p, const char *id, const char *org, const char *ws)
+{
+    uint8_t payload[32];
+    memset(payload, p, sizeof(payload));
+    add_key(payload, KA_KEY_API, id, org, ws, NULL);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    make_wk(WK_A1, "WriteKeyA1");
+    make_wk(WK_B1, "WriteKeyB1");
+    make_wk(WK_GONE, "WriteKeyGone");
+    make_wk(WK_UNKNOWN, "WriteKeyUnknown");
+    make_wk(WK_ALNUM_API, "ApiPayloadThatIsAlnum");
+    memset(WK_Q, 'Q', 32);
+    WK_Q[32] = '\0';
+    NKEYS = 0;
+    add_api(P_API_A, KID_API_A, ORG_A, NULL);
+    add_api(P_API_R, KID_API_R, ORG_A, WS_A1);
+    add_api(P_API_B, KID_API_B, ORG_B, NULL);
+    add_api(P_API_GONE_ORG, "kyG123456789", ORG_G, NULL);
+    add_api(P_API_GONE_WS, "kyH123456789", ORG_A, WS_G);
+    add_api(P_API_MOVED, "kyM123456789", ORG_A, WS_C1);
+    add_api(P_API_B_GONE_WS, "kyN123456789", ORG_B, WS_G);
+    add_key(WK_A1, KA_KEY_WRITE, KID_WK_A1, ORG_A, WS_A1, CN_A1);
+    add_key(WK_B1, KA_KEY_WRITE, KID_WK_B1, ORG_B, WS_B1, CN_B1);
+    add_key(WK_GONE, KA_KEY_WRITE, "kwG123456789", ORG_G, WS_G, CN_G);
+    /* A write key whose 32 characters are also the payload bytes of an API token. */
+    add_key(WK_Q, KA_KEY_WRITE, KID_WK_Q, ORG_A, WS_A2, CN_A2);
+    /* An API key whose payload bytes are 32 alphanumerics: found by the write key look-up. */
+    add_key(WK_ALNUM_API, KA_KEY_API, KID_API_ALNUM, ORG_A, NULL, NULL);
+    return 0;
+}
+
+/* ---- requests ---- */
+
+static char AUTH_BUF[8][128];
+static int auth_slot;
+
+/* "Bearer api_<body>" for a payload of 32 bytes of value p. */
+static const char *bearer_api(int p)
+{
+    uint8_t payload[32];
+    char *out = AUTH_BUF[auth_slot++ % 8];
+
+    memset(payload, p, sizeof(payload));
+    memcpy(out, "Bearer api_", 11);
+    ka_api_body_encode(payload, out + 11);
+    out[11 + KA_API_BODY_LEN] = '\0';
+    return out;
+}
+
+static const char *bearer(const char *tok)
+{
+    char *out = AUTH_BUF[auth_slot++ % 8];
+    snprintf(out, 128, "Bearer %s", tok);
+    return out;
+}
+
+static ka_request R;
+static ka_decision D;
+static ka_body_fields BODY;
+
+static void req(const char *method, const char *path, const char *auth, const char *ws)
+{
+    memset(&R, 0, sizeof(R));
+    ka_classify(method, path, KA_EP_AUTO, &R.route);
+    R.authorization = auth;
+    R.workspace = ws;
+    R.ws_policy = KA_WS_OPTIONAL;
+    R.orgs_key = ORGS_KEY;
+    R.body = NULL;
+}
+
+static void api(const char *auth, const char *ws)
+{
+    req("GET", "/v1/users", auth, ws);
+    assert_int_equal(R.route.endpoint, KA_EP_API);
+}
+
+static void ingest(const char *auth, const char *ws)
+{
+    req("POST", "/v1/events", auth, ws);
+    assert_int_equal(R.route.endpoint, KA_EP_INGESTION);
+}
+
+static void with_body(const char *json)
+{
+    ka_json_scan(json, strlen(json), &BODY);
+    R.body = &BODY;
+}
+
+static int decide(void)
+{
+    F.api = F.write = F.org = F.ws = F.conn = 0;
+    memset(&D, 0x5a, sizeof(D));
+    return ka_decide(&R, &LK, &D);
+}
+
+static void expect_refusal(int status, const char *code, const char *message)
+{
+    int rc = decide();
+
+    if (D.status != status || rc != status)
+        fail_msg("status %d (returned %d), want %d; message \"%s\"", D.status, rc, status,
+                 D.status > 0 ? D.message : "");
+    assert_non_null(D.code);
+    assert_string_equal(D.code, code);
+    assert_string_equal(D.message, message);
+}
+
+static void expect_accept(ka_key_type type, const char *key_id, const char *org, const char *ws,
+                          const char *conn)
+{
+    int rc = decide();
+
+    if (rc != KA_ACCEPT || D.status != KA_ACCEPT)
+        fail_msg("status %d, want accept; %s: \"%s\"", D.status, D.status > 0 ? D.code : "",
+                 D.status > 0 ? D.message : "");
+    assert_int_equal(D.id.type, type);
+    assert_string_equal(D.id.key_id, key_id);
+    assert_string_equal(D.id.org, org);
+    assert_string_equal(D.id.ws, ws);
+    assert_string_equal(D.id.conn, conn);
+}
+
+static void expect_need_body(void)
+{
+    int rc = decide();
+    assert_int_equal(rc, KA_NEED_BODY);
+    assert_int_equal(D.status, KA_NEED_BODY);
+}
+
+static void expect_unavailable(void)
+{
+    expect_refusal(503, "ServiceUnavailable",
+                   "request cannot be processed at this time; try again later");
+}
+
+/* ---- §6.1 api endpoints ---- */
+
+#define M_API_NO_AUTH "Authorization header with the API key is not present in the request"
+#define M_MULTI_AUTH "request contains multiple Authorization headers"
+#define M_API_BEARER                                                                               \
+    "Authorization header is invalid; it should be in the format 'Authorization: Bearer "          \
+    "<YOUR_API_KEY>'"
+#define M_API_PREFIX "API key is not valid; API keys start with the api_ prefix"
+#define M_API_MALFORMED "API key in the Authorization header of the request is malformed"
+#define M_API_UNKNOWN "API key in the Authorization header of the request does not exist"
+#define M_API_WS_MULTI "request contains multiple Krenalis-Workspace headers"
+#define M_WS_RESTRICTED                                                                            \
+    "\"Krenalis-Workspace\" header cannot be provided with a workspace restricted key"
+#define M_API_WS_INVALID                                                                           \
+    "Krenalis-Workspace header is invalid; it should be in the format 'Krenalis-Workspace: "       \
+    "<WORKSPACE_ID>'"
+#define M_WS_REQUIRED                                                                              \
+    "Krenalis-Workspace header is missing; provide it in the format 'Krenalis-Workspace: "         \
+    "<WORKSPACE_ID>'"
+#define M_WS_FORBIDDEN "organization request cannot specify a workspace"
+
+static void test_api_no_authorization(void **state)
+{
+    (void)state;
+    api(NULL, NULL);
+    expect_refusal(401, "Unauthorized", M_API_NO_AUTH);
+    assert_int_equal(D.token_presented, 0);
+    assert_int_equal(calls(), 0);
+    /* Comes before everything else, a bad workspace header included. */
+    api(NULL, "a, b");
+    expect_refusal(401, "Unauthorized", M_API_NO_AUTH);
+}
+
+static void test_api_multiple_authorization(void **state)
+{
+    char both[256];
+
+    (void)state;
+    snprintf(both, sizeof(both), "%s, %s", bearer_api(P_API_A), bearer_api(P_API_A));
+    api(both, NULL);
+    expect_refusal(400, "BadRequest", M_MULTI_AUTH);
+    assert_int_equal(calls(), 0);
+    /* Any comma: not a valid Bearer value either, but "more than once" comes first. */
+    api("Basic x, Bearer y", NULL);
+    expect_refusal(400, "BadRequest", M_MULTI_AUTH);
+    api(",", NULL);
+    expect_refusal(400, "BadRequest", M_MULTI_AUTH);
+    api("Bearer api_a,b", NULL);
+    expect_refusal(400, "BadRequest", M_MULTI_AUTH);
+}
+
+static void test_api_invalid_bearer(void **state)
+{
+    static const char *const bad[] = {"",       "Basic x", "Bearerx",   "Bearer:x",
+                                      "Bearer", "Bearer ", "Bearer \t", "Token api_x"};
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        api(bad[i], NULL);
+        expect_refusal(400, "BadRequest", M_API_BEARER);
+        assert_int_equal(calls(), 0);
+    }
+}
+
+static void test_api_prefix(void **state)
+{
+    (void)state;
+    api(bearer(WK_A1), NULL); /* a write key on an api endpoint */
+    expect_refusal(400, "BadRequest", M_API_PREFIX);
+    assert_int_equal(calls(), 0);
+    api(bearer(ORGS_KEY), NULL);
+    expect_refusal(400, "BadRequest", M_API_PREFIX);
+    api(bearer("API_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3NT"), NULL);
+    expect_refusal(400, "BadRequest", M_API_PREFIX);
+    api(bearer("api"), NULL);
+    expect_refusal(400, "BadRequest", M_API_PREFIX);
+    api(bearer("xapi_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3NT"), NULL);
+    expect_refusal(400, "BadRequest", M_API_PREFIX);
+    assert_int_equal(calls(), 0);
+}
+
+static void test_api_malformed(void **state)
+{
+    static const char *const bad[] = {
+        "api_",
+        "api_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3N",   /* 48 */
+        "api_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3NTA", /* 50 */
+        "api_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3NU",  /* CRC mismatch */
+        "api_BOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3NT",  /* CRC mismatch */
+        "api_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCe-3NT",  /* '-' */
+        "api_9999999999999999999999999999999999999999999AAAAAA",  /* >= 2^256 */
+        "api_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xy999999",  /* >= 2^32 */
+        "api_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3NT ", /* trailing space */
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        api(bearer(bad[i]), "not valid, twice");
+        expect_refusal(401, "Unauthorized", M_API_MALFORMED);
+        assert_int_equal(D.token_presented, 1);
+        assert_int_equal(calls(), 0); /* no store read */
+    }
+}
+
+static void test_api_unknown(void **state)
+{
+    (void)state;
+    api(bearer_api(P_UNKNOWN), NULL);
+    expect_refusal(401, "Unauthorized", M_API_UNKNOWN);
+    assert_int_equal(D.token_presented, 1);
+    assert_int_equal(F.api, 1);
+    /* Organization gone. */
+    api(bearer_api(P_API_GONE_ORG), NULL);
+    expect_refusal(401, "Unauthorized", M_API_UNKNOWN);
+    /* Restricted workspace gone, or no longer in the key's organization. */
+    api(bearer_api(P_API_GONE_WS), NULL);
+    expect_refusal(401, "Unauthorized", M_API_UNKNOWN);
+    api(bearer_api(P_API_MOVED), NULL);
+    expect_refusal(401, "Unauthorized", M_API_UNKNOWN);
+    /* Gone comes before disabled. */
+    api(bearer_api(P_API_B_GONE_WS), NULL);
+    expect_refusal(401, "Unauthorized", M_API_UNKNOWN);
+    /* The payload is the 32 characters of a write key: that record is not an API key. */
+    api(bearer_api('Q'), NULL);
+    expect_refusal(401, "Unauthorized", M_API_UNKNOWN);
+}
+
+static void test_api_org_disabled(void **state)
+{
+    (void)state;
+    api(bearer_api(P_API_B), NULL);
+    expect_refusal(422, "OrganizationDisabled", "organization " ORG_B " is disabled");
+    /* Before every workspace row. */
+    api(bearer_api(P_API_B), "a, b");
+    expect_refusal(422, "OrganizationDisabled", "organization " ORG_B " is disabled");
+    api(bearer_api(P_API_B), "");
+    expect_refusal(422, "OrganizationDisabled", "organization " ORG_B " is disabled");
+}
+
+static void test_api_ws_multiple(void **state)
+{
+    (void)state;
+    api(bearer_api(P_API_A), WS_A1 ", " WS_A2);
+    expect_refusal(400, "BadRequest", M_API_WS_MULTI);
+    /* Before "restricted key". */
+    api(bearer_api(P_API_R), WS_A1 ", " WS_A1);
+    expect_refusal(400, "BadRequest", M_API_WS_MULTI);
+}
+
+static void test_api_ws_restricted(void **state)
+{
+    (void)state;
+    api(bearer_api(P_API_R), WS_A1);
+    expect_refusal(400, "BadRequest", M_WS_RESTRICTED);
+    /* Before "invalid". */
+    api(bearer_api(P_API_R), "");
+    expect_refusal(400, "BadRequest", M_WS_RESTRICTED);
+    api(bearer_api(P_API_R), "bad");
+    expect_refusal(400, "BadRequest", M_WS_RESTRICTED);
+}
+
+static void test_api_ws_invalid(void **state)
+{
+    static const char *const bad[] = {"",
+                                      "wsA12345678",
+                                      "wsA1234567899",
+                                      "0sA123456789",
+                                      "wsA12345678l",
+                                      " wsA12345678",
+                                      "wsA123456789 "};
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        api(bearer_api(P_API_A), bad[i]);
+        expect_refusal(400, "BadRequest", M_API_WS_INVALID);
+        assert_int_equal(F.ws, 0);
+    }
+}
+
+static void test_api_ws_not_found(void **state)
+{
+    (void)state;
+    api(bearer_api(P_API_A), WS_C1); /* another organization's */
+    expect_refusal(404, "NotFound", "workspace " WS_C1 " does not exist");
+    api(bearer_api(P_API_A), WS_G);
+    expect_refusal(404, "NotFound", "workspace " WS_G " does not exist");
+}
+
+static void test_api_ws_required(void **state)
+{
+    (void)state;
+    api(bearer_api(P_API_A), NULL);
+    R.ws_policy = KA_WS_REQUIRED;
+    expect_refusal(403, "Forbidden", M_WS_REQUIRED);
+    api(bearer_api(P_API_A), WS_A2);
+    R.ws_policy = KA_WS_REQUIRED;
+    expect_accept(KA_KEY_API, KID_API_A, ORG_A, WS_A2, "");
+    /* A restricted key selects its workspace. */
+    api(bearer_api(P_API_R), NULL);
+    R.ws_policy = KA_WS_REQUIRED;
+    expect_accept(KA_KEY_API, KID_API_R, ORG_A, WS_A1, "");
+    /* The header rows come first. */
+    api(bearer_api(P_API_A), "");
+    R.ws_policy = KA_WS_REQUIRED;
+    expect_refusal(400, "BadRequest", M_API_WS_INVALID);
+}
+
+static void test_api_ws_forbidden(void **state)
+{
+    (void)state;
+    api(bearer_api(P_API_A), WS_A1);
+    R.ws_policy = KA_WS_FORBIDDEN;
+    expect_refusal(401, "Unauthorized", M_WS_FORBIDDEN);
+    api(bearer_api(P_API_R), NULL);
+    R.ws_policy = KA_WS_FORBIDDEN;
+    expect_refusal(401, "Unauthorized", M_WS_FORBIDDEN);
+    api(bearer_api(P_API_A), NULL);
+    R.ws_policy = KA_WS_FORBIDDEN;
+    expect_accept(KA_KEY_API, KID_API_A, ORG_A, "", "");
+    /* An unknown workspace is still 404 first. */
+    api(bearer_api(P_API_A), WS_G);
+    R.ws_policy = KA_WS_FORBIDDEN;
+    expect_refusal(404, "NotFound", "workspace " WS_G " does not exist");
+}
+
+static void test_api_accept(void **state)
+{
+    (void)state;
+    api(bearer_api(P_API_A), NULL);
+    expect_accept(KA_KEY_API, KID_API_A, ORG_A, "", "");
+    assert_null(D.code);
+    assert_string_equal(D.message, "");
+    assert_int_equal(F.api, 1);
+    assert_int_equal(F.write, 0);
+    api(bearer_api(P_API_A), WS_A1);
+    expect_accept(KA_KEY_API, KID_API_A, ORG_A, WS_A1, "");
+    api(bearer_api(P_API_R), NULL);
+    expect_accept(KA_KEY_API, KID_API_R, ORG_A, WS_A1, "");
+    /* Lower-case scheme, tabs. */
+    {
+        char v[128];
+        snprintf(v, sizeof(v), "bEaReR\t \t%s", bearer_api(P_API_A) + 7);
+        api(v, NULL);
+        expect_accept(KA_KEY_API, KID_API_A, ORG_A, "", "");
+    }
+}
+
+static void test_api_unavailable(void **state)
+{
+    (void)state;
+    F.fail_api = 1;
+    api(bearer_api(P_API_A), NULL);
+    expect_unavailable();
+    F.fail_api = 0;
+
+    F.fail_org = 1;
+    api(bearer_api(P_API_A), NULL);
+    expect_unavailable();
+    F.fail_org = 0;
+
+    F.fail_ws = 1;
+    api(bearer_api(P_API_R), NULL); /* the restricted workspace */
+    expect_unavailable();
+    api(bearer_api(P_API_A), WS_A1); /* the selected workspace */
+    expect_unavailable();
+    /* No workspace to look up: no failure. */
+    api(bearer_api(P_API_A), NULL);
+    expect_accept(KA_KEY_API, KID_API_A, ORG_A, "", "");
+    F.fail_ws = 0;
+
+    /* A malformed key never reaches the failing store. */
+    F.fail_api = F.fail_org = F.fail_ws = 1;
+    api(bearer("api_x"), NULL);
+    expect_refusal(401, "Unauthorized", M_API_MALFORMED);
+    F.fail_api = F.fail_org = F.fail_ws = 0;
+}
+
+/* ---- §6.2 ingestion endpoints ---- */
+
+#define M_ING_BEARER                                                                               \
+    "Authorization header is invalid; use \"Authorization: Bearer <KEY>\" with an API key or "     \
+    "an event write key"
+#define M_ING_MALFORMED                                                                            \
+    "API key in the Authorization header is malformed; check that it was copied correctly"
+#define M_ING_UNKNOWN "API key in the Authorization header is invalid"
+#define M_ING_WS_MULTI "request contains multiple \"Krenalis-Workspace\" headers"
+#define M_ING_WS_INVALID                                                                           \
+    "\"Krenalis-Workspace\" header is invalid; use \"Krenalis-Workspace: <WORKSPACE_ID>\""
+#define M_CONN_REQUIRED "parameter 'connectionId' is required when using API key authentication"
+#define M_WK_HEADER "event write key in the Authorization header is not valid"
+#define M_WK_DISABLED "organization is disabled"
+#define M_NO_AUTH "Authorization header is missing"
+#define M_WK_NOT_STRING "property 'writeKey' is not a valid string"
+#define M_WK_EMPTY "property 'writeKey' cannot be empty"
+#define M_WK_BODY "the event write key in the request body does not exist"
+#define M_WK_CONN                                                                                  \
+    "property 'connectionId' cannot be provided when using an event write key for "                \
+    "authentication"
+
+static void test_ingest_multiple_authorization(void **state)
+{
+    char both[128];
+
+    (void)state;
+    snprintf(both, sizeof(both), "Bearer %s, Bearer %s", WK_A1, WK_A1);
+    ingest(both, NULL);
+    expect_refusal(400, "BadRequest", M_MULTI_AUTH);
+    assert_int_equal(calls(), 0);
+}
+
+static void test_ingest_invalid_bearer(void **state)
+{
+    static const char *const bad[] = {"", "Basic x", "Bearerx", "Bearer:x", "Bearer", "Bearer "};
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ingest(bad[i], NULL);
+        expect_refusal(400, "BadRequest", M_ING_BEARER);
+        assert_int_equal(calls(), 0);
+    }
+}
+
+static void test_ingest_api_malformed(void **state)
+{
+    (void)state;
+    ingest(bearer("api_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3NU"), NULL);
+    expect_refusal(400, "BadRequest", M_ING_MALFORMED);
+    assert_int_equal(calls(), 0);
+    ingest(bearer("api_"), NULL);
+    expect_refusal(400, "BadRequest", M_ING_MALFORMED);
+    assert_int_equal(calls(), 0);
+    ingest(bearer("api_9999999999999999999999999999999999999999999AAAAAA"), NULL);
+    expect_refusal(400, "BadRequest", M_ING_MALFORMED);
+    assert_int_equal(calls(), 0);
+}
+
+static void test_ingest_api_unknown(void **state)
+{
+    (void)state;
+    ingest(bearer_api(P_UNKNOWN), NULL);
+    expect_refusal(401, "Unauthorized", M_ING_UNKNOWN);
+    assert_int_equal(D.token_presented, 1);
+    ingest(bearer_api(P_API_GONE_ORG), NULL);
+    expect_refusal(401, "Unauthorized", M_ING_UNKNOWN);
+    ingest(bearer_api(P_API_GONE_WS), NULL);
+    expect_refusal(401, "Unauthorized", M_ING_UNKNOWN);
+    ingest(bearer_api('Q'), NULL);
+    expect_refusal(401, "Unauthorized", M_ING_UNKNOWN);
+}
+
+static void test_ingest_api_disabled(void **state)
+{
+    (void)state;
+    ingest(bearer_api(P_API_B), NULL);
+    expect_refusal(422, "OrganizationDisabled", "organization " ORG_B " is disabled");
+}
+
+static void test_ingest_api_workspace_rows(void **state)
+{
+    (void)state;
+    ingest(bearer_api(P_API_A), WS_A1 ", " WS_A2);
+    expect_refusal(400, "BadRequest", M_ING_WS_MULTI);
+    ingest(bearer_api(P_API_R), WS_A1);
+    expect_refusal(400, "BadRequest", M_WS_RESTRICTED);
+    ingest(bearer_api(P_API_A), "");
+    expect_refusal(400, "BadRequest", M_ING_WS_INVALID);
+    ingest(bearer_api(P_API_A), "x");
+    expect_refusal(400, "BadRequest", M_ING_WS_INVALID);
+    ingest(bearer_api(P_API_A), WS_C1);
+    expect_refusal(404, "NotFound", "workspace " WS_C1 " does not exist");
+    /* These come before the body is read. */
+    assert_int_equal(F.conn, 0);
+}
+
+static void test_ingest_api_needs_body(void **state)
+{
+    (void)state;
+    ingest(bearer_api(P_API_A), NULL);
+    expect_need_body();
+    ingest(bearer_api(P_API_A), WS_A1);
+    expect_need_body();
+    /* Also on the typed endpoints. */
+    req("POST", "/v1/events/track", bearer_api(P_API_A), NULL);
+    expect_need_body();
+}
+
+static void test_ingest_api_connection_required(void **state)
+{
+    static const char *const bodies[] = {"{}", "{\"connectionId\":\"\"}", "not json",
+                                         "{\"context\":{\"connectionId\":\"" CN_A1 "\"}}",
+                                         "[{\"connectionId\":\"" CN_A1 "\"}]"};
+    (void)state;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        ingest(bearer_api(P_API_A), NULL);
+        with_body(bodies[i]);
+        expect_refusal(400, "BadRequest", M_CONN_REQUIRED);
+        assert_int_equal(F.conn, 0);
+    }
+}
+
+static void test_ingest_api_connection_not_exist(void **state)
+{
+    (void)state;
+    ingest(bearer_api(P_API_A), NULL);
+    with_body("{\"connectionId\":\"" CN_G "\"}");
+    expect_refusal(422, "ConnectionNotExist", "connection " CN_G " does not exist");
+    /* Another organization's connection. */
+    ingest(bearer_api(P_API_A), NULL);
+    with_body("{\"connectionId\":\"" CN_C1 "\"}");
+    expect_refusal(422, "ConnectionNotExist", "connection " CN_C1 " does not exist");
+    /* Not in the selected workspace. */
+    ingest(bearer_api(P_API_A), WS_A2);
+    with_body("{\"connectionId\":\"" CN_A1 "\"}");
+    expect_refusal(422, "ConnectionNotExist", "connection " CN_A1 " does not exist");
+    /* Not in the restricted key's workspace. */
+    ingest(bearer_api(P_API_R), NULL);
+    with_body("{\"connectionId\":\"" CN_A2 "\"}");
+    expect_refusal(422, "ConnectionNotExist", "connection " CN_A2 " does not exist");
+    /* Not an ID at all: no look-up. */
+    ingest(bearer_api(P_API_A), NULL);
+    with_body("{\"connectionId\":\"abc\"}");
+    expect_refusal(422, "ConnectionNotExist", "connection abc does not exist");
+    assert_int_equal(F.conn, 0);
+}
+
+static void test_ingest_api_accept(void **state)
+{
+    (void)state;
+    ingest(bearer_api(P_API_A), NULL);
+    with_body("{\"connectionId\":\"" CN_A2 "\",\"type\":\"track\"}");
+    expect_accept(KA_KEY_API, KID_API_A, ORG_A, WS_A2, CN_A2);
+    ingest(bearer_api(P_API_A), WS_A1);
+    with_body("{\"connectionId\":\"" CN_A1 "\"}");
+    expect_accept(KA_KEY_API, KID_API_A, ORG_A, WS_A1, CN_A1);
+    ingest(bearer_api(P_API_R), NULL);
+    with_body("{\"connectionId\":\"" CN_A1 "\"}");
+    expect_accept(KA_KEY_API, KID_API_R, ORG_A, WS_A1, CN_A1);
+    /* A body writeKey is not looked at with an API key. */
+    ingest(bearer_api(P_API_A), NULL);
+    with_body("{\"connectionId\":\"" CN_A1 "\",\"writeKey\":5}");
+    expect_accept(KA_KEY_API, KID_API_A, ORG_A, WS_A1, CN_A1);
+    assert_int_equal(F.write, 0);
+}
+
+static void test_ingest_api_unavailable(void **state)
+{
+    (void)state;
+    F.fail_conn = 1;
+    ingest(bearer_api(P_API_A), NULL);
+    with_body("{\"connectionId\":\"" CN_A1 "\"}");
+    expect_unavailable();
+    F.fail_conn = 0;
+    F.fail_api = 1;
+    ingest(bearer_api(P_API_A), NULL);
+    expect_unavailable();
+    F.fail_api = 0;
+    F.fail_org = 1;
+    ingest(bearer_api(P_API_A), NULL);
+    expect_unavailable();
+    F.fail_org = 0;
+    F.fail_ws = 1;
+    ingest(bearer_api(P_API_A), WS_A1);
+    expect_unavailable();
+    F.fail_ws = 0;
+}
+
+static void test_ingest_write_key_header(void **state)
+{
+    (void)state;
+    ingest(bearer(WK_A1), NULL);
+    expect_accept(KA_KEY_WRITE, KID_WK_A1, ORG_A, WS_A1, CN_A1);
+    assert_int_equal(F.write, 1);
+    assert_int_equal(F.api, 0);
+    /* Krenalis-Workspace is ignored with a write key, even when it is not valid. */
+    ingest(bearer(WK_A1), WS_C1);
+    expect_accept(KA_KEY_WRITE, KID_WK_A1, ORG_A, WS_A1, CN_A1);
+    ingest(bearer(WK_A1), "a, b");
+    expect_accept(KA_KEY_WRITE, KID_WK_A1, ORG_A, WS_A1, CN_A1);
+    /* Typed endpoints take it too. */
+    req("POST", "/v1/events/identify", bearer(WK_A1), NULL);
+    expect_accept(KA_KEY_WRITE, KID_WK_A1, ORG_A, WS_A1, CN_A1);
+}
+
+static void test_ingest_write_key_unknown(void **state)
+{
+    static const char *const malformed[] = {
+        "abc",
+        "WriteKeyA1xxxxxxxxxxxxxxxxxxxxx",   /* 31 */
+        "WriteKeyA1xxxxxxxxxxxxxxxxxxxxxxx", /* 33 */
+        "WriteKeyA1xxxxxxxxxxxxxxxxxxxxx-",
+        "WriteKeyA1xxxxxxxxxxxxxxxxxxxxx_",
+        "WriteKeyA1xxxxxxxxxxxxxxxxxxxxxx ",
+        "org_abcdefghijABCDEFGHIJ0123456789klmnopqrstKLM",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
+        ingest(bearer(malformed[i]), NULL);
+        expect_refusal(401, "Unauthorized", M_WK_HEADER);
+        assert_int_equal(D.token_presented, 1);
+        assert_int_equal(calls(), 0); /* no store read */
+    }
+    ingest(bearer(WK_UNKNOWN), NULL);
+    expect_refusal(401, "Unauthorized", M_WK_HEADER);
+    assert_int_equal(F.write, 1);
+    /* Its organization is gone. */
+    ingest(bearer(WK_GONE), NULL);
+    expect_refusal(401, "Unauthorized", M_WK_HEADER);
+    /* The 32 characters are an API key's payload: not a write key. */
+    ingest(bearer(WK_ALNUM_API), NULL);
+    expect_refusal(401, "Unauthorized", M_WK_HEADER);
+}
+
+static void test_ingest_write_key_disabled(void **state)
+{
+    (void)state;
+    ingest(bearer(WK_B1), NULL);
+    expect_refusal(503, "ServiceUnavailable", M_WK_DISABLED);
+}
+
+static void test_ingest_write_key_unavailable(void **state)
+{
+    (void)state;
+    F.fail_write = 1;
+    ingest(bearer(WK_A1), NULL);
+    expect_unavailable();
+    /* Malformed: no store read, no failure. */
+    ingest(bearer("short"), NULL);
+    expect_refusal(401, "Unauthorized", M_WK_HEADER);
+    F.fail_write = 0;
+    F.fail_org = 1;
+    ingest(bearer(WK_A1), NULL);
+    expect_unavailable();
+    F.fail_org = 0;
+}
+
+static void test_ingest_no_credential(void **state)
+{
+    (void)state;
+    /* Typed endpoints take no body key: refused without reading the body. */
+    req("POST", "/v1/events/track", NULL, NULL);
+    expect_refusal(401, "Unauthorized", M_NO_AUTH);
+    assert_int_equal(D.token_presented, 0);
+    assert_int_equal(calls(), 0);
+    /* POST /v1/events: read the body first. */
+    ingest(NULL, NULL);
+    expect_need_body();
+    assert_int_equal(calls(), 0);
+    /* No writeKey in it, or not a JSON object. */
+    static const char *const bodies[] = {"{}",
+                                         "{\"context\":{\"writeKey\":\""
+                                         "WriteKeyA1xxxxxxxxxxxxxxxxxxxxxx"
+                                         "\"}}",
+                                         "",
+                                         "not json",
+                                         "[{\"writeKey\":\"WriteKeyA1xxxxxxxxxxxxxxxxxxxxxx\"}]",
+                                         "{\"writeKey\":\"WriteKeyA1xxxxxxxxxxxxxxxxxxxxxx\"} x"};
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        ingest(NULL, NULL);
+        with_body(bodies[i]);
+        expect_refusal(401, "Unauthorized", M_NO_AUTH);
+        assert_int_equal(D.token_presented, 0);
+        assert_int_equal(calls(), 0);
+    }
+}
+
+static void test_ingest_body_key_not_string(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"writeKey\":1}", "{\"writeKey\":null}", "{\"writeKey\":true}", "{\"writeKey\":{}}",
+        "{\"writeKey\":[\"WriteKeyA1xxxxxxxxxxxxxxxxxxxxxx\"]}",
+        /* Twice: the backend could read either. */
+        "{\"writeKey\":\"WriteKeyA1xxxxxxxxxxxxxxxxxxxxxx\",\"writeKey\":"
+        "\"WriteKeyA1xxxxxxxxxxxxxxxxxxxxxx\"}"};
+    (void)state;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        ingest(NULL, NULL);
+        with_body(bodies[i]);
+        expect_refusal(400, "BadRequest", M_WK_NOT_STRING);
+        assert_int_equal(calls(), 0);
+    }
+}
+
+static void test_ingest_body_key_empty(void **state)
+{
+    (void)state;
+    ingest(NULL, NULL);
+    with_body("{\"writeKey\":\"\"}");
+    expect_refusal(400, "BadRequest", M_WK_EMPTY);
+    assert_int_equal(calls(), 0);
+    /* Empty comes before the connectionId row. */
+    ingest(NULL, NULL);
+    with_body("{\"writeKey\":\"\",\"connectionId\":\"" CN_A1 "\"}");
+    expect_refusal(400, "BadRequest", M_WK_EMPTY);
+}
+
+static void test_ingest_body_key_unknown(void **state)
+{
+    char body[256];
+
+    (void)state;
+    ingest(NULL, NULL);
+    snprintf(body, sizeof(body), "{\"writeKey\":\"%s\"}", WK_UNKNOWN);
+    with_body(body);
+    expect_refusal(401, "Unauthorized", M_WK_BODY);
+    assert_int_equal(D.token_presented, 1);
+    assert_int_equal(F.write, 1);
+    /* Malformed ones are refused without a store read. */
+    static const char *const bad[] = {
+        "{\"writeKey\":\"abc\"}",
+        "{\"writeKey\":\"WriteKeyA1xxxxxxxxxxxxxxxxxxxxxxx\"}",
+        "{\"writeKey\":\"WriteKeyA1xxxxxxxxxxxxxxxxxxxxx\\u0000\"}",
+        "{\"writeKey\":\"api_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3NT\"}",
+        "{\"writeKey\":\"WriteKeyA1xxxxxxxxxxxxxxxxxxxxxxWriteKeyA1xxxxxxxxxxxxxxxxxxxxxxy\"}",
+        "{\"writeKey\":\" \"}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ingest(NULL, NULL);
+        with_body(bad[i]);
+        expect_refusal(401, "Unauthorized", M_WK_BODY);
+        assert_int_equal(calls(), 0);
+    }
+    /* Organization gone. */
+    ingest(NULL, NULL);
+    snprintf(body, sizeof(body), "{\"writeKey\":\"%s\"}", WK_GONE);
+    with_body(body);
+    expect_refusal(401, "Unauthorized", M_WK_BODY);
+    /* Unknown comes before the connectionId row. */
+    ingest(NULL, NULL);
+    snprintf(body, sizeof(body), "{\"writeKey\":\"%s\",\"connectionId\":\"%s\"}", WK_UNKNOWN,
+             CN_A1);
+    with_body(body);
+    expect_refusal(401, "Unauthorized", M_WK_BODY);
+}
+
+static void test_ingest_body_key_disabled(void **state)
+{
+    char body[128];
+
+    (void)state;
+    ingest(NULL, NULL);
+    snprintf(body, sizeof(body), "{\"writeKey\":\"%s\"}", WK_B1);
+    with_body(body);
+    expect_refusal(503, "ServiceUnavailable", M_WK_DISABLED);
+}
+
+static void test_ingest_body_key_with_connection(void **state)
+{
+    char body[128];
+
+    (void)state;
+    ingest(NULL, NULL);
+    snprintf(body, sizeof(body), "{\"writeKey\":\"%s\",\"connectionId\":\"%s\"}", WK_A1, CN_A1);
+    with_body(body);
+    expect_refusal(400, "BadRequest", M_WK_CONN);
+    ingest(NULL, NULL);
+    snprintf(body, sizeof(body), "{\"connectionId\":\"%s\",\"writeKey\":\"%s\"}", CN_C1, WK_A1);
+    with_body(body);
+    expect_refusal(400, "BadRequest", M_WK_CONN);
+}
+
+static void test_ingest_body_key_accept(void **state)
+{
+    char body[256];
+
+    (void)state;
+    ingest(NULL, NULL);
+    snprintf(body, sizeof(body),
+             "{\"type\":\"track\",\"writeKey\":\"%s\",\"context\":{"
+             "\"connectionId\":\"x\"}}",
+             WK_A1);
+    with_body(body);
+    expect_accept(KA_KEY_WRITE, KID_WK_A1, ORG_A, WS_A1, CN_A1);
+    /* An escaped key decodes to the same key. */
+    ingest(NULL, NULL);
+    snprintf(body, sizeof(body), "{\"writeKey\":\"\\u0057%s\"}", WK_A1 + 1);
+    with_body(body);
+    expect_accept(KA_KEY_WRITE, KID_WK_A1, ORG_A, WS_A1, CN_A1);
+    /* A workspace header is ignored. */
+    ingest(NULL, "a, b");
+    snprintf(body, sizeof(body), "{\"writeKey\":\"%s\"}", WK_A1);
+    with_body(body);
+    expect_accept(KA_KEY_WRITE, KID_WK_A1, ORG_A, WS_A1, CN_A1);
+}
+
+static void test_ingest_body_key_unavailable(void **state)
+{
+    char body[128];
+
+    (void)state;
+    snprintf(body, sizeof(body), "{\"writeKey\":\"%s\"}", WK_A1);
+    F.fail_write = 1;
+    ingest(NULL, NULL);
+    with_body(body);
+    expect_unavailable();
+    F.fail_write = 0;
+    F.fail_org = 1;
+    ingest(NULL, NULL);
+    with_body(body);
+    expect_unavailable();
+    F.fail_org = 0;
+}
+
+/* ---- §6.3 settings ---- */
+
+#define M_SETTINGS "event write key in the path is invalid"
+
+static void settings(const char *key)
+{
+    static char path[256]; /* the route points into it */
+    snprintf(path, sizeof(path), "/v1/events/settings/%s", key);
+    req("GET", path, NULL, NULL);
+    assert_int_equal(R.route.endpoint, KA_EP_SETTINGS);
+}
+
+static void test_settings_not_found(void **state)
+{
+    (void)state;
+    settings("");
+    expect_refusal(404, "NotFound", "");
+    assert_int_equal(calls(), 0);
+    settings("a/b");
+    expect_refusal(404, "NotFound", "");
+    settings("WriteKeyA1xxxxxxxxxxxxxxxxxxxxxx/");
+    expect_refusal(404, "NotFound", "");
+    assert_int_equal(calls(), 0);
+}
+
+static void test_settings_unknown(void **state)
+{
+    (void)state;
+    settings(WK_UNKNOWN);
+    expect_refusal(401, "Unauthorized", M_SETTINGS);
+    assert_int_equal(D.token_presented, 1);
+    assert_int_equal(F.write, 1);
+    settings("abc");
+    expect_refusal(401, "Unauthorized", M_SETTINGS);
+    assert_int_equal(calls(), 0);
+    settings("api_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3NT");
+    expect_refusal(401, "Unauthorized", M_SETTINGS);
+    assert_int_equal(calls(), 0);
+    settings(WK_ALNUM_API);
+    expect_refusal(401, "Unauthorized", M_SETTINGS);
+}
+
+static void test_settings_accept(void **state)
+{
+    (void)state;
+    settings(WK_A1);
+    expect_accept(KA_KEY_WRITE, KID_WK_A1, ORG_A, WS_A1, CN_A1);
+    /* A disabled organization does not block it. */
+    settings(WK_B1);
+    expect_accept(KA_KEY_WRITE, KID_WK_B1, ORG_B, WS_B1, CN_B1);
+}
+
+static void test_settings_unavailable(void **state)
+{
+    (void)state;
+    F.fail_write = 1;
+    settings(WK_A1);
+    expect_unavailable();
+    F.fail_write = 0;
+}
+
+/* ---- §6.4 organizations ---- */
+
+#define M_ORGS_NO_AUTH                                                                             \
+    "Authorization header with the platform management API key is not present in the request"
+#define M_ORGS_BEARER                                                                              \
+    "Authorization header is invalid; it should be in the format 'Authorization: Bearer "          \
+    "<YOUR_PLATFORM_MANAGEMENT_API_KEY>'"
+#define M_ORGS_PREFIX                                                                              \
+    "platform management APIs require specific keys for authentication (these are keys that "      \
+    "begin with 'org_')"
+#define M_ORGS_INVALID                                                                             \
+    "platform management API key in the Authorization header of the request is not valid"
+
+static void orgs(const char *auth)
+{
+    req("GET", "/v1/organizations", auth, NULL);
+    assert_int_equal(R.route.endpoint, KA_EP_ORGS);
+}
+
+static void test_orgs_rows(void **state)
+{
+    char both[128], key[64];
+
+    (void)state;
+    orgs(NULL);
+    expect_refusal(401, "Unauthorized", M_ORGS_NO_AUTH);
+    assert_int_equal(D.token_presented, 0);
+    snprintf(both, sizeof(both), "Bearer %s, Bearer %s", ORGS_KEY, ORGS_KEY);
+    orgs(both);
+    expect_refusal(400, "BadRequest", M_MULTI_AUTH);
+    orgs("Basic x");
+    expect_refusal(400, "BadRequest", M_ORGS_BEARER);
+    orgs("Bearer");
+    expect_refusal(400, "BadRequest", M_ORGS_BEARER);
+    orgs(bearer_api(P_API_A));
+    expect_refusal(400, "BadRequest", M_ORGS_PREFIX);
+    orgs(bearer(WK_A1));
+    expect_refusal(400, "BadRequest", M_ORGS_PREFIX);
+    orgs(bearer("ORG_abcdefghijABCDEFGHIJ0123456789klmnopqrstKLM"));
+    expect_refusal(400, "BadRequest", M_ORGS_PREFIX);
+    orgs(bearer("org"));
+    expect_refusal(400, "BadRequest", M_ORGS_PREFIX);
+    /* Wrong length, one character different, a prefix of it. */
+    snprintf(key, sizeof(key), "%.46s", ORGS_KEY);
+    orgs(bearer(key));
+    expect_refusal(401, "Unauthorized", M_ORGS_INVALID);
+    assert_int_equal(D.token_presented, 1);
+    snprintf(key, sizeof(key), "%sM", ORGS_KEY);
+    orgs(bearer(key));
+    expect_refusal(401, "Unauthorized", M_ORGS_INVALID);
+    snprintf(key, sizeof(key), "%s", ORGS_KEY);
+    key[46] = 'N';
+    orgs(bearer(key));
+    expect_refusal(401, "Unauthorized", M_ORGS_INVALID);
+    snprintf(key, sizeof(key), "%s", ORGS_KEY);
+    key[4] = 'b';
+    orgs(bearer(key));
+    expect_refusal(401, "Unauthorized", M_ORGS_INVALID);
+    orgs(bearer("org_"));
+    expect_refusal(401, "Unauthorized", M_ORGS_INVALID);
+    assert_int_equal(calls(), 0);
+}
+
+static void test_orgs_unset(void **state)
+{
+    (void)state;
+    orgs(bearer(ORGS_KEY));
+    R.orgs_key = NULL;
+    expect_refusal(401, "Unauthorized", M_ORGS_INVALID);
+    orgs(bearer("org_"));
+    R.orgs_key = NULL;
+    expect_refusal(401, "Unauthorized", M_ORGS_INVALID);
+}
+
+static void test_orgs_accept(void **state)
+{
+    (void)state;
+    orgs(bearer(ORGS_KEY));
+    expect_accept(KA_KEY_ORGS, "organizations", "", "", "");
+    assert_int_equal(calls(), 0);
+    /* Krenalis-Workspace is ignored, and the store is never read. */
+    F.fail_api = F.fail_write = F.fail_org = F.fail_ws = F.fail_conn = 1;
+    req("DELETE", "/v1/organizations/" ORG_A, bearer(ORGS_KEY), "a, b");
+    expect_accept(KA_KEY_ORGS, "organizations", "", "", "");
+    F.fail_api = F.fail_write = F.fail_org = F.fail_ws = F.fail_conn = 0;
+}
+
+static void test_decision_unavailable(void **state)
+{
+    ka_decision d;
+
+    (void)state;
+    memset(&d, 0, sizeof(d));
+    d.token_presented = 1;
+    ka_decision_unavailable(&d);
+    assert_int_equal(d.status, 503);
+    assert_string_equal(d.code, "ServiceUnavailable");
+    assert_string_equal(d.message, "request cannot be processed at this time; try again later");
+}
+
+/* ---- ka_classify (SPEC §5) ---- */
+
+static ka_route route(const char *method, const char *path, ka_endpoint configured)
+{
+    ka_route r;
+    memset(&r, 0x5a, sizeof(r));
+    ka_classify(method, path, configured, &r);
+    return r;
+}
+
+static void expect_route(const char *method, const char *path, ka_endpoint ep, int preflight,
+                         int body_key)
+{
+    ka_route r = route(method, path, KA_EP_AUTO);
+    if (r.endpoint != ep || r.preflight_candidate != preflight || r.body_key_allowed != body_key)
+        fail_msg("%s %s: endpoint %d preflight %d body_key %d, want %d %d %d", method, path,
+                 r.endpoint, r.preflight_candidate, r.body_key_allowed, ep, preflight, body_key);
+}
+
+static void test_classify_ingestion(void **state)
+{
+    static const char *const types[] = {"alias", "group", "identify", "page", "screen", "track"};
+    char path[64];
+
+    (void)state;
+    expect_route("POST", "/v1/events", KA_EP_INGESTION, 0, 1);
+    expect_route("OPTIONS", "/v1/events", KA_EP_INGESTION, 1, 0);
+    for (size_t i = 0; i < 6; i++) {
+        snprintf(path, sizeof(path), "/v1/events/%s", types[i]);
+        expect_route("POST", path, KA_EP_INGESTION, 0, 0);
+        expect_route("OPTIONS", path, KA_EP_INGESTION, 1, 0);
+        expect_route("GET", path, KA_EP_API, 0, 0);
+        snprintf(path, sizeof(path), "/v1/events/%s/x", types[i]);
+        expect_route("POST", path, KA_EP_API, 0, 0);
+    }
+    /* Not ingestion. */
+    expect_route("GET", "/v1/events", KA_EP_API, 0, 0);
+    expect_route("PUT", "/v1/events", KA_EP_API, 0, 0);
+    expect_route("post", "/v1/events", KA_EP_API, 0, 0);
+    expect_route("POST", "/v1/events/", KA_EP_API, 0, 0);
+    expect_route("POST", "/v1/events/other", KA_EP_API, 0, 0);
+    expect_route("POST", "/v1/events/Track", KA_EP_API, 0, 0);
+    expect_route("POST", "/v1/events/trackx", KA_EP_API, 0, 0);
+    expect_route("POST", "/v1/eventsX", KA_EP_API, 0, 0);
+    expect_route("POST", "/v1/event", KA_EP_API, 0, 0);
+    expect_route("POST", "/v2/events", KA_EP_API, 0, 0);
+    expect_route("POST", "/x/v1/events", KA_EP_API, 0, 0);
+}
+
+static void test_classify_settings(void **state)
+{
+    ka_route r;
+
+    (void)state;
+    r = route("GET", "/v1/events/settings/KEY", KA_EP_AUTO);
+    assert_int_equal(r.endpoint, KA_EP_SETTINGS);
+    assert_int_equal(r.preflight_candidate, 0);
+    assert_int_equal(r.body_key_allowed, 0);
+    assert_non_null(r.settings_key);
+    assert_string_equal(r.settings_key, "KEY");
+    r = route("OPTIONS", "/v1/events/settings/KEY", KA_EP_AUTO);
+    assert_int_equal(r.endpoint, KA_EP_SETTINGS);
+    assert_int_equal(r.preflight_candidate, 1);
+    r = route("GET", "/v1/events/settings/", KA_EP_AUTO);
+    assert_int_equal(r.endpoint, KA_EP_SETTINGS);
+    assert_string_equal(r.settings_key, "");
+    r = route("GET", "/v1/events/settings/a/b", KA_EP_AUTO);
+    assert_int_equal(r.endpoint, KA_EP_SETTINGS);
+    assert_string_equal(r.settings_key, "a/b");
+    expect_route("POST", "/v1/events/settings/KEY", KA_EP_API, 0, 0);
+    expect_route("GET", "/v1/events/settings", KA_EP_API, 0, 0);
+    expect_route("GET", "/v1/events/settingsKEY", KA_EP_API, 0, 0);
+    r = route("GET", "/v1/users", KA_EP_AUTO);
+    assert_null(r.settings_key);
+}
+
+static void test_classify_organizations(void **state)
+{
+    (void)state;
+    expect_route("GET", "/v1/organizations", KA_EP_ORGS, 0, 0);
+    expect_route("POST", "/v1/organizations", KA_EP_ORGS, 0, 0);
+    expect_route("GET", "/v1/organizations/", KA_EP_ORGS, 0, 0);
+    expect_route("DELETE", "/v1/organizations/abc", KA_EP_ORGS, 0, 0);
+    expect_route("PUT", "/v1/organizations/abc/workspaces/x", KA_EP_ORGS, 0, 0);
+    expect_route("OPTIONS", "/v1/organizations", KA_EP_ORGS, 0, 0);
+    expect_route("GET", "/v1/organizationsX", KA_EP_API, 0, 0);
+    expect_route("GET", "/v1/organization", KA_EP_API, 0, 0);
+    expect_route("GET", "/v1/organizations-x/y", KA_EP_API, 0, 0);
+    expect_route("GET", "/v2/organizations", KA_EP_API, 0, 0);
+}
+
+static void test_classify_api(void **state)
+{
+    (void)state;
+    expect_route("GET", "/v1/users", KA_EP_API, 0, 0);
+    expect_route("GET", "/", KA_EP_API, 0, 0);
+    expect_route("GET", "", KA_EP_API, 0, 0);
+    expect_route("OPTIONS", "/v1/users", KA_EP_API, 0, 0);
+    expect_route("POST", "/v1/workspaces", KA_EP_API, 0, 0);
+}
+
+static void test_classify_configured(void **state)
+{
+    ka_route r;
+
+    (void)state;
+    r = route("POST", "/v1/events", KA_EP_API);
+    assert_int_equal(r.endpoint, KA_EP_API);
+    assert_int_equal(r.body_key_allowed, 0);
+    assert_int_equal(r.preflight_candidate, 0);
+    r = route("POST", "/collect", KA_EP_INGESTION);
+    assert_int_equal(r.endpoint, KA_EP_INGESTION);
+    assert_int_equal(r.body_key_allowed, 1);
+    r = route("POST", "/collect/track", KA_EP_INGESTION);
+    assert_int_equal(r.body_key_allowed, 0);
+    r = route("OPTIONS", "/collect", KA_EP_INGESTION);
+    assert_int_equal(r.preflight_candidate, 1);
+    assert_int_equal(r.body_key_allowed, 0);
+    r = route("GET", "/conf/settings/KEY", KA_EP_SETTINGS);
+    assert_int_equal(r.endpoint, KA_EP_SETTINGS);
+    assert_string_equal(r.settings_key, "KEY");
+    r = route("GET", "/conf", KA_EP_SETTINGS);
+    assert_null(r.settings_key);
+    r = route("OPTIONS", "/conf/settings/KEY", KA_EP_SETTINGS);
+    assert_int_equal(r.preflight_candidate, 1);
+    r = route("GET", "/admin", KA_EP_ORGS);
+    assert_int_equal(r.endpoint, KA_EP_ORGS);
+    assert_int_equal(r.preflight_candidate, 0);
+    r = route("OPTIONS", "/v1/events", KA_EP_API);
+    assert_int_equal(r.preflight_candidate, 0);
+    r = route("GET", "/v1/organizations", KA_EP_API);
+    assert_int_equal(r.endpoint, KA_EP_API);
+}
+
+int run_decide_tests(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_api_no_authorization),
+        T(test_api_multiple_authorization),
+        T(test_api_invalid_bearer),
+        T(test_api_prefix),
+        T(test_api_malformed),
+        T(test_api_unknown),
+        T(test_api_org_disabled),
+        T(test_api_ws_multiple),
+        T(test_api_ws_restricted),
+        T(test_api_ws_invalid),
+        T(test_api_ws_not_found),
+        T(test_api_ws_required),
+        T(test_api_ws_forbidden),
+        T(test_api_accept),
+        T(test_api_unavailable),
+        T(test_ingest_multiple_authorization),
+        T(test_ingest_invalid_bearer),
+        T(test_ingest_api_malformed),
+        T(test_ingest_api_unknown),
+        T(test_ingest_api_disabled),
+        T(test_ingest_api_workspace_rows),
+        T(test_ingest_api_needs_body),
+        T(test_ingest_api_connection_required),
+        T(test_ingest_api_connection_not_exist),
+        T(test_ingest_api_accept),
+        T(test_ingest_api_unavailable),
+        T(test_ingest_write_key_header),
+        T(test_ingest_write_key_unknown),
+        T(test_ingest_write_key_disabled),
+        T(test_ingest_write_key_unavailable),
+        T(test_ingest_no_credential),
+        T(test_ingest_body_key_not_string),
+        T(test_ingest_body_key_empty),
+        T(test_ingest_body_key_unknown),
+        T(test_ingest_body_key_disabled),
+        T(test_ingest_body_key_with_connection),
+        T(test_ingest_body_key_accept),
+        T(test_ingest_body_key_unavailable),
+        T(test_settings_not_found),
+        T(test_settings_unknown),
+        T(test_settings_accept),
+        T(test_settings_unavailable),
+        T(test_orgs_rows),
+        T(test_orgs_unset),
+        T(test_orgs_accept),
+        T(test_decision_unavailable),
+        T(test_classify_ingestion),
+        T(test_classify_settings),
+        T(test_classify_organizations),
+        T(test_classify_api),
+        T(test_classify_configured),
+    };
+    return cmocka_run_group_tests_name("decide", tests, group_setup, NULL);
+}

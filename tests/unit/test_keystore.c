@@ -1,0 +1,1097 @@
+/* keystore.c: the LMDB key store (SPEC §3) in a temporary directory: create, open, format
+ * version, put/get, cascading removal, listing, snapshots; and the look-ups ka_decide uses. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "decide.h"
+#include "keystore.h"
+#include "tests.h"
+#include "token.h"
+
+#define ORG_A "orgA23456789"
+#define ORG_B "orgB23456789"
+#define ORG_X "orgX23456789"
+#define WS_A1 "wsA123456789"
+#define WS_A2 "wsA223456789"
+#define WS_B1 "wsB123456789"
+#define CN_A1 "cnA123456789" /* in WS_A1 */
+#define CN_A2 "cnA223456789" /* in WS_A2 */
+#define CN_B1 "cnB123456789" /* in WS_B1 */
+#define K_A "kyA123456789"   /* API, ORG_A, unrestricted */
+#define K_R1 "kyR123456789"  /* API, ORG_A, restricted to WS_A1 */
+#define K_R2 "kyS123456789"  /* API, ORG_A, restricted to WS_A2 */
+#define K_B "kyB123456789"   /* API, ORG_B */
+#define W_1 "kw1123456789"   /* write, CN_A1 */
+#define W_2 "kw2123456789"   /* write, CN_A1 */
+#define W_3 "kw3123456789"   /* write, CN_A2 */
+#define W_4 "kw4123456789"   /* write, CN_B1 */
+
+static char root[64]; /* mkdtemp */
+static char dir[128]; /* root/store */
+static ka_store *st;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    char err[512];
+
+    (void)state;
+    snprintf(root, sizeof(root), "/tmp/ka-store-XXXXXX");
+    if (mkdtemp(root) == NULL)
+        return -1;
+    snprintf(dir, sizeof(dir), "%s/store", root);
+    st = NULL;
+    if (ka_store_create(dir, NULL, err, sizeof(err)) != KA_OK) {
+        fprintf(stderr, "ka_store_create: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    ka_store_close(st);
+    st = NULL;
+    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static ka_store *open_store(int readonly)
+{
+    char err[512] = "";
+    ka_store *s = NULL;
+
+    if (ka_store_open(dir, NULL, readonly, &s, err, sizeof(err)) != KA_OK)
+        fail_msg("ka_store_open: %s", err);
+    assert_non_null(s);
+    return s;
+}
+
+static MDB_txn *begin(int readonly)
+{
+    MDB_txn *txn = NULL;
+    assert_int_equal(mdb_txn_begin(st->env, NULL, readonly ? MDB_RDONLY : 0, &txn), 0);
+    return txn;
+}
+
+static void commit(MDB_txn *txn)
+{
+    assert_int_equal(mdb_txn_commit(txn), 0);
+}
+
+static void payload_of(int n, uint8_t p[KA_PAYLOAD_LEN])
+{
+    memset(p, n, KA_PAYLOAD_LEN);
+}
+
+/* "WriteKey<n>" padded with 'x' to 32 characters. */
+static void write_key_of(int n, char key[KA_WRITE_KEY_LEN + 1])
+{
+    char head[24];
+    int len = snprintf(head, sizeof(head), "WriteKey%d", n);
+
+    memset(key, 'x', KA_WRITE_KEY_LEN);
+    key[KA_WRITE_KEY_LEN] = '\0';
+    memcpy(key, head, (size_t)len);
+}
+
+static void put_org(MDB_txn *txn, const char *id, int enabled, const char *name)
+{
+    ka_entity e;
+    memset(&e, 0, sizeof(e));
+    snprintf(e.id, sizeof(e.id), "%s", id);
+    e.enabled = enabled;
+    snprintf(e.name, sizeof(e.name), "%s", name);
+    assert_int_equal(ka_put_org(txn, st, &e), KA_OK);
+}
+
+static void put_ws(MDB_txn *txn, const char *id, const char *org, const char *name)
+{
+    ka_entity e;
+    memset(&e, 0, sizeof(e));
+    snprintf(e.id, sizeof(e.id), "%s", id);
+    snprintf(e.org, sizeof(e.org), "%s", org);
+    snprintf(e.name, sizeof(e.name), "%s", name);
+    assert_int_equal(ka_put_ws(txn, st, &e), KA_OK);
+}
+
+static void put_conn(MDB_txn *txn, const char *id, const char *ws, const char *org)
+{
+    ka_entity e;
+    memset(&e, 0, sizeof(e));
+    snprintf(e.id, sizeof(e.id), "%s", id);
+    snprintf(e.ws, sizeof(e.ws), "%s", ws);
+    snprintf(e.org, sizeof(e.org), "%s", org);
+    snprintf(e.name, sizeof(e.name), "connection %s", id);
+    assert_int_equal(ka_put_conn(txn, st, &e), KA_OK);
+}
+
+static void put_api(MDB_txn *txn, int n, const char *id, const char *org, const char *ws)
+{
+    uint8_t p[KA_PAYLOAD_LEN], d[KA_DIGEST_LEN];
+    char body[KA_API_BODY_LEN];
+    ka_key_rec r;
+
+    payload_of(n, p);
+    ka_api_body_encode(p, body);
+    memset(&r, 0, sizeof(r));
+    r.type = KA_KEY_API;
+    snprintf(r.id, sizeof(r.id), "%s", id);
+    snprintf(r.org, sizeof(r.org), "%s", org);
+    snprintf(r.ws, sizeof(r.ws), "%s", ws ? ws : "");
+    r.created = 1700000000u + (uint64_t)n;
+    ka_hint(body, sizeof(body), r.hint);
+    snprintf(r.name, sizeof(r.name), "api key %d", n);
+    ka_digest_api(st, p, d);
+    assert_int_equal(ka_put_key(txn, st, d, &r), KA_OK);
+}
+
+static void put_write(MDB_txn *txn, int n, const char *id, const char *conn, const char *ws,
+                      const char *org)
+{
+    char key[KA_WRITE_KEY_LEN + 1];
+    uint8_t d[KA_DIGEST_LEN];
+    ka_key_rec r;
+
+    write_key_of(n, key);
+    memset(&r, 0, sizeof(r));
+    r.type = KA_KEY_WRITE;
+    snprintf(r.id, sizeof(r.id), "%s", id);
+    snprintf(r.org, sizeof(r.org), "%s", org);
+    snprintf(r.ws, sizeof(r.ws), "%s", ws);
+    snprintf(r.conn, sizeof(r.conn), "%s", conn);
+    r.created = 1800000000u + (uint64_t)n;
+    ka_hint(key, KA_WRITE_KEY_LEN, r.hint);
+    ka_digest_write(st, key, d);
+    assert_int_equal(ka_put_key(txn, st, d, &r), KA_OK);
+}
+
+/* The fixture: two organizations with workspaces, connections and keys. */
+static void populate(void)
+{
+    MDB_txn *txn;
+
+    st = open_store(0);
+    txn = begin(0);
+    put_org(txn, ORG_A, 1, "Acme");
+    put_org(txn, ORG_B, 0, "Beta \xc3\xa9");
+    put_ws(txn, WS_A1, ORG_A, "A one");
+    put_ws(txn, WS_A2, ORG_A, "A two");
+    put_ws(txn, WS_B1, ORG_B, "B one");
+    put_conn(txn, CN_A1, WS_A1, ORG_A);
+    put_conn(txn, CN_A2, WS_A2, ORG_A);
+    put_conn(txn, CN_B1, WS_B1, ORG_B);
+    put_api(txn, 1, K_A, ORG_A, NULL);
+    put_api(txn, 2, K_R1, ORG_A, WS_A1);
+    put_api(txn, 3, K_R2, ORG_A, WS_A2);
+    put_api(txn, 4, K_B, ORG_B, NULL);
+    put_write(txn, 1, W_1, CN_A1, WS_A1, ORG_A);
+    put_write(txn, 2, W_2, CN_A1, WS_A1, ORG_A);
+    put_write(txn, 3, W_3, CN_A2, WS_A2, ORG_A);
+    put_write(txn, 4, W_4, CN_B1, WS_B1, ORG_B);
+    commit(txn);
+}
+
+static int get_api(MDB_txn *txn, int n, ka_key_rec *r)
+{
+    uint8_t p[KA_PAYLOAD_LEN], d[KA_DIGEST_LEN];
+    payload_of(n, p);
+    ka_digest_api(st, p, d);
+    return ka_get_key(txn, st, d, r);
+}
+
+static int get_write(MDB_txn *txn, int n, ka_key_rec *r)
+{
+    char key[KA_WRITE_KEY_LEN + 1];
+    uint8_t d[KA_DIGEST_LEN];
+    write_key_of(n, key);
+    ka_digest_write(st, key, d);
+    return ka_get_key(txn, st, d, r);
+}
+
+/* ---- listing helper ---- */
+
+typedef struct {
+    char ids[32][KA_ID_LEN + 1];
+    int n;
+    int stop_after; /* 0: never */
+} idlist;
+
+static int collect_entity(const ka_entity *e, void *arg)
+{
+    idlist *l = arg;
+    snprintf(l->ids[l->n++], KA_ID_LEN + 1, "%s", e->id);
+    return l->stop_after && l->n >= l->stop_after;
+}
+
+static int collect_key(const ka_key_rec *k, void *arg)
+{
+    idlist *l = arg;
+    snprintf(l->ids[l->n++], KA_ID_LEN + 1, "%s", k->id);
+    return l->stop_after && l->n >= l->stop_after;
+}
+
+/* "a,b,c" of the collected IDs. */
+static const char *joined(const idlist *l)
+{
+    static char buf[32 * 14];
+    size_t p = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < l->n; i++)
+        p += (size_t)snprintf(buf + p, sizeof(buf) - p, "%s%s", i ? "," : "", l->ids[i]);
+    return buf;
+}
+
+static const char *list_orgs(MDB_txn *txn)
+{
+    static idlist l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(ka_list_orgs(txn, st, collect_entity, &l), KA_OK);
+    return joined(&l);
+}
+
+static const char *list_ws(MDB_txn *txn, const char *org)
+{
+    static idlist l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(ka_list_ws(txn, st, org, collect_entity, &l), KA_OK);
+    return joined(&l);
+}
+
+static const char *list_conns(MDB_txn *txn, const char *ws)
+{
+    static idlist l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(ka_list_conns(txn, st, ws, collect_entity, &l), KA_OK);
+    return joined(&l);
+}
+
+static const char *list_api(MDB_txn *txn, const char *org)
+{
+    static idlist l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(ka_list_api_keys(txn, st, org, collect_key, &l), KA_OK);
+    return joined(&l);
+}
+
+static const char *list_write(MDB_txn *txn, const char *conn)
+{
+    static idlist l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(ka_list_write_keys(txn, st, conn, collect_key, &l), KA_OK);
+    return joined(&l);
+}
+
+/* ---- tests ---- */
+
+static void test_create(void **state)
+{
+    char path[256], err[512];
+    struct stat sb;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(S_ISREG(sb.st_mode));
+    assert_int_equal(sb.st_mode & 07777, 0600);
+    assert_int_equal(sb.st_size, KA_SECRET_LEN);
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    assert_int_equal(stat(path, &sb), 0);
+    /* A second init refuses to overwrite the store. */
+    assert_int_equal(ka_store_create(dir, NULL, err, sizeof(err)), KA_FAIL);
+    snprintf(path, sizeof(path), "%s already holds a key store", dir);
+    assert_string_equal(err, path);
+    /* Both modes open it. */
+    st = open_store(0);
+    ka_store_close(st);
+    st = open_store(1);
+    assert_string_equal(st->dir, dir);
+}
+
+static void test_create_external_secret(void **state)
+{
+    char d2[256], sp[512], err[1024];
+    ka_store *s = NULL;
+    struct stat sb;
+
+    (void)state;
+    snprintf(d2, sizeof(d2), "%s/store2", root);
+    snprintf(sp, sizeof(sp), "%s/store2.secret", root);
+    assert_int_equal(ka_store_create(d2, sp, err, sizeof(err)), KA_OK);
+    assert_int_equal(stat(sp, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0600);
+    snprintf(err, sizeof(err), "%s/secret", d2);
+    assert_int_equal(stat(err, &sb), -1); /* no DIR/secret */
+    assert_int_equal(ka_store_open(d2, sp, 1, &s, err, sizeof(err)), KA_OK);
+    ka_store_close(s);
+    /* Without the path it looks for DIR/secret. */
+    s = (ka_store *)1;
+    assert_int_equal(ka_store_open(d2, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    assert_null(s);
+    snprintf(sp, sizeof(sp), "cannot open store secret %s/secret: No such file or directory", d2);
+    assert_string_equal(err, sp);
+}
+
+static void test_secret_reused(void **state)
+{
+    char d2[256], sp[512], err[1024];
+    uint8_t p[KA_PAYLOAD_LEN], a[KA_DIGEST_LEN], b[KA_DIGEST_LEN];
+    ka_store *s1 = NULL, *s2 = NULL;
+
+    (void)state;
+    /* init with an existing --secret keeps it: two stores, same digests. */
+    snprintf(sp, sizeof(sp), "%s/secret", dir);
+    snprintf(d2, sizeof(d2), "%s/store3", root);
+    assert_int_equal(ka_store_create(d2, sp, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_store_open(dir, NULL, 1, &s1, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_store_open(d2, sp, 1, &s2, err, sizeof(err)), KA_OK);
+    payload_of(9, p);
+    ka_digest_api(s1, p, a);
+    ka_digest_api(s2, p, b);
+    assert_memory_equal(a, b, KA_DIGEST_LEN);
+    ka_store_close(s1);
+    ka_store_close(s2);
+}
+
+static void test_open_errors(void **state)
+{
+    char path[256], want[512], err[512];
+    ka_store *s = NULL;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/nope", root);
+    assert_int_equal(ka_store_open(path, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    assert_null(s);
+    snprintf(want, sizeof(want), "key store %s: No such file or directory", path);
+    assert_string_equal(err, want);
+
+    /* A directory with a secret but no store, read-only (the module's mode). */
+    snprintf(path, sizeof(path), "%s/empty", root);
+    assert_int_equal(mkdir(path, 0700), 0);
+    {
+        char sp[300];
+        int fd;
+        snprintf(sp, sizeof(sp), "%s/secret", path);
+        fd = open(sp, O_WRONLY | O_CREAT, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, "0123456789abcdef0123456789abcdef", 32), 32);
+        close(fd);
+    }
+    assert_int_equal(ka_store_open(path, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    assert_null(s);
+    snprintf(want, sizeof(want), "cannot open key store %s: No such file or directory", path);
+    assert_string_equal(err, want);
+    /* Read-write: an environment appears, but it has no format record. */
+    assert_int_equal(ka_store_open(path, NULL, 0, &s, err, sizeof(err)), KA_FAIL);
+    assert_null(s);
+    snprintf(want, sizeof(want),
+             "key store %s has no format record; it was not made by krenalis-keys init", path);
+    assert_string_equal(err, want);
+}
+
+/* A regular file in place of the directory (errno left over from an earlier call must not
+ * make the message). */
+static void test_open_not_a_directory(void **state)
+{
+    char path[256], want[512], err[512];
+    ka_store *s = NULL;
+    int fd;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/file", root);
+    fd = open(path, O_WRONLY | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    errno = ENOENT;
+    assert_int_equal(ka_store_open(path, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    assert_null(s);
+    snprintf(want, sizeof(want), "key store %s is not a directory", path);
+    assert_string_equal(err, want);
+}
+
+/* Rewrites the format record with plain LMDB (ka_store_open would refuse the store). */
+static void set_format(const char *value)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    MDB_val k = {6, "format"};
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    if (value) {
+        MDB_val v = {strlen(value), (void *)value};
+        assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+    } else {
+        assert_int_equal(mdb_del(txn, meta, &k, NULL), 0);
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void test_format_version(void **state)
+{
+    char want[512], err[512];
+    ka_store *s = NULL;
+
+    (void)state;
+    assert_string_equal(KA_STORE_FORMAT, "krenalis-keys 1");
+    set_format("krenalis-keys 2");
+    for (int ro = 0; ro <= 1; ro++) {
+        s = (ka_store *)1;
+        assert_int_equal(ka_store_open(dir, NULL, ro, &s, err, sizeof(err)), KA_FAIL);
+        assert_null(s);
+        snprintf(want, sizeof(want),
+                 "key store %s has format 'krenalis-keys 2'; this build reads 'krenalis-keys 1'",
+                 dir);
+        assert_string_equal(err, want);
+    }
+    /* A prefix of the right value is not the right value. */
+    set_format("krenalis-keys");
+    assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    set_format("krenalis-keys 10");
+    assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    set_format(NULL);
+    assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    snprintf(want, sizeof(want),
+             "key store %s has no format record; it was not made by krenalis-keys init", dir);
+    assert_string_equal(err, want);
+    /* Back to the current format: opens again. */
+    set_format(KA_STORE_FORMAT);
+    st = open_store(1);
+}
+
+static void test_put_get(void **state)
+{
+    MDB_txn *txn;
+    ka_entity e;
+    ka_key_rec r;
+
+    (void)state;
+    populate();
+    ka_store_close(st);
+    /* Read back through a read-only handle, as the module reads. */
+    st = open_store(1);
+    txn = begin(1);
+
+    assert_int_equal(ka_get_org(txn, st, ORG_A, &e), KA_OK);
+    assert_string_equal(e.id, ORG_A);
+    assert_int_equal(e.enabled, 1);
+    assert_string_equal(e.name, "Acme");
+    assert_int_equal(ka_get_org(txn, st, ORG_B, &e), KA_OK);
+    assert_int_equal(e.enabled, 0);
+    assert_string_equal(e.name, "Beta \xc3\xa9");
+    assert_int_equal(ka_get_org(txn, st, ORG_X, &e), KA_NOTFOUND);
+
+    assert_int_equal(ka_get_ws(txn, st, WS_A2, &e), KA_OK);
+    assert_string_equal(e.id, WS_A2);
+    assert_string_equal(e.org, ORG_A);
+    assert_string_equal(e.name, "A two");
+    assert_int_equal(ka_get_ws(txn, st, "wsX123456789", &e), KA_NOTFOUND);
+
+    assert_int_equal(ka_get_conn(txn, st, CN_A2, &e), KA_OK);
+    assert_string_equal(e.id, CN_A2);
+    assert_string_equal(e.ws, WS_A2);
+    assert_string_equal(e.org, ORG_A);
+    assert_string_equal(e.name, "connection " CN_A2);
+    assert_int_equal(ka_get_conn(txn, st, "cnX123456789", &e), KA_NOTFOUND);
+
+    memset(&r, 0x5a, sizeof(r));
+    assert_int_equal(get_api(txn, 2, &r), KA_OK);
+    assert_int_equal(r.type, KA_KEY_API);
+    assert_string_equal(r.id, K_R1);
+    assert_string_equal(r.org, ORG_A);
+    assert_string_equal(r.ws, WS_A1);
+    assert_string_equal(r.conn, "");
+    assert_int_equal(r.created, 1700000002u);
+    assert_string_equal(r.name, "api key 2");
+    {
+        uint8_t p[KA_PAYLOAD_LEN];
+        char body[KA_API_BODY_LEN], hint[KA_HINT_MAX + 1];
+        payload_of(2, p);
+        ka_api_body_encode(p, body);
+        ka_hint(body, sizeof(body), hint);
+        assert_string_equal(r.hint, hint);
+        assert_int_equal(strlen(r.hint), 13);
+    }
+    assert_int_equal(get_api(txn, 1, &r), KA_OK);
+    assert_string_equal(r.id, K_A);
+    assert_string_equal(r.ws, "");
+    assert_int_equal(get_api(txn, 99, &r), KA_NOTFOUND);
+
+    memset(&r, 0x5a, sizeof(r));
+    assert_int_equal(get_write(txn, 3, &r), KA_OK);
+    assert_int_equal(r.type, KA_KEY_WRITE);
+    assert_string_equal(r.id, W_3);
+    assert_string_equal(r.org, ORG_A);
+    assert_string_equal(r.ws, WS_A2);
+    assert_string_equal(r.conn, CN_A2);
+    assert_int_equal(r.created, 1800000003u);
+    assert_string_equal(r.hint, "Writ...xxxxxx");
+    assert_string_equal(r.name, "");
+    assert_int_equal(get_write(txn, 99, &r), KA_NOTFOUND);
+
+    assert_int_equal(ka_get_key_by_id(txn, st, W_4, &r), KA_OK);
+    assert_string_equal(r.conn, CN_B1);
+    assert_int_equal(ka_get_key_by_id(txn, st, K_B, &r), KA_OK);
+    assert_string_equal(r.org, ORG_B);
+    assert_int_equal(ka_get_key_by_id(txn, st, "kyX123456789", &r), KA_NOTFOUND);
+    mdb_txn_abort(txn);
+}
+
+/* The digest is HMAC-SHA-256(secret file bytes, payload) — what Krenalis keeps in
+ * access_keys.hmac — and HMAC-SHA-256(secret, the 32 characters) for write keys. */
+static void test_digests(void **state)
+{
+    uint8_t secret[KA_SECRET_LEN], p[KA_PAYLOAD_LEN], want[32], got[32];
+    char path[256], key[KA_WRITE_KEY_LEN + 1];
+    unsigned wl = 0;
+    FILE *f;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(secret, 1, sizeof(secret), f), sizeof(secret));
+    fclose(f);
+    st = open_store(1);
+    for (int i = 0; i < KA_PAYLOAD_LEN; i++)
+        p[i] = (uint8_t)(i + 1);
+    HMAC(EVP_sha256(), secret, sizeof(secret), p, sizeof(p), want, &wl);
+    ka_digest_api(st, p, got);
+    assert_memory_equal(got, want, 32);
+    write_key_of(7, key);
+    HMAC(EVP_sha256(), secret, sizeof(secret), (const uint8_t *)key, KA_WRITE_KEY_LEN, want, &wl);
+    ka_digest_write(st, key, got);
+    assert_memory_equal(got, want, 32);
+}
+
+/* The module reads the secret before it forks and opens with it in memory. */
+static void test_open_with_secret(void **state)
+{
+    uint8_t secret[KA_SECRET_LEN], p[KA_PAYLOAD_LEN], d1[32], d2[32];
+    char path[256], err[512];
+    ka_store *s = NULL;
+    ka_key_rec r;
+    MDB_txn *txn;
+    FILE *f;
+
+    (void)state;
+    populate();
+    ka_store_close(st);
+    st = NULL;
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(secret, 1, sizeof(secret), f), sizeof(secret));
+    fclose(f);
+    assert_int_equal(ka_store_open_secret(dir, secret, 1, &s, err, sizeof(err)), KA_OK);
+    st = s;
+    payload_of(2, p);
+    ka_digest_api(st, p, d1);
+    txn = begin(1);
+    assert_int_equal(ka_get_key(txn, st, d1, &r), KA_OK);
+    assert_string_equal(r.id, K_R1);
+    mdb_txn_abort(txn);
+    ka_store_close(st);
+    st = NULL;
+    /* Another secret: other digests, the key is not found. */
+    secret[0] ^= 1;
+    assert_int_equal(ka_store_open_secret(dir, secret, 1, &s, err, sizeof(err)), KA_OK);
+    st = s;
+    ka_digest_api(st, p, d2);
+    assert_memory_not_equal(d1, d2, 32);
+    txn = begin(1);
+    assert_int_equal(ka_get_key(txn, st, d2, &r), KA_NOTFOUND);
+    mdb_txn_abort(txn);
+    /* Not a directory. */
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    s = (ka_store *)1;
+    assert_int_equal(ka_store_open_secret(path, secret, 1, &s, err, sizeof(err)), KA_FAIL);
+    assert_null(s);
+}
+
+static void test_long_name(void **state)
+{
+    char name[KA_NAME_MAX + 50];
+    MDB_txn *txn;
+    ka_entity e;
+
+    (void)state;
+    st = open_store(0);
+    memset(name, 'n', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    txn = begin(0);
+    memset(&e, 0, sizeof(e));
+    memcpy(e.id, ORG_X, KA_ID_LEN);
+    e.enabled = 1;
+    memcpy(e.name, name, KA_NAME_MAX); /* the largest name */
+    assert_int_equal(ka_put_org(txn, st, &e), KA_OK);
+    commit(txn);
+    txn = begin(1);
+    memset(&e, 0, sizeof(e));
+    assert_int_equal(ka_get_org(txn, st, ORG_X, &e), KA_OK);
+    assert_int_equal(strlen(e.name), KA_NAME_MAX);
+    mdb_txn_abort(txn);
+}
+
+static void test_overwrite(void **state)
+{
+    MDB_txn *txn;
+    ka_entity e;
+
+    (void)state;
+    populate();
+    txn = begin(0);
+    put_org(txn, ORG_A, 0, "Acme renamed");
+    commit(txn);
+    txn = begin(1);
+    assert_int_equal(ka_get_org(txn, st, ORG_A, &e), KA_OK);
+    assert_int_equal(e.enabled, 0);
+    assert_string_equal(e.name, "Acme renamed");
+    assert_string_equal(list_orgs(txn), ORG_A "," ORG_B);
+    mdb_txn_abort(txn);
+}
+
+static void test_list(void **state)
+{
+    MDB_txn *txn;
+    idlist l;
+
+    (void)state;
+    populate();
+    txn = begin(1);
+    assert_string_equal(list_orgs(txn), ORG_A "," ORG_B);
+    assert_string_equal(list_ws(txn, NULL), WS_A1 "," WS_A2 "," WS_B1);
+    assert_string_equal(list_ws(txn, ORG_A), WS_A1 "," WS_A2);
+    assert_string_equal(list_ws(txn, ORG_B), WS_B1);
+    assert_string_equal(list_ws(txn, ORG_X), "");
+    assert_string_equal(list_conns(txn, NULL), CN_A1 "," CN_A2 "," CN_B1);
+    assert_string_equal(list_conns(txn, WS_A2), CN_A2);
+    assert_string_equal(list_conns(txn, "wsX123456789"), "");
+    assert_string_equal(list_api(txn, ORG_A), K_A "," K_R1 "," K_R2);
+    assert_string_equal(list_api(txn, ORG_B), K_B);
+    assert_string_equal(list_api(txn, NULL), K_A "," K_R1 "," K_R2 "," K_B);
+    assert_string_equal(list_api(txn, ORG_X), "");
+    assert_string_equal(list_write(txn, CN_A1), W_1 "," W_2);
+    assert_string_equal(list_write(txn, CN_A2), W_3);
+    assert_string_equal(list_write(txn, "cnX123456789"), "");
+    /* A callback that returns non-zero stops the walk. */
+    memset(&l, 0, sizeof(l));
+    l.stop_after = 1;
+    assert_int_equal(ka_list_orgs(txn, st, collect_entity, &l), KA_OK);
+    assert_int_equal(l.n, 1);
+    memset(&l, 0, sizeof(l));
+    l.stop_after = 2;
+    assert_int_equal(ka_list_api_keys(txn, st, NULL, collect_key, &l), KA_OK);
+    assert_int_equal(l.n, 2);
+    memset(&l, 0, sizeof(l));
+    l.stop_after = 3;
+    assert_int_equal(ka_list_api_keys(txn, st, NULL, collect_key, &l), KA_OK);
+    assert_int_equal(l.n, 3);
+    memset(&l, 0, sizeof(l));
+    l.stop_after = 1;
+    assert_int_equal(ka_list_write_keys(txn, st, CN_A1, collect_key, &l), KA_OK);
+    assert_int_equal(l.n, 1);
+    mdb_txn_abort(txn);
+}
+
+static void test_delete_key(void **state)
+{
+    MDB_txn *txn;
+    ka_key_rec r;
+
+    (void)state;
+    populate();
+    txn = begin(0);
+    assert_int_equal(ka_del_key(txn, st, K_A), KA_OK);
+    assert_int_equal(ka_del_key(txn, st, W_2), KA_OK);
+    assert_int_equal(ka_del_key(txn, st, K_A), KA_NOTFOUND);
+    assert_int_equal(ka_del_key(txn, st, "kyX123456789"), KA_NOTFOUND);
+    commit(txn);
+    txn = begin(1);
+    assert_int_equal(get_api(txn, 1, &r), KA_NOTFOUND);
+    assert_int_equal(ka_get_key_by_id(txn, st, K_A, &r), KA_NOTFOUND);
+    assert_int_equal(get_write(txn, 2, &r), KA_NOTFOUND);
+    assert_int_equal(ka_get_key_by_id(txn, st, W_2, &r), KA_NOTFOUND);
+    assert_string_equal(list_api(txn, ORG_A), K_R1 "," K_R2);
+    assert_string_equal(list_write(txn, CN_A1), W_1);
+    assert_int_equal(get_write(txn, 1, &r), KA_OK);
+    assert_int_equal(get_api(txn, 2, &r), KA_OK);
+    mdb_txn_abort(txn);
+}
+
+static void test_delete_connection(void **state)
+{
+    MDB_txn *txn;
+    ka_key_rec r;
+    ka_entity e;
+
+    (void)state;
+    populate();
+    txn = begin(0);
+    assert_int_equal(ka_del_conn(txn, st, CN_A1), KA_OK);
+    assert_int_equal(ka_del_conn(txn, st, CN_A1), KA_NOTFOUND);
+    commit(txn);
+    txn = begin(1);
+    assert_int_equal(ka_get_conn(txn, st, CN_A1, &e), KA_NOTFOUND);
+    assert_int_equal(get_write(txn, 1, &r), KA_NOTFOUND);
+    assert_int_equal(get_write(txn, 2, &r), KA_NOTFOUND);
+    assert_int_equal(ka_get_key_by_id(txn, st, W_1, &r), KA_NOTFOUND);
+    assert_string_equal(list_write(txn, CN_A1), "");
+    assert_string_equal(list_conns(txn, WS_A1), "");
+    assert_string_equal(list_conns(txn, NULL), CN_A2 "," CN_B1);
+    /* The rest stays. */
+    assert_int_equal(get_write(txn, 3, &r), KA_OK);
+    assert_int_equal(ka_get_ws(txn, st, WS_A1, &e), KA_OK);
+    assert_string_equal(list_api(txn, ORG_A), K_A "," K_R1 "," K_R2);
+    mdb_txn_abort(txn);
+}
+
+static void test_delete_workspace(void **state)
+{
+    MDB_txn *txn;
+    ka_key_rec r;
+    ka_entity e;
+
+    (void)state;
+    populate();
+    txn = begin(0);
+    assert_int_equal(ka_del_ws(txn, st, WS_A1), KA_OK);
+    assert_int_equal(ka_del_ws(txn, st, WS_A1), KA_NOTFOUND);
+    commit(txn);
+    txn = begin(1);
+    assert_int_equal(ka_get_ws(txn, st, WS_A1, &e), KA_NOTFOUND);
+    assert_int_equal(ka_get_conn(txn, st, CN_A1, &e), KA_NOTFOUND);
+    assert_int_equal(get_write(txn, 1, &r), KA_NOTFOUND);
+    assert_int_equal(get_write(txn, 2, &r), KA_NOTFOUND);
+    /* The API key restricted to it goes too; the unrestricted one and the other one stay. */
+    assert_int_equal(get_api(txn, 2, &r), KA_NOTFOUND);
+    assert_int_equal(ka_get_key_by_id(txn, st, K_R1, &r), KA_NOTFOUND);
+    assert_string_equal(list_api(txn, ORG_A), K_A "," K_R2);
+    assert_string_equal(list_ws(txn, ORG_A), WS_A2);
+    assert_string_equal(list_conns(txn, NULL), CN_A2 "," CN_B1);
+    assert_int_equal(get_write(txn, 3, &r), KA_OK);
+    assert_int_equal(get_api(txn, 1, &r), KA_OK);
+    assert_int_equal(get_api(txn, 3, &r), KA_OK);
+    assert_int_equal(ka_get_org(txn, st, ORG_A, &e), KA_OK);
+    mdb_txn_abort(txn);
+}
+
+static void test_delete_organization(void **state)
+{
+    MDB_txn *txn;
+    ka_key_rec r;
+    ka_entity e;
+
+    (void)state;
+    populate();
+    txn = begin(0);
+    assert_int_equal(ka_del_org(txn, st, ORG_A), KA_OK);
+    assert_int_equal(ka_del_org(txn, st, ORG_A), KA_NOTFOUND);
+    assert_int_equal(ka_del_org(txn, st, ORG_X), KA_NOTFOUND);
+    commit(txn);
+    txn = begin(1);
+    assert_int_equal(ka_get_org(txn, st, ORG_A, &e), KA_NOTFOUND);
+    assert_int_equal(ka_get_ws(txn, st, WS_A1, &e), KA_NOTFOUND);
+    assert_int_equal(ka_get_ws(txn, st, WS_A2, &e), KA_NOTFOUND);
+    assert_int_equal(ka_get_conn(txn, st, CN_A1, &e), KA_NOTFOUND);
+    assert_int_equal(ka_get_conn(txn, st, CN_A2, &e), KA_NOTFOUND);
+    for (int n = 1; n <= 3; n++) {
+        assert_int_equal(get_api(txn, n, &r), KA_NOTFOUND);
+        assert_int_equal(get_write(txn, n, &r), KA_NOTFOUND);
+    }
+    assert_int_equal(ka_get_key_by_id(txn, st, K_A, &r), KA_NOTFOUND);
+    assert_int_equal(ka_get_key_by_id(txn, st, W_3, &r), KA_NOTFOUND);
+    assert_string_equal(list_api(txn, ORG_A), "");
+    assert_string_equal(list_write(txn, CN_A1), "");
+    /* The other organization is untouched. */
+    assert_string_equal(list_orgs(txn), ORG_B);
+    assert_string_equal(list_ws(txn, NULL), WS_B1);
+    assert_string_equal(list_conns(txn, NULL), CN_B1);
+    assert_string_equal(list_api(txn, NULL), K_B);
+    assert_string_equal(list_write(txn, CN_B1), W_4);
+    assert_int_equal(get_api(txn, 4, &r), KA_OK);
+    assert_int_equal(get_write(txn, 4, &r), KA_OK);
+    mdb_txn_abort(txn);
+}
+
+static void test_delete_aborted(void **state)
+{
+    MDB_txn *txn;
+    ka_entity e;
+
+    (void)state;
+    populate();
+    txn = begin(0);
+    assert_int_equal(ka_del_org(txn, st, ORG_A), KA_OK);
+    mdb_txn_abort(txn);
+    txn = begin(1);
+    assert_int_equal(ka_get_org(txn, st, ORG_A, &e), KA_OK);
+    assert_string_equal(list_api(txn, ORG_A), K_A "," K_R1 "," K_R2);
+    mdb_txn_abort(txn);
+}
+
+/* A reader keeps its snapshot while a writer commits; the next reader sees the change. */
+static void test_snapshot(void **state)
+{
+    MDB_txn *r1, *w, *r2;
+    ka_entity e;
+
+    (void)state;
+    populate();
+    r1 = begin(1);
+    w = begin(0);
+    put_org(w, ORG_X, 1, "new");
+    assert_int_equal(ka_del_org(w, st, ORG_B), KA_OK);
+    commit(w);
+    assert_int_equal(ka_get_org(r1, st, ORG_X, &e), KA_NOTFOUND);
+    assert_int_equal(ka_get_org(r1, st, ORG_B, &e), KA_OK);
+    r2 = begin(1);
+    assert_int_equal(ka_get_org(r2, st, ORG_X, &e), KA_OK);
+    assert_int_equal(ka_get_org(r2, st, ORG_B, &e), KA_NOTFOUND);
+    mdb_txn_abort(r2);
+    mdb_txn_abort(r1);
+}
+
+/* An index entry whose key record is gone makes listing fail, with or without a filter. */
+static void test_list_api_keys_inconsistent(void **state)
+{
+    MDB_txn *txn;
+    uint8_t p[KA_PAYLOAD_LEN], d[KA_DIGEST_LEN];
+    MDB_val k = {KA_DIGEST_LEN, d};
+    idlist l;
+    int rc_org, rc_all;
+
+    (void)state;
+    populate();
+    payload_of(2, p); /* K_R1 */
+    ka_digest_api(st, p, d);
+    txn = begin(0);
+    assert_int_equal(mdb_del(txn, st->keys, &k, NULL), 0);
+    commit(txn);
+    txn = begin(1);
+    memset(&l, 0, sizeof(l));
+    rc_org = ka_list_api_keys(txn, st, ORG_A, collect_key, &l);
+    memset(&l, 0, sizeof(l));
+    rc_all = ka_list_api_keys(txn, st, NULL, collect_key, &l);
+    mdb_txn_abort(txn);
+    assert_int_equal(rc_org, KA_FAIL);
+    assert_int_equal(rc_all, KA_FAIL);
+}
+
+/* ka_decide over the real store (ka_store_lookup), read-only as in the module. */
+static void test_decide_over_store(void **state)
+{
+    ka_store_lookup_ctx ctx;
+    ka_lookup lk;
+    ka_request req;
+    ka_decision dec;
+    char auth[128], wk[KA_WRITE_KEY_LEN + 1];
+    uint8_t p[KA_PAYLOAD_LEN];
+    MDB_txn *txn;
+
+    (void)state;
+    populate();
+    ka_store_close(st);
+    st = open_store(1);
+    txn = begin(1);
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.st = st;
+    ctx.txn = txn;
+    ka_store_lookup(&ctx, &lk);
+
+    memset(&req, 0, sizeof(req));
+    payload_of(3, p); /* K_R2 */
+    memcpy(auth, "Bearer api_", 11);
+    ka_api_body_encode(p, auth + 11);
+    auth[11 + KA_API_BODY_LEN] = '\0';
+    ka_classify("GET", "/v1/users", KA_EP_AUTO, &req.route);
+    req.authorization = auth;
+    assert_int_equal(ka_decide(&req, &lk, &dec), KA_ACCEPT);
+    assert_int_equal(dec.id.type, KA_KEY_API);
+    assert_string_equal(dec.id.key_id, K_R2);
+    assert_string_equal(dec.id.org, ORG_A);
+    assert_string_equal(dec.id.ws, WS_A2);
+
+    /* Organization B is disabled. */
+    payload_of(4, p);
+    ka_api_body_encode(p, auth + 11);
+    assert_int_equal(ka_decide(&req, &lk, &dec), 422);
+    assert_string_equal(dec.message, "organization " ORG_B " is disabled");
+
+    /* Unknown key. */
+    payload_of(99, p);
+    ka_api_body_encode(p, auth + 11);
+    assert_int_equal(ka_decide(&req, &lk, &dec), 401);
+    assert_string_equal(dec.message,
+                        "API key in the Authorization header of the request does not exist");
+
+    /* Workspace header. */
+    payload_of(1, p);
+    ka_api_body_encode(p, auth + 11);
+    req.workspace = WS_B1;
+    assert_int_equal(ka_decide(&req, &lk, &dec), 404);
+    req.workspace = WS_A1;
+    assert_int_equal(ka_decide(&req, &lk, &dec), KA_ACCEPT);
+    assert_string_equal(dec.id.ws, WS_A1);
+
+    /* A write key, in the header of an ingestion request. */
+    memset(&req, 0, sizeof(req));
+    ka_classify("POST", "/v1/events/track", KA_EP_AUTO, &req.route);
+    write_key_of(3, wk);
+    snprintf(auth, sizeof(auth), "Bearer %s", wk);
+    req.authorization = auth;
+    assert_int_equal(ka_decide(&req, &lk, &dec), KA_ACCEPT);
+    assert_int_equal(dec.id.type, KA_KEY_WRITE);
+    assert_string_equal(dec.id.key_id, W_3);
+    assert_string_equal(dec.id.conn, CN_A2);
+    assert_string_equal(dec.id.ws, WS_A2);
+    assert_string_equal(dec.id.org, ORG_A);
+    /* Of the disabled organization. */
+    write_key_of(4, wk);
+    snprintf(auth, sizeof(auth), "Bearer %s", wk);
+    assert_int_equal(ka_decide(&req, &lk, &dec), 503);
+    assert_string_equal(dec.message, "organization is disabled");
+
+    /* API-key ingestion with a connection of the store. */
+    memset(&req, 0, sizeof(req));
+    ka_classify("POST", "/v1/events", KA_EP_AUTO, &req.route);
+    payload_of(1, p);
+    memcpy(auth, "Bearer api_", 11);
+    ka_api_body_encode(p, auth + 11);
+    auth[11 + KA_API_BODY_LEN] = '\0';
+    req.authorization = auth;
+    assert_int_equal(ka_decide(&req, &lk, &dec), KA_NEED_BODY);
+    {
+        static const char body[] = "{\"connectionId\":\"" CN_A2 "\"}";
+        ka_body_fields f;
+        ka_json_scan(body, strlen(body), &f);
+        req.body = &f;
+        assert_int_equal(ka_decide(&req, &lk, &dec), KA_ACCEPT);
+        assert_string_equal(dec.id.conn, CN_A2);
+        assert_string_equal(dec.id.ws, WS_A2);
+    }
+    mdb_txn_abort(txn);
+}
+
+/* With no transaction, the first look-up opens one through begin; a decision that reads
+ * nothing never calls it, and a failing begin is a 503. */
+typedef struct {
+    int calls;
+    int fail;
+    MDB_txn *txn;
+} begin_state;
+
+static int begin_cb(void *arg, const ka_store **s, MDB_txn **txn)
+{
+    begin_state *b = arg;
+
+    b->calls++;
+    if (b->fail)
+        return KA_FAIL;
+    if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &b->txn) != 0)
+        return KA_FAIL;
+    *s = st;
+    *txn = b->txn;
+    return KA_OK;
+}
+
+static void test_lookup_lazy_begin(void **state)
+{
+    ka_store_lookup_ctx ctx;
+    begin_state b;
+    ka_lookup lk;
+    ka_request req;
+    ka_decision dec;
+    char auth[128];
+    uint8_t p[KA_PAYLOAD_LEN];
+
+    (void)state;
+    populate();
+    memset(&b, 0, sizeof(b));
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.begin = begin_cb;
+    ctx.begin_arg = &b;
+    ka_store_lookup(&ctx, &lk);
+    memset(&req, 0, sizeof(req));
+    ka_classify("GET", "/v1/users", KA_EP_AUTO, &req.route);
+
+    /* Malformed: no transaction. */
+    req.authorization = "Bearer api_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3NU";
+    assert_int_equal(ka_decide(&req, &lk, &dec), 401);
+    assert_int_equal(b.calls, 0);
+    assert_null(ctx.txn);
+
+    /* A failing begin: 503, and it is tried again next time. */
+    payload_of(1, p);
+    memcpy(auth, "Bearer api_", 11);
+    ka_api_body_encode(p, auth + 11);
+    auth[11 + KA_API_BODY_LEN] = '\0';
+    req.authorization = auth;
+    b.fail = 1;
+    assert_int_equal(ka_decide(&req, &lk, &dec), 503);
+    assert_string_equal(dec.code, "ServiceUnavailable");
+    assert_int_equal(b.calls, 1);
+    assert_null(ctx.txn);
+
+    /* One transaction for all the look-ups of a decision. */
+    b.fail = 0;
+    req.workspace = WS_A2;
+    assert_int_equal(ka_decide(&req, &lk, &dec), KA_ACCEPT);
+    assert_string_equal(dec.id.key_id, K_A);
+    assert_string_equal(dec.id.ws, WS_A2);
+    assert_int_equal(b.calls, 2);
+    assert_ptr_equal(ctx.txn, b.txn);
+    assert_ptr_equal(ctx.st, st);
+    mdb_txn_abort(b.txn);
+}
+
+int run_keystore_tests(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_create),
+        T(test_create_external_secret),
+        T(test_secret_reused),
+        T(test_open_errors),
+        T(test_open_not_a_directory),
+        T(test_format_version),
+        T(test_put_get),
+        T(test_digests),
+        T(test_open_with_secret),
+        T(test_long_name),
+        T(test_overwrite),
+        T(test_list),
+        T(test_delete_key),
+        T(test_delete_connection),
+        T(test_delete_workspace),
+        T(test_delete_organization),
+        T(test_delete_aborted),
+        T(test_snapshot),
+        T(test_list_api_keys_inconsistent),
+        T(test_decide_over_store),
+        T(test_lookup_lazy_begin),
+    };
+#undef T
+    return cmocka_run_group_tests_name("keystore", tests, NULL, NULL);
+}
