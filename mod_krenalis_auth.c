@@ -46,8 +46,6 @@
 
 module AP_MODULE_DECLARE_DATA krenalis_auth_module;
 
-
-
 /* ---- configuration records ---- */
 
 /* One key store as opened by a child process. Allocated in pconf before the fork; the LMDB
@@ -138,10 +136,10 @@ static void *merge_dir_cfg(apr_pool_t *p, void *basev, void *addv)
 
     c->endpoint = add->endpoint != UNSET ? add->endpoint : base->endpoint;
     c->ws_policy = add->ws_policy != UNSET ? add->ws_policy : base->ws_policy;
-    c->forward_headers = add->forward_headers != UNSET ? add->forward_headers
-                                                       : base->forward_headers;
-    c->pass_authorization = add->pass_authorization != UNSET ? add->pass_authorization
-                                                             : base->pass_authorization;
+    c->forward_headers =
+        add->forward_headers != UNSET ? add->forward_headers : base->forward_headers;
+    c->pass_authorization =
+        add->pass_authorization != UNSET ? add->pass_authorization : base->pass_authorization;
     c->max_body = add->max_body != UNSET ? add->max_body : base->max_body;
     c->cors_set = add->cors_set || base->cors_set;
     c->cors_origins = add->cors_set ? add->cors_origins : base->cors_origins;
@@ -316,15 +314,14 @@ static int check_store(apr_pool_t *p, server_rec *s, const ka_srv_cfg *c)
     ka_store *st;
 
     if (ka_secret_read(spath, secret, err, sizeof(err)) != NULL) {
-        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
-                     "%s: %s", c->secret_path ? "KrenalisAuthKeyStoreSecret" : "KrenalisAuthKeyStore",
-                     err);
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL, "%s: %s",
+                     c->secret_path ? "KrenalisAuthKeyStoreSecret" : "KrenalisAuthKeyStore", err);
         return !OK;
     }
     if (ka_store_open_secret(c->store_dir, secret, 1, &st, err, sizeof(err)) != KA_OK) {
         OPENSSL_cleanse(secret, sizeof(secret));
-        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
-                     "KrenalisAuthKeyStore: %s", err);
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL, "KrenalisAuthKeyStore: %s",
+                     err);
         return !OK;
     }
     OPENSSL_cleanse(secret, sizeof(secret));
@@ -692,8 +689,7 @@ static const char *vary_with_origin(request_rec *r)
             continue;
         copy = apr_pstrdup(r->pool, vals[i]);
         for (tok = apr_strtok(copy, ", \t", &state); tok; tok = apr_strtok(NULL, ", \t", &state)) {
-            if (strcasecmp(tok, "Origin") == 0 ||
-                (out && ap_find_token(r->pool, out, tok)))
+            if (strcasecmp(tok, "Origin") == 0 || (out && ap_find_token(r->pool, out, tok)))
                 continue;
             out = out ? apr_pstrcat(r->pool, out, ", ", tok, NULL) : tok;
         }
@@ -747,8 +743,7 @@ static int send_refusal(request_rec *r, const ka_req *q, const ka_decision *dec)
                                     dec->token_presented ? ", error=\"invalid_token\"" : ""));
     if (q->cors)
         cors_apply(r, q);
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "refused: %d %s", dec->status,
-                  dec->code);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "refused: %d %s", dec->status, dec->code);
     ap_rwrite(body, (int)len, r);
     return DONE;
 }
@@ -830,8 +825,8 @@ static apr_status_t kept_body_filter(ap_filter_t *f, apr_bucket_brigade *bb, ap_
         return APR_SUCCESS;
     }
     if (k->len > 0) {
-        apr_size_t n = readbytes > 0 && (apr_size_t)readbytes < k->len ? (apr_size_t)readbytes
-                                                                      : k->len;
+        apr_size_t n =
+            readbytes > 0 && (apr_size_t)readbytes < k->len ? (apr_size_t)readbytes : k->len;
         if (mode == AP_MODE_GETLINE) {
             const char *nl = memchr(k->data, '\n', n);
             if (nl)
@@ -1056,9 +1051,9 @@ static int ka_check_user(request_rec *r)
     q->cors = q->route.endpoint == KA_EP_INGESTION || q->route.endpoint == KA_EP_SETTINGS;
     if (q->cors) {
         const apr_array_header_t *o = dc->cors_origins;
-        q->allow_origin = ka_cors_allow_origin(o ? (const char *const *)o->elts : NULL,
-                                               o ? (size_t)o->nelts : 0,
-                                               apr_table_get(r->headers_in, "Origin"));
+        q->allow_origin =
+            ka_cors_allow_origin(o ? (const char *const *)o->elts : NULL, o ? (size_t)o->nelts : 0,
+                                 apr_table_get(r->headers_in, "Origin"));
         if (q->route.preflight_candidate && apr_table_get(r->headers_in, "Origin") &&
             apr_table_get(r->headers_in, "Access-Control-Request-Method"))
             return send_preflight(r, q);
@@ -1068,9 +1063,8 @@ static int ka_check_user(request_rec *r)
     memset(&req, 0, sizeof(req));
     req.route = q->route;
     req.authorization = apr_table_get(r->headers_in, "Authorization");
-    req.workspace = q->route.endpoint == KA_EP_ORGS
-                        ? NULL
-                        : apr_table_get(r->headers_in, "Krenalis-Workspace");
+    req.workspace =
+        q->route.endpoint == KA_EP_ORGS ? NULL : apr_table_get(r->headers_in, "Krenalis-Workspace");
     req.ws_policy = dc->ws_policy == UNSET ? KA_WS_OPTIONAL : dc->ws_policy;
     req.orgs_key = sc->proc ? sc->proc->orgs_key : NULL;
     rc = run_decision(r, sc, dc, &req, &dec);
@@ -1269,10 +1263,10 @@ static void register_hooks(apr_pool_t *p)
     ap_register_input_filter(KEPT_BODY_FILTER, kept_body_filter, NULL, AP_FTYPE_PROTOCOL - 1);
     ap_register_output_filter(CORS_FILTER, cors_filter, NULL, AP_FTYPE_PROTOCOL - 1);
     ap_register_output_filter(JSON_ERROR_FILTER, json_error_filter, NULL, AP_FTYPE_PROTOCOL - 1);
-    ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-key-type",
-                              AUTHZ_PROVIDER_VERSION, &authz_key_type, AP_AUTH_INTERNAL_PER_CONF);
-    ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-workspace",
-                              AUTHZ_PROVIDER_VERSION, &authz_workspace, AP_AUTH_INTERNAL_PER_CONF);
+    ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-key-type", AUTHZ_PROVIDER_VERSION,
+                              &authz_key_type, AP_AUTH_INTERNAL_PER_CONF);
+    ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-workspace", AUTHZ_PROVIDER_VERSION,
+                              &authz_workspace, AP_AUTH_INTERNAL_PER_CONF);
     ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-organization",
                               AUTHZ_PROVIDER_VERSION, &authz_organization,
                               AP_AUTH_INTERNAL_PER_CONF);

@@ -110,7 +110,8 @@ static int refuse_id(ka_decision *dec, int status, const char *code, const char 
 void ka_decision_unavailable(ka_decision *dec)
 {
     dec->token_presented = 0;
-    refuse(dec, 503, "ServiceUnavailable", "request cannot be processed at this time; try again later");
+    refuse(dec, 503, "ServiceUnavailable",
+           "request cannot be processed at this time; try again later");
 }
 
 static int unavailable(ka_decision *dec)
@@ -210,8 +211,7 @@ static int api_key_auth(const char *tok, size_t len, const ka_lookup *lk, const 
 
 /* The Krenalis-Workspace rows; fills selected (possibly "") on success. */
 static int select_workspace(const ka_request *req, const ka_lookup *lk, const api_msgs *m,
-                            const ka_key_rec *rec, char selected[KA_ID_LEN + 1],
-                            ka_decision *dec)
+                            const ka_key_rec *rec, char selected[KA_ID_LEN + 1], ka_decision *dec)
 {
     const char *h = req->workspace;
     ka_entity ws;
@@ -242,8 +242,8 @@ static int select_workspace(const ka_request *req, const ka_lookup *lk, const ap
 }
 
 /* Common head of the Authorization rows: multiple, then Bearer syntax. */
-static int bearer_token(const char *auth, const char *invalid_msg, const char **tok,
-                        size_t *len, ka_decision *dec)
+static int bearer_token(const char *auth, const char *invalid_msg, const char **tok, size_t *len,
+                        ka_decision *dec)
 {
     if (strchr(auth, ',') != NULL)
         return refuse(dec, 400, "BadRequest", MSG_MULTI_AUTH);
@@ -302,8 +302,8 @@ static int write_key_org(const ka_lookup *lk, const ka_key_rec *rec, const char 
 }
 
 /* Looks a write key up (no store read when its form is wrong). */
-static int find_write_key(const char *key, size_t len, const ka_lookup *lk,
-                          const char *unknown_msg, ka_key_rec *rec, ka_decision *dec)
+static int find_write_key(const char *key, size_t len, const ka_lookup *lk, const char *unknown_msg,
+                          ka_key_rec *rec, ka_decision *dec)
 {
     int rc;
 

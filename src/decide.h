@@ -8,21 +8,15 @@
 #include "ka.h"
 #include "keystore.h"
 
-typedef enum {
-    KA_EP_AUTO = 0,
-    KA_EP_API,
-    KA_EP_INGESTION,
-    KA_EP_SETTINGS,
-    KA_EP_ORGS
-} ka_endpoint;
+typedef enum { KA_EP_AUTO = 0, KA_EP_API, KA_EP_INGESTION, KA_EP_SETTINGS, KA_EP_ORGS } ka_endpoint;
 
 typedef enum { KA_WS_OPTIONAL = 0, KA_WS_REQUIRED, KA_WS_FORBIDDEN } ka_ws_policy;
 
 /* What the path and method make of a request. */
 typedef struct {
-    ka_endpoint endpoint;    /* never KA_EP_AUTO */
-    int preflight_candidate; /* OPTIONS on an ingestion or settings path */
-    int body_key_allowed;    /* POST /v1/events: the write key may come in the body */
+    ka_endpoint endpoint;     /* never KA_EP_AUTO */
+    int preflight_candidate;  /* OPTIONS on an ingestion or settings path */
+    int body_key_allowed;     /* POST /v1/events: the write key may come in the body */
     const char *settings_key; /* settings: what follows "/settings/" (NULL: none) */
 } ka_route;
 
@@ -45,7 +39,7 @@ typedef struct {
     const char *authorization; /* NULL when the header is absent */
     const char *workspace;     /* Krenalis-Workspace, NULL when absent */
     ka_ws_policy ws_policy;
-    const char *orgs_key; /* the configured organizations key, NULL when unset */
+    const char *orgs_key;       /* the configured organizations key, NULL when unset */
     const ka_body_fields *body; /* NULL until the body has been read */
 } ka_request;
 

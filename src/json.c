@@ -433,8 +433,8 @@ size_t ka_json_error(char *buf, size_t cap, const char *code, const char *messag
 {
     size_t pos = 0;
 
-    if (!append(buf, cap, &pos, "{\"error\":{\"code\":\"") || !ka_json_escape(buf, cap, &pos, code) ||
-        !append(buf, cap, &pos, "\",\"message\":\"") ||
+    if (!append(buf, cap, &pos, "{\"error\":{\"code\":\"") ||
+        !ka_json_escape(buf, cap, &pos, code) || !append(buf, cap, &pos, "\",\"message\":\"") ||
         !ka_json_escape(buf, cap, &pos, message) || !append(buf, cap, &pos, "\"}}\n"))
         return 0;
     if (pos < cap)

@@ -106,8 +106,9 @@ static int check_format(ka_store *st, char *err, size_t errlen)
                      (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data,
                      KA_STORE_FORMAT);
         else
-            snprintf(err, errlen, "key store %s has no format record; it was not made by "
-                                  "krenalis-keys init",
+            snprintf(err, errlen,
+                     "key store %s has no format record; it was not made by "
+                     "krenalis-keys init",
                      st->dir);
         mdb_txn_abort(txn);
         return KA_FAIL;
@@ -124,8 +125,8 @@ static void default_secret(const char *dir, const char *secret_path, char *buf, 
         snprintf(buf, len, "%s/secret", dir);
 }
 
-int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_store **out,
-                  char *err, size_t errlen)
+int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_store **out, char *err,
+                  size_t errlen)
 {
     uint8_t secret[KA_SECRET_LEN];
     char spath[4200];
@@ -787,8 +788,7 @@ int ka_list_api_keys(MDB_txn *txn, const ka_store *st, const char *org, ka_key_c
     return KA_OK;
 }
 
-int ka_list_write_keys(MDB_txn *txn, const ka_store *st, const char *conn, ka_key_cb cb,
-                       void *arg)
+int ka_list_write_keys(MDB_txn *txn, const ka_store *st, const char *conn, ka_key_cb cb, void *arg)
 {
     list_keys_ctx c = {txn, st, cb, arg, 0, 0};
     return idx_each(txn, st, IDX_WRITE_OF_CONN, conn, list_key_cb, &c);

@@ -45,8 +45,8 @@ typedef struct {
 /* Opens an existing store and checks its format. readonly: the module's mode (MDB_RDONLY,
  * MDB_NOTLS). secret_path may be NULL for DIR/secret. On failure returns KA_FAIL and a
  * message in err. Allocates with malloc: a store is a per-process resource. */
-int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_store **out,
-                  char *err, size_t errlen);
+int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_store **out, char *err,
+                  size_t errlen);
 /* The same with the secret in memory (the module reads it as root before it forks). */
 int ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
                          ka_store **out, char *err, size_t errlen);
@@ -92,8 +92,7 @@ int ka_list_conns(MDB_txn *txn, const ka_store *st, const char *ws, ka_entity_cb
 /* API keys of org (all API keys when NULL). */
 int ka_list_api_keys(MDB_txn *txn, const ka_store *st, const char *org, ka_key_cb cb, void *arg);
 /* Write keys of one connection. */
-int ka_list_write_keys(MDB_txn *txn, const ka_store *st, const char *conn, ka_key_cb cb,
-                       void *arg);
+int ka_list_write_keys(MDB_txn *txn, const ka_store *st, const char *conn, ka_key_cb cb, void *arg);
 
 /* The last LMDB error as text, for messages. */
 const char *ka_store_strerror(int rc);

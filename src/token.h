@@ -26,8 +26,8 @@ const char *ka_org_key_check(const char *var, const char *value, char *buf, size
 /* Hint shown in listings: first 4 + "..." + last 6 characters. */
 void ka_hint(const char *s, size_t len, char out[KA_HINT_MAX + 1]);
 
-extern const char ka_base58[];   /* ID alphabet, 58 characters */
-extern const char ka_alnum62[];  /* API key digit order, 62 characters */
+extern const char ka_base58[];  /* ID alphabet, 58 characters */
+extern const char ka_alnum62[]; /* API key digit order, 62 characters */
 
 /* Fills out[0..n) with characters of alphabet drawn from rnd by rejection sampling (no modulo
  * bias). Returns how many characters it could fill; the caller adds random bytes if < n. */
