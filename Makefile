@@ -14,8 +14,7 @@ LIB_SRC := src/token.c src/crypto.c src/keystore.c src/decide.c src/json.c src/c
 LIB_HDR := $(wildcard src/*.h)
 LIBS := -llmdb -lcrypto -lz
 
-APR_CFLAGS = $(shell $(APXS) -q CFLAGS EXTRA_CPPFLAGS 2>/dev/null) \
-             -I$(shell $(APXS) -q INCLUDEDIR 2>/dev/null) -I$(shell $(APXS) -q APR_INCLUDEDIR 2>/dev/null)
+
 
 .PHONY: all deps install test unit integration demo demo-stop clean format lint
 
