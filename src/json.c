@@ -237,7 +237,7 @@ static int scan_object(scanner *s, int depth, ka_body_fields *top)
         return 1;
     }
     for (;;) {
-        char key[16];
+        char key[16] = {0};
         size_t klen = 0;
         int koverflow = 0;
         ka_jfield *slot;
