@@ -54,9 +54,15 @@ typedef struct {
     const char *dir;
     const char *secret_path;
     uint8_t secret[KA_SECRET_LEN];
-    ka_store *st;                     /* NULL until opened in the child */
-    apr_thread_mutex_t *open_lock;    /* serializes (re)opening */
-    apr_thread_rwlock_t *resize_lock; /* readers share it; a map resize takes it alone */
+    const char *data_path;         /* DIR/data.mdb */
+    ka_store *st;                  /* NULL until opened in the child, or after a fault */
+    apr_thread_mutex_t *open_lock; /* serializes opening, closing and the checks below */
+    apr_thread_rwlock_t *env_lock; /* readers share it; resizing or closing takes it alone */
+    apr_time_t checked;            /* last look at data_path */
+    apr_time_t failed_at;          /* last failed open */
+    dev_t dev;                     /* identity of the data.mdb that st maps */
+    ino_t ino;
+    int failing; /* the last open failed (logged once, not per request) */
     apr_thread_mutex_t *pool_lock;    /* guards the idle transactions below */
     MDB_txn **idle;                   /* reset read transactions: renewing one keeps its */
     int nidle;                        /* reader slot, so no reader-table lock per request */
@@ -459,6 +465,7 @@ static ka_handle *handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *pro
         return h;
     h = apr_pcalloc(pconf, sizeof(*h));
     h->dir = c->store_dir;
+    h->data_path = apr_pstrcat(pconf, c->store_dir, "/data.mdb", NULL);
     h->secret_path = spath;
     if (ka_secret_read(spath, h->secret, err, sizeof(err)) != NULL)
         return NULL;
@@ -515,29 +522,88 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
 static int handle_open(ka_handle *h, server_rec *s)
 {
     char err[512];
+    struct stat sb;
+    ka_store *st;
 
     if (h->st)
         return KA_OK;
-    if (ka_store_open_secret(h->dir, h->secret, 1, &h->st, err, sizeof(err)) != KA_OK) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
-                     "KrenalisAuthKeyStore: %s; requests get 503 until it opens", err);
+    if (ka_store_open_secret(h->dir, h->secret, 1, &st, err, sizeof(err)) != KA_OK ||
+        stat(h->data_path, &sb) != 0) {
+        if (!h->failing)
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                         "KrenalisAuthKeyStore: %s; requests get 503 until it opens",
+                         st ? "data.mdb vanished while opening" : err);
+        ka_store_close(st);
+        h->failing = 1;
         return KA_FAIL;
     }
     /* Reader slots left by children that died (SIGKILL, crash) would fill the table. */
-    mdb_reader_check(h->st->env, NULL);
+    mdb_reader_check(st->env, NULL);
+    h->dev = sb.st_dev;
+    h->ino = sb.st_ino;
+    if (h->failing)
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "key store %s is readable again", h->dir);
+    h->failing = 0;
+    apr_thread_rwlock_wrlock(h->env_lock);
+    h->st = st;
+    apr_thread_rwlock_unlock(h->env_lock);
     return KA_OK;
+}
+
+/* Closes a handle's environment; the caller holds open_lock and env_lock (write). */
+static void handle_close(ka_handle *h)
+{
+    while (h->nidle > 0)
+        mdb_txn_abort(h->idle[--h->nidle]);
+    ka_store_close(h->st);
+    h->st = NULL;
+}
+
+/* At most once a second per child: a store removed or replaced while serving (a new
+ * `krenalis-keys init`, a restored backup) must not keep answering from the old file. */
+static void handle_recheck(ka_handle *h, request_rec *r)
+{
+    struct stat sb;
+
+    if (r->request_time - h->checked < apr_time_from_sec(1))
+        return;
+    apr_thread_mutex_lock(h->open_lock);
+    if (r->request_time - h->checked >= apr_time_from_sec(1)) {
+        h->checked = r->request_time;
+        if (h->st && (stat(h->data_path, &sb) != 0 || sb.st_ino != h->ino ||
+                      sb.st_dev != h->dev)) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                          "key store %s was removed or replaced; reopening it", h->dir);
+            apr_thread_rwlock_wrlock(h->env_lock);
+            handle_close(h);
+            apr_thread_rwlock_unlock(h->env_lock);
+        }
+    }
+    apr_thread_mutex_unlock(h->open_lock);
+}
+
+/* Opens the store if it is closed, trying at most once a second while it fails. */
+static int handle_ensure_open(ka_handle *h, request_rec *r)
+{
+    int rc = KA_FAIL;
+
+    apr_thread_mutex_lock(h->open_lock);
+    if (h->st)
+        rc = KA_OK;
+    else if (!h->failing || r->request_time - h->failed_at >= apr_time_from_sec(1)) {
+        rc = handle_open(h, r->server);
+        if (rc != KA_OK)
+            h->failed_at = r->request_time;
+    }
+    apr_thread_mutex_unlock(h->open_lock);
+    return rc;
 }
 
 static apr_status_t close_handles(void *data)
 {
     ka_proc *proc = data;
-    for (int i = 0; i < proc->handles->nelts; i++) {
-        ka_handle *h = APR_ARRAY_IDX(proc->handles, i, ka_handle *);
-        while (h->nidle > 0)
-            mdb_txn_abort(h->idle[--h->nidle]);
-        ka_store_close(h->st);
-        h->st = NULL;
-    }
+    for (int i = 0; i < proc->handles->nelts; i++)
+        handle_close(APR_ARRAY_IDX(proc->handles, i, ka_handle *));
     return APR_SUCCESS;
 }
 
@@ -551,9 +617,10 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
     for (int i = 0; i < proc->handles->nelts; i++) {
         ka_handle *h = APR_ARRAY_IDX(proc->handles, i, ka_handle *);
         apr_thread_mutex_create(&h->open_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
-        apr_thread_rwlock_create(&h->resize_lock, pchild);
+        apr_thread_rwlock_create(&h->env_lock, pchild);
         apr_thread_mutex_create(&h->pool_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
         h->idle = apr_pcalloc(pchild, IDLE_TXNS * sizeof(MDB_txn *));
+        h->checked = apr_time_now();
         handle_open(h, s);
     }
     apr_pool_cleanup_register(pchild, proc, close_handles, apr_pool_cleanup_null);
@@ -603,25 +670,26 @@ static int txn_begin(void *arg, const ka_store **st, MDB_txn **txn)
                       "AuthType Krenalis without KrenalisAuthKeyStore for this server");
         return KA_FAIL;
     }
-    if (h->st == NULL) {
-        apr_thread_mutex_lock(h->open_lock);
-        rc = handle_open(h, t->r->server);
-        apr_thread_mutex_unlock(h->open_lock);
-        if (rc != KA_OK)
+    handle_recheck(h, t->r);
+    apr_thread_rwlock_rdlock(h->env_lock);
+    while (h->st == NULL) {
+        apr_thread_rwlock_unlock(h->env_lock);
+        if (handle_ensure_open(h, t->r) != KA_OK)
             return KA_FAIL;
+        apr_thread_rwlock_rdlock(h->env_lock);
     }
-    apr_thread_rwlock_rdlock(h->resize_lock);
     rc = txn_get(h, &t->txn);
     if (rc == MDB_MAP_RESIZED) {
-        apr_thread_rwlock_unlock(h->resize_lock);
-        apr_thread_rwlock_wrlock(h->resize_lock);
-        mdb_env_set_mapsize(h->st->env, 0);
-        apr_thread_rwlock_unlock(h->resize_lock);
-        apr_thread_rwlock_rdlock(h->resize_lock);
-        rc = txn_get(h, &t->txn);
+        apr_thread_rwlock_unlock(h->env_lock);
+        apr_thread_rwlock_wrlock(h->env_lock);
+        if (h->st)
+            mdb_env_set_mapsize(h->st->env, 0);
+        apr_thread_rwlock_unlock(h->env_lock);
+        apr_thread_rwlock_rdlock(h->env_lock);
+        rc = h->st ? txn_get(h, &t->txn) : MDB_PANIC; /* closed meanwhile: this request 503s */
     }
     if (rc != 0) {
-        apr_thread_rwlock_unlock(h->resize_lock);
+        apr_thread_rwlock_unlock(h->env_lock);
         t->txn = NULL;
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, t->r, "key store %s cannot be read: %s", h->dir,
                       mdb_strerror(rc));
@@ -649,7 +717,7 @@ static void txn_end(ka_txn *t)
     if (t->txn)
         mdb_txn_abort(t->txn);
     t->txn = NULL;
-    apr_thread_rwlock_unlock(h->resize_lock);
+    apr_thread_rwlock_unlock(h->env_lock);
 }
 
 /* ---- responses ---- */
