@@ -64,7 +64,9 @@ integration: all
 	$(PYTHON) tests/integration/run.py --mpm event
 	$(PYTHON) tests/integration/run.py --mpm prefork
 
-test: all unit integration
+# Everything CI runs: unit tests, the integration suite under both MPMs, the same suite with
+# ASan+UBSan preloaded into httpd (tests/fuzz/fuzz.mk).
+test: all unit integration test-sanitize
 
 demo: all
 	@$(PYTHON) conf/demo/demo.py start
