@@ -67,23 +67,39 @@ static int digit62(unsigned char c)
     return -1;
 }
 
-/* Big-endian base-62 digits into a big-endian byte array; 0 on overflow or a bad digit. */
+/* Big-endian base-62 digits into a big-endian byte array of outlen bytes (a multiple of 4, at
+ * most 32); 0 on overflow or a bad digit. Works on 32-bit limbs, five digits at a time
+ * (62^5 < 2^32): the request path parses every API key. */
 static int base62_decode(const char *s, size_t n, uint8_t *out, size_t outlen)
 {
-    memset(out, 0, outlen);
-    for (size_t i = 0; i < n; i++) {
-        int d = digit62((unsigned char)s[i]);
-        unsigned carry;
-        if (d < 0)
-            return 0;
-        carry = (unsigned)d;
-        for (size_t j = outlen; j-- > 0;) {
-            unsigned v = out[j] * 62u + carry;
-            out[j] = (uint8_t)(v & 0xff);
-            carry = v >> 8;
+    uint32_t limb[8] = {0}; /* least significant first */
+    size_t nl = outlen / 4, i = 0;
+
+    while (i < n) {
+        uint32_t chunk = 0, mul = 1;
+        uint64_t carry;
+        for (size_t k = 0; k < 5 && i < n; k++, i++) {
+            int d = digit62((unsigned char)s[i]);
+            if (d < 0)
+                return 0;
+            chunk = chunk * 62 + (uint32_t)d;
+            mul *= 62;
+        }
+        carry = chunk;
+        for (size_t j = 0; j < nl; j++) {
+            uint64_t v = (uint64_t)limb[j] * mul + carry;
+            limb[j] = (uint32_t)v;
+            carry = v >> 32;
         }
         if (carry != 0)
             return 0;
+    }
+    for (size_t j = 0; j < nl; j++) {
+        uint32_t v = limb[nl - 1 - j];
+        out[4 * j] = (uint8_t)(v >> 24);
+        out[4 * j + 1] = (uint8_t)(v >> 16);
+        out[4 * j + 2] = (uint8_t)(v >> 8);
+        out[4 * j + 3] = (uint8_t)v;
     }
     return 1;
 }

@@ -5,8 +5,10 @@
 # REDIRECT_ forms, every HTTP_* variable) and the sha256 and length of the request body.
 # Query parameters: status=NNN sets the response status; cors=1 adds CORS headers of its own
 # (to check that the module does not duplicate them).
-# Every request is appended to the file named by ECHO_HITS (SetEnv in the test config), so
-# that a test can prove that a request did not reach the backend.
+# Every request is appended to the file named by ECHO_HITS (SetEnv in the test config), as
+# "METHOD URI RECORD" (RECORD: one line of JSON with "backend", the identity variables as "env"
+# and the body's sha256 and length), so that a test can prove that a request did not reach the
+# backend, or what reached it when its client cannot read the response (sendBeacon).
 import hashlib
 import json
 import os
@@ -41,11 +43,18 @@ def main():
         body = b"".join(chunks)
     else:
         body = stdin.read()
+    digest = hashlib.sha256(body).hexdigest()
     hits = env.get("ECHO_HITS")
     if hits:
+        rec = {"backend": "cgi",
+               "env": {k: v for k, v in out_env.items()
+                       if k in ("REMOTE_USER", "AUTH_TYPE")
+                       or k.startswith(("KRENALIS_", "HTTP_KRENALIS_AUTH"))},
+               "body_sha256": digest, "body_len": len(body)}
         try:
             with open(hits, "a") as f:
-                f.write("%s %s\n" % (env.get("REQUEST_METHOD", "-"), env.get("REQUEST_URI", "-")))
+                f.write("%s %s %s\n" % (env.get("REQUEST_METHOD", "-"), env.get("REQUEST_URI", "-"),
+                                        json.dumps(rec, sort_keys=True, separators=(",", ":"))))
         except OSError:
             pass
     q = parse_qs(env.get("QUERY_STRING", ""))
@@ -53,7 +62,7 @@ def main():
     doc = {
         "backend": "cgi",
         "env": out_env,
-        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "body_sha256": digest,
         "body_len": len(body),
     }
     data = json.dumps(doc, sort_keys=True).encode() + b"\n"

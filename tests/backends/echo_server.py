@@ -8,7 +8,9 @@ ready. Answers every method with a JSON object: method, path (with query), every
 header as [name, value] pairs in the order received, and the sha256 and length of the body
 (Content-Length or chunked). Query parameters: status=NNN sets the status; cors=1 adds
 Access-Control-Allow-Origin: *, Vary: Origin and Access-Control-Expose-Headers: Retry-After.
-Each request is appended to FILE as "METHOD PATH".
+Each request is appended to FILE as "METHOD PATH RECORD", RECORD being one line of JSON with
+"backend", the Krenalis-Auth-* request "headers" and the body's sha256 and length (so that a
+test can check what reached the backend even when its client cannot read the response).
 """
 import argparse
 import hashlib
@@ -49,8 +51,13 @@ class Handler(BaseHTTPRequestHandler):
     def handle_any(self):
         body = self.read_body()
         if HITS:
+            rec = {"backend": "proxy",
+                   "headers": [[k, v] for k, v in self.headers.items()
+                               if k.lower().replace("_", "-").startswith("krenalis-auth-")],
+                   "body_sha256": hashlib.sha256(body).hexdigest(), "body_len": len(body)}
             with LOCK, open(HITS, "a") as f:
-                f.write("%s %s\n" % (self.command, self.path))
+                f.write("%s %s %s\n" % (self.command, self.path,
+                                        json.dumps(rec, sort_keys=True, separators=(",", ":"))))
         q = parse_qs(urlsplit(self.path).query)
         status = int(q.get("status", ["200"])[0])
         doc = {

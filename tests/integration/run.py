@@ -6,9 +6,10 @@
 
 Builds a temporary ServerRoot under /tmp with a key store made by build/krenalis-keys, starts
 the proxy echo backend (tests/backends/echo_server.py) and httpd with the module, runs the
-tests of test_api.py (SPEC §6.1, §8), test_ingestion.py (§6.2, §6.3, §9) and test_orgs.py
-(§6.4), then checks that no credential appears in the logs. Prints "ok NAME" or
-"FAIL NAME: detail" per test and finally "N passed, N failed"; exits 1 on any failure.
+tests of test_api.py (SPEC §6.1, §8), test_ingestion.py (§6.2, §6.3, §9), test_orgs.py
+(§6.4) and test_browser.py (§6.2, §9 in headless Chromium), calls the modules' teardown(h),
+then checks that no credential appears in the logs. Prints "ok NAME", "FAIL NAME: detail" or
+"skip NAME: reason" per test and finally "N passed, N failed"; exits 1 on any failure.
 Every process it starts is stopped by its PID.
 """
 import argparse
@@ -26,7 +27,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness  # noqa: E402
 from harness import Failure, Harness  # noqa: E402
 
-MODULES = ("test_api", "test_ingestion", "test_orgs")
+MODULES = ("test_api", "test_ingestion", "test_orgs", "test_browser")
 
 
 def main():
@@ -92,6 +93,14 @@ def main():
                     failed += 1
                     break
     finally:
+        for m in mods:
+            td = getattr(m, "teardown", None)
+            if td:
+                try:
+                    td(h)
+                except Exception:
+                    print("FAIL teardown %s: %s" % (m.__name__, traceback.format_exc().rstrip()))
+                    failed += 1
         h.stop_all()
     # SPEC §10: no key or presented token in the logs (access log: settings path excepted).
     found = harness.scan_logs(h)
