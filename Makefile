@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 # Debian packages the build, the tests, the demo and the benchmark need.
 PKGS := apache2 apache2-dev libapr1-dev libaprutil1-dev liblmdb-dev lmdb-utils libjson-c-dev \
-        libssl-dev zlib1g-dev libcmocka-dev python3 curl
+        libssl-dev zlib1g-dev libcmocka-dev python3 curl chromium
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 CSTD := -std=c11 -D_GNU_SOURCE
 CFLAGS ?= -O2 -g
