@@ -60,9 +60,10 @@ $(BUILD)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) $(LIB_HDR) | $(BUI
 unit: deps $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
 
+# deps installs chromium, so a browser test that cannot run is a failure here, not a skip.
 integration: all
-	$(PYTHON) tests/integration/run.py --mpm event
-	$(PYTHON) tests/integration/run.py --mpm prefork
+	KRENALIS_TEST_REQUIRE_BROWSER=1 $(PYTHON) tests/integration/run.py --mpm event
+	KRENALIS_TEST_REQUIRE_BROWSER=1 $(PYTHON) tests/integration/run.py --mpm prefork
 
 # Everything CI runs: unit tests, the integration suite under both MPMs, the same suite with
 # ASan+UBSan preloaded into httpd (tests/fuzz/fuzz.mk).
