@@ -88,3 +88,4 @@ clean:
 # Benchmark (bench/), fuzzing and sanitizer runs (tests/fuzz/).
 -include bench/bench.mk
 -include tests/fuzz/fuzz.mk
+-include tests/reliability/reliability.mk

@@ -1136,6 +1136,10 @@ static int ka_check_user(request_rec *r)
     req.ws_policy = dc->ws_policy == UNSET ? KA_WS_OPTIONAL : dc->ws_policy;
     req.orgs_key = sc->proc ? sc->proc->orgs_key : NULL;
     rc = run_decision(r, sc, dc, &req, &dec);
+    if (rc == HTTP_SERVICE_UNAVAILABLE && strcmp(dec.code, "ServiceUnavailable") == 0 &&
+        strcmp(dec.message, "organization is disabled") != 0)
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "key store %s could not be read (%s)",
+                      sc->handle ? sc->handle->dir : "(none)", "look-up failed");
     if (rc != KA_ACCEPT)
         return rc >= 400 && dec.status == rc ? send_refusal(r, q, &dec) : rc;
     /* A chunked ingestion body the decision did not need is still held to the limit, whole,

@@ -333,7 +333,9 @@ static int ingest_with_api_key(const ka_request *req, const char *tok, size_t le
     if (req->body == NULL)
         return dec->status = KA_NEED_BODY;
     cid = &req->body->connection_id;
-    if (!req->body->valid_object || cid->kind != KA_JF_STRING || cid->too_long || cid->len == 0)
+    /* A repeated connectionId could be read differently by the backend: refuse it. */
+    if (!req->body->valid_object || cid->kind != KA_JF_STRING || cid->too_long || cid->len == 0 ||
+        cid->duplicate)
         return refuse(dec, 400, "BadRequest",
                       "parameter 'connectionId' is required when using API key authentication");
     if (!ka_id_valid(cid->val, cid->len))

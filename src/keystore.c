@@ -60,7 +60,7 @@ static void copy_name(char dst[KA_NAME_MAX + 1], const void *src, size_t len)
 
 static int open_dbis(ka_store *st, int readonly, char *err, size_t errlen)
 {
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     unsigned flags = readonly ? 0 : MDB_CREATE;
     int rc = mdb_txn_begin(st->env, NULL, readonly ? MDB_RDONLY : 0, &txn);
 
@@ -188,6 +188,8 @@ int ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN], i
         ka_store_close(st);
         return KA_FAIL;
     }
+    /* Slots of dead readers must go before this open needs one of its own. */
+    mdb_reader_check(st->env, NULL);
     if (open_dbis(st, readonly, err, errlen) != KA_OK || check_format(st, err, errlen) != KA_OK) {
         ka_store_close(st);
         return KA_FAIL;

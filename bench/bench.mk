@@ -1,0 +1,29 @@
+# Benchmark targets (see bench/README.md). Included from the top Makefile, or:
+#     make -f Makefile -f bench/bench.mk bench
+# Uses BUILD, CC, CSTD, WARN, CFLAGS, LIB_SRC, LIB_HDR, LIBS and PYTHON of the top Makefile.
+
+BENCH_PKGS := wrk apache2-utils
+
+.PHONY: bench bench-large bench-deps
+
+# Installs wrk and apache2-utils (htpasswd, htdbm, httxt2dbm) when missing.
+bench-deps:
+	@missing=""; for p in $(BENCH_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(BUILD)/decide_bench: bench/decide_bench.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) -Isrc -o $@ bench/decide_bench.c $(LIB_SRC) $(LIBS) -lpthread
+
+# 10 thousand and 1 million keys; under 10 minutes on 2 CPUs. Writes bench/RESULTS.md.
+bench: all bench-deps $(BUILD)/decide_bench
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+# The same with a 10-million-key store as well (about 8 GiB on disk while it runs).
+bench-large: all bench-deps $(BUILD)/decide_bench
+	$(PYTHON) bench/run.py --large $(BENCH_ARGS)
