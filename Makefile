@@ -38,7 +38,7 @@ $(BUILD)/mod_krenalis_auth.so: mod_krenalis_auth.c $(LIB_SRC) $(LIB_HDR) | $(BUI
 	$(APXS) -c -o mod_krenalis_auth.la $(addprefix -Wc$(comma),$(CSTD) $(WARN)) \
 	  mod_krenalis_auth.c $(LIB_SRC) $(LIBS) >$(BUILD)/apxs.log 2>&1 || { cat $(BUILD)/apxs.log; exit 1; }
 	@! grep -E "(warning|error):" $(BUILD)/apxs.log
-	cp .libs/mod_krenalis_auth.so $@
+	install -m 0755 .libs/mod_krenalis_auth.so $@
 
 $(BUILD)/krenalis-keys: src/cli.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
 	$(CC) $(CSTD) $(WARN) $(CFLAGS) -o $@ src/cli.c $(LIB_SRC) $(LIBS) -ljson-c

@@ -122,7 +122,10 @@ static int unavailable(ka_decision *dec)
 
 static void set_id(char *dst, size_t size, const char *src)
 {
-    snprintf(dst, size, "%s", src ? src : "");
+    size_t n = src ? strnlen(src, size - 1) : 0;
+
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
 }
 
 static int accept(ka_decision *dec, ka_key_type type, const char *key_id, const char *org,
