@@ -62,10 +62,10 @@ typedef struct {
     apr_time_t failed_at;          /* last failed open */
     dev_t dev;                     /* identity of the data.mdb that st maps */
     ino_t ino;
-    int failing; /* the last open failed (logged once, not per request) */
-    apr_thread_mutex_t *pool_lock;    /* guards the idle transactions below */
-    MDB_txn **idle;                   /* reset read transactions: renewing one keeps its */
-    int nidle;                        /* reader slot, so no reader-table lock per request */
+    int failing;                   /* the last open failed (logged once, not per request) */
+    apr_thread_mutex_t *pool_lock; /* guards the idle transactions below */
+    MDB_txn **idle;                /* reset read transactions: renewing one keeps its */
+    int nidle;                     /* reader slot, so no reader-table lock per request */
 } ka_handle;
 
 #define IDLE_TXNS 512
@@ -570,8 +570,7 @@ static void handle_recheck(ka_handle *h, request_rec *r)
     apr_thread_mutex_lock(h->open_lock);
     if (r->request_time - h->checked >= apr_time_from_sec(1)) {
         h->checked = r->request_time;
-        if (h->st && (stat(h->data_path, &sb) != 0 || sb.st_ino != h->ino ||
-                      sb.st_dev != h->dev)) {
+        if (h->st && (stat(h->data_path, &sb) != 0 || sb.st_ino != h->ino || sb.st_dev != h->dev)) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
                           "key store %s was removed or replaced; reopening it", h->dir);
             apr_thread_rwlock_wrlock(h->env_lock);
@@ -1072,6 +1071,9 @@ static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_d
     ka_store_lookup(&lctx, &lk);
     rc = ka_decide(req, &lk, dec);
     txn_end(&t);
+    if (lctx.read_failed)
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "key store %s: a read failed (damaged data?)",
+                      h->dir);
     return rc;
 }
 
@@ -1136,10 +1138,6 @@ static int ka_check_user(request_rec *r)
     req.ws_policy = dc->ws_policy == UNSET ? KA_WS_OPTIONAL : dc->ws_policy;
     req.orgs_key = sc->proc ? sc->proc->orgs_key : NULL;
     rc = run_decision(r, sc, dc, &req, &dec);
-    if (rc == HTTP_SERVICE_UNAVAILABLE && strcmp(dec.code, "ServiceUnavailable") == 0 &&
-        strcmp(dec.message, "organization is disabled") != 0)
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "key store %s could not be read (%s)",
-                      sc->handle ? sc->handle->dir : "(none)", "look-up failed");
     if (rc != KA_ACCEPT)
         return rc >= 400 && dec.status == rc ? send_refusal(r, q, &dec) : rc;
     /* A chunked ingestion body the decision did not need is still held to the limit, whole,

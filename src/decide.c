@@ -481,6 +481,14 @@ static int lk_txn(ka_store_lookup_ctx *c)
     return KA_OK;
 }
 
+/* Notes a read error inside the transaction, so the caller can say why it answered 503. */
+static int lk_read(ka_store_lookup_ctx *c, int rc)
+{
+    if (rc == KA_FAIL)
+        c->read_failed = 1;
+    return rc;
+}
+
 static int lk_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec)
 {
     ka_store_lookup_ctx *c = ctx;
@@ -489,7 +497,7 @@ static int lk_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_r
     if (lk_txn(c) != KA_OK)
         return KA_FAIL;
     ka_digest_api(c->st, payload, digest);
-    return ka_get_key(c->txn, c->st, digest, rec);
+    return lk_read(c, ka_get_key(c->txn, c->st, digest, rec));
 }
 
 static int lk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec)
@@ -500,7 +508,7 @@ static int lk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec 
     if (lk_txn(c) != KA_OK)
         return KA_FAIL;
     ka_digest_write(c->st, key, digest);
-    return ka_get_key(c->txn, c->st, digest, rec);
+    return lk_read(c, ka_get_key(c->txn, c->st, digest, rec));
 }
 
 static int lk_org(void *ctx, const char *id, ka_entity *e)
@@ -508,7 +516,7 @@ static int lk_org(void *ctx, const char *id, ka_entity *e)
     ka_store_lookup_ctx *c = ctx;
     if (lk_txn(c) != KA_OK)
         return KA_FAIL;
-    return ka_get_org(c->txn, c->st, id, e);
+    return lk_read(c, ka_get_org(c->txn, c->st, id, e));
 }
 
 static int lk_ws(void *ctx, const char *id, ka_entity *e)
@@ -516,7 +524,7 @@ static int lk_ws(void *ctx, const char *id, ka_entity *e)
     ka_store_lookup_ctx *c = ctx;
     if (lk_txn(c) != KA_OK)
         return KA_FAIL;
-    return ka_get_ws(c->txn, c->st, id, e);
+    return lk_read(c, ka_get_ws(c->txn, c->st, id, e));
 }
 
 static int lk_conn(void *ctx, const char *id, ka_entity *e)
@@ -524,7 +532,7 @@ static int lk_conn(void *ctx, const char *id, ka_entity *e)
     ka_store_lookup_ctx *c = ctx;
     if (lk_txn(c) != KA_OK)
         return KA_FAIL;
-    return ka_get_conn(c->txn, c->st, id, e);
+    return lk_read(c, ka_get_conn(c->txn, c->st, id, e));
 }
 
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk)

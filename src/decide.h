@@ -64,6 +64,7 @@ typedef struct {
     MDB_txn *txn;
     int (*begin)(void *arg, const ka_store **st, MDB_txn **txn); /* KA_OK or KA_FAIL */
     void *begin_arg;
+    int read_failed; /* set when a look-up inside an open transaction failed */
 } ka_store_lookup_ctx;
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk);
 
