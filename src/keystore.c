@@ -88,6 +88,80 @@ static int open_dbis(ka_store *st, int readonly, char *err, size_t errlen)
     return mdb_txn_commit(txn) == 0 ? KA_OK : KA_FAIL;
 }
 
+/* The meta record that tells whether a secret is the store's: HMAC(secret, this text). Its
+ * length differs from every credential's, so it is never the digest of a key. */
+#define SECRET_CHECK_KEY "secret-check"
+#define SECRET_CHECK_TEXT "krenalis-keys secret check"
+
+static void secret_check_value(const ka_store *st, uint8_t out[KA_DIGEST_LEN])
+{
+    ka_hmac(&st->hmac, SECRET_CHECK_TEXT, sizeof(SECRET_CHECK_TEXT) - 1, out);
+}
+
+/* A wrong secret would make every key "does not exist"; refuse it instead. */
+static int check_secret(ka_store *st, MDB_txn *txn, char *err, size_t errlen)
+{
+    MDB_val k = {sizeof(SECRET_CHECK_KEY) - 1, SECRET_CHECK_KEY}, v;
+    uint8_t want[KA_DIGEST_LEN];
+    int rc = mdb_get(txn, st->meta, &k, &v);
+
+    if (rc != 0 || v.mv_size != KA_DIGEST_LEN) {
+        snprintf(err, errlen,
+                 "key store %s has no secret check record; it was not made by krenalis-keys "
+                 "init",
+                 st->dir);
+        return KA_FAIL;
+    }
+    secret_check_value(st, want);
+    if (!ka_ct_equal(want, v.mv_data, KA_DIGEST_LEN)) {
+        snprintf(err, errlen, "key store %s was created with another secret", st->dir);
+        return KA_BADSECRET;
+    }
+    return KA_OK;
+}
+
+int ka_store_check_size(const ka_store *st, long long size, char *err, size_t errlen)
+{
+    MDB_envinfo info;
+    unsigned long long need;
+
+    /* Below two pages even the meta pages are gone: do not read them. */
+    if (size < 2 * (long long)st->psize) {
+        snprintf(err, errlen,
+                 "key store %s: data.mdb holds %lld bytes, less than its header: it "
+                 "was truncated",
+                 st->dir, size);
+        return KA_FAIL;
+    }
+    mdb_env_info(st->env, &info);
+    need = ((unsigned long long)info.me_last_pgno + 1) * st->psize;
+    if ((unsigned long long)size < need) {
+        snprintf(err, errlen,
+                 "key store %s: data.mdb holds %lld bytes but its last commit uses %llu: it "
+                 "was truncated",
+                 st->dir, size, need);
+        return KA_FAIL;
+    }
+    return KA_OK;
+}
+
+/* Pages past the end of data.mdb would be read as SIGBUS, not as an error. */
+static int check_file_size(ka_store *st, char *err, size_t errlen)
+{
+    MDB_stat ms;
+    struct stat sb;
+    int fd;
+
+    if (mdb_env_get_fd(st->env, &fd) != 0 || fstat(fd, &sb) != 0) {
+        snprintf(err, errlen, "key store %s: cannot stat data.mdb: %s", st->dir, strerror(errno));
+        return KA_FAIL;
+    }
+    /* mdb_env_open read both meta headers, so they are inside the file. */
+    mdb_env_stat(st->env, &ms);
+    st->psize = ms.ms_psize;
+    return ka_store_check_size(st, (long long)sb.st_size, err, errlen);
+}
+
 static int check_format(ka_store *st, char *err, size_t errlen)
 {
     MDB_txn *txn;
@@ -113,8 +187,17 @@ static int check_format(ka_store *st, char *err, size_t errlen)
         mdb_txn_abort(txn);
         return KA_FAIL;
     }
+    rc = check_secret(st, txn, err, errlen);
     mdb_txn_abort(txn);
-    return KA_OK;
+    return rc;
+}
+
+void ka_store_bad_secret_msg(const char *dir, const char *secret_path, char *err, size_t errlen)
+{
+    snprintf(err, errlen,
+             "the store secret %s does not match key store %s (the store was created with "
+             "another secret)",
+             secret_path, dir);
 }
 
 static void default_secret(const char *dir, const char *secret_path, char *buf, size_t len)
@@ -147,6 +230,8 @@ int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_sto
         return KA_FAIL;
     rc = ka_store_open_secret(dir, secret, readonly, out, err, errlen);
     OPENSSL_cleanse(secret, sizeof(secret));
+    if (rc == KA_BADSECRET)
+        ka_store_bad_secret_msg(dir, spath, err, errlen);
     return rc;
 }
 
@@ -166,7 +251,7 @@ int ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN], i
         snprintf(err, errlen, "key store %s is not a directory", dir);
         return KA_FAIL;
     }
-    st = calloc(1, sizeof(*st));
+    st = ka_secure_alloc(sizeof(*st));
     if (st == NULL) {
         snprintf(err, errlen, "out of memory");
         return KA_FAIL;
@@ -188,11 +273,18 @@ int ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN], i
         ka_store_close(st);
         return KA_FAIL;
     }
-    /* Slots of dead readers must go before this open needs one of its own. */
-    mdb_reader_check(st->env, NULL);
-    if (open_dbis(st, readonly, err, errlen) != KA_OK || check_format(st, err, errlen) != KA_OK) {
+    if (check_file_size(st, err, errlen) != KA_OK) {
         ka_store_close(st);
         return KA_FAIL;
+    }
+    /* Slots of dead readers must go before this open needs one of its own. */
+    mdb_reader_check(st->env, NULL);
+    rc = open_dbis(st, readonly, err, errlen);
+    if (rc == KA_OK)
+        rc = check_format(st, err, errlen);
+    if (rc != KA_OK) {
+        ka_store_close(st);
+        return rc;
     }
     *out = st;
     return KA_OK;
@@ -204,8 +296,7 @@ void ka_store_close(ka_store *st)
         return;
     if (st->env)
         mdb_env_close(st->env);
-    OPENSSL_cleanse(&st->hmac, sizeof(st->hmac));
-    free(st);
+    ka_secure_free(st, sizeof(*st)); /* the HMAC pad states are as good as the secret */
 }
 
 static int write_secret(const char *path, char *err, size_t errlen)
@@ -238,6 +329,7 @@ static int write_secret(const char *path, char *err, size_t errlen)
 
 int ka_store_create(const char *dir, const char *secret_path, char *err, size_t errlen)
 {
+    uint8_t secret[KA_SECRET_LEN];
     char spath[4200];
     struct stat sb;
     ka_store *st;
@@ -260,10 +352,17 @@ int ka_store_create(const char *dir, const char *secret_path, char *err, size_t 
     default_secret(dir, secret_path, spath, sizeof(spath));
     if (stat(spath, &sb) != 0 && write_secret(spath, err, errlen) != KA_OK)
         return KA_FAIL;
-    st = calloc(1, sizeof(*st));
-    if (st == NULL)
+    if (ka_secret_read(spath, secret, err, errlen) != NULL)
         return KA_FAIL;
+    st = ka_secure_alloc(sizeof(*st));
+    if (st == NULL) {
+        OPENSSL_cleanse(secret, sizeof(secret));
+        snprintf(err, errlen, "out of memory");
+        return KA_FAIL;
+    }
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
+    ka_hmac_init(&st->hmac, secret);
+    OPENSSL_cleanse(secret, sizeof(secret));
     rc = mdb_env_create(&st->env);
     if (rc == 0)
         rc = mdb_env_set_maxdbs(st->env, 8);
@@ -284,7 +383,12 @@ int ka_store_create(const char *dir, const char *secret_path, char *err, size_t 
     }
     rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     if (rc == 0) {
+        uint8_t check[KA_DIGEST_LEN];
+        MDB_val ck = {sizeof(SECRET_CHECK_KEY) - 1, SECRET_CHECK_KEY}, cv = {sizeof(check), check};
+        secret_check_value(st, check);
         rc = mdb_put(txn, st->meta, &k, &v, 0);
+        if (rc == 0)
+            rc = mdb_put(txn, st->meta, &ck, &cv, 0);
         if (rc == 0)
             rc = mdb_txn_commit(txn);
         else

@@ -11,6 +11,7 @@
 #define KA_OK 0
 #define KA_NOTFOUND 1
 #define KA_FAIL (-1)
+#define KA_BADSECRET (-2) /* ka_store_open*: the secret is not the store's */
 
 #define KA_STORE_FORMAT "krenalis-keys 1"
 #define KA_STORE_MAXREADERS 4094
@@ -20,6 +21,7 @@ typedef struct ka_store {
     MDB_env *env;
     MDB_dbi meta, orgs, wss, conns, keys, kids, idx;
     ka_hmac_key hmac;
+    unsigned psize; /* LMDB page size of data.mdb */
     char dir[4096];
 } ka_store;
 
@@ -42,15 +44,22 @@ typedef struct {
     char name[KA_NAME_MAX + 1];
 } ka_entity;
 
-/* Opens an existing store and checks its format. readonly: the module's mode (MDB_RDONLY,
+/* Opens an existing store and checks its format, its secret (KA_BADSECRET when the store was
+ * created with another) and that data.mdb is whole. readonly: the module's mode (MDB_RDONLY,
  * MDB_NOTLS). secret_path may be NULL for DIR/secret. On failure returns KA_FAIL and a
- * message in err. Allocates with malloc: a store is a per-process resource. */
+ * message in err. The store is mapped memory of its own, left out of core dumps (it holds
+ * the HMAC key), a per-process resource. */
 int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_store **out, char *err,
                   size_t errlen);
 /* The same with the secret in memory (the module reads it as root before it forks). */
 int ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
                          ka_store **out, char *err, size_t errlen);
 void ka_store_close(ka_store *st);
+/* The message for KA_BADSECRET when the caller knows the secret's path. */
+void ka_store_bad_secret_msg(const char *dir, const char *secret_path, char *err, size_t errlen);
+/* KA_FAIL, with a message, when a data.mdb of size bytes is shorter than the pages the store's
+ * last commit uses (a truncated file: reading those pages through the map would be SIGBUS). */
+int ka_store_check_size(const ka_store *st, long long size, char *err, size_t errlen);
 
 /* Creates DIR, a new secret (mode 0600) unless secret_path names an existing one, and an empty
  * store of the current format. */

@@ -480,6 +480,95 @@ static void test_format_version(void **state)
     st = open_store(1);
 }
 
+/* Deletes a meta record with plain LMDB. */
+static void del_meta(const char *key)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    MDB_val k = {strlen(key), (void *)key};
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_del(txn, meta, &k, NULL), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void test_secret_check_missing(void **state)
+{
+    char want[512], err[512];
+    ka_store *s = (ka_store *)1;
+
+    (void)state;
+    del_meta("secret-check");
+    assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    assert_null(s);
+    snprintf(want, sizeof(want),
+             "key store %s has no secret check record; it was not made by krenalis-keys init", dir);
+    assert_string_equal(err, want);
+}
+
+/* Cuts data.mdb to size bytes. */
+static void truncate_data(off_t size)
+{
+    char path[256];
+
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    assert_int_equal(truncate(path, size), 0);
+}
+
+static void test_truncated(void **state)
+{
+    char err[512], want[512];
+    ka_store *s = NULL;
+    struct stat sb;
+    char path[256];
+    long page = sysconf(_SC_PAGESIZE);
+
+    (void)state;
+    populate();
+    /* Enough keys for data.mdb to grow past its first pages. */
+    {
+        MDB_txn *txn = begin(0);
+        for (int i = 0; i < 2000; i++) {
+            uint8_t p[KA_PAYLOAD_LEN], d[KA_DIGEST_LEN];
+            ka_key_rec r = {.type = KA_KEY_API, .org = ORG_A, .created = 1, .name = "bulk"};
+            snprintf(r.id, sizeof(r.id), "bk%010d", i);
+            memset(p, 0xee, sizeof(p));
+            memcpy(p, &i, sizeof(i));
+            ka_digest_api(st, p, d);
+            assert_int_equal(ka_put_key(txn, st, d, &r), KA_OK);
+        }
+        assert_int_equal(mdb_txn_commit(txn), 0);
+    }
+    ka_store_close(st);
+    st = NULL;
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(sb.st_size > 16 * page);
+    /* Half the file: the meta pages are there, the data is not. */
+    truncate_data(sb.st_size / 2);
+    for (int ro = 0; ro <= 1; ro++) {
+        s = (ka_store *)1;
+        assert_int_equal(ka_store_open(dir, NULL, ro, &s, err, sizeof(err)), KA_FAIL);
+        assert_null(s);
+        snprintf(want, sizeof(want),
+                 "key store %s: data.mdb holds %lld bytes but its last commit "
+                 "uses ",
+                 dir, (long long)(sb.st_size / 2));
+        assert_memory_equal(err, want, strlen(want));
+        assert_non_null(strstr(err, ": it was truncated"));
+    }
+    /* Only the two meta pages. */
+    truncate_data(2 * page);
+    assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    assert_non_null(strstr(err, "it was truncated"));
+}
+
 static void test_put_get(void **state)
 {
     MDB_txn *txn;
@@ -589,7 +678,7 @@ static void test_digests(void **state)
 static void test_open_with_secret(void **state)
 {
     uint8_t secret[KA_SECRET_LEN], p[KA_PAYLOAD_LEN], d1[32], d2[32];
-    char path[256], err[512];
+    char path[256], err[1024], want[1024];
     ka_store *s = NULL;
     ka_key_rec r;
     MDB_txn *txn;
@@ -614,15 +703,28 @@ static void test_open_with_secret(void **state)
     mdb_txn_abort(txn);
     ka_store_close(st);
     st = NULL;
-    /* Another secret: other digests, the key is not found. */
+    /* Another secret would find no key at all: the store refuses it by its check record. */
     secret[0] ^= 1;
-    assert_int_equal(ka_store_open_secret(dir, secret, 1, &s, err, sizeof(err)), KA_OK);
-    st = s;
-    ka_digest_api(st, p, d2);
-    assert_memory_not_equal(d1, d2, 32);
-    txn = begin(1);
-    assert_int_equal(ka_get_key(txn, st, d2, &r), KA_NOTFOUND);
-    mdb_txn_abort(txn);
+    for (int ro = 0; ro <= 1; ro++) {
+        s = (ka_store *)1;
+        assert_int_equal(ka_store_open_secret(dir, secret, ro, &s, err, sizeof(err)), KA_BADSECRET);
+        assert_null(s);
+        snprintf(want, sizeof(want), "key store %s was created with another secret", dir);
+        assert_string_equal(err, want);
+    }
+    /* Through a secret file, the message names it. */
+    snprintf(path, sizeof(path), "%s/other.secret", root);
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(secret, 1, sizeof(secret), f), sizeof(secret));
+    fclose(f);
+    assert_int_equal(ka_store_open(dir, path, 0, &s, err, sizeof(err)), KA_BADSECRET);
+    snprintf(want, sizeof(want),
+             "the store secret %s does not match key store %s (the store was created with "
+             "another secret)",
+             path, dir);
+    assert_string_equal(err, want);
+    (void)d2;
     /* Not a directory. */
     snprintf(path, sizeof(path), "%s/secret", dir);
     s = (ka_store *)1;
@@ -1076,6 +1178,8 @@ int run_keystore_tests(void)
         T(test_open_errors),
         T(test_open_not_a_directory),
         T(test_format_version),
+        T(test_secret_check_missing),
+        T(test_truncated),
         T(test_put_get),
         T(test_digests),
         T(test_open_with_secret),
