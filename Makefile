@@ -10,7 +10,8 @@ PKGS := apache2 apache2-dev libapr1-dev libaprutil1-dev liblmdb-dev lmdb-utils l
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 CSTD := -std=c11 -D_GNU_SOURCE
 CFLAGS ?= -O2 -g
-LIB_SRC := src/token.c src/crypto.c src/keystore.c src/decide.c src/json.c src/cors.c src/body.c
+LIB_SRC := src/token.c src/crypto.c src/keystore.c src/decide.c src/json.c src/cors.c src/body.c \
+           src/mapguard.c
 LIB_HDR := $(wildcard src/*.h)
 LIBS := -llmdb -lcrypto -lz
 
@@ -66,8 +67,10 @@ integration: all
 	KRENALIS_TEST_REQUIRE_BROWSER=1 $(PYTHON) tests/integration/run.py --mpm prefork
 
 # Everything CI runs: unit tests, the integration suite under both MPMs, the same suite with
-# ASan+UBSan preloaded into httpd (tests/fuzz/fuzz.mk).
-test: all unit integration test-sanitize
+# ASan+UBSan preloaded into httpd (tests/fuzz/fuzz.mk), and the short reliability suites
+# (hostile input, key churn under load, store faults, restarts, the secret scan; about 75 s,
+# tests/reliability/reliability.mk).
+test: all unit integration test-sanitize reliability
 
 demo: all
 	@$(PYTHON) conf/demo/demo.py start

@@ -35,6 +35,7 @@
 #include "src/decide.h"
 #include "src/json.h"
 #include "src/keystore.h"
+#include "src/mapguard.h"
 #include "src/token.h"
 
 #define AUTH_TYPE_NAME "Krenalis"
@@ -53,7 +54,7 @@ module AP_MODULE_DECLARE_DATA krenalis_auth_module;
 typedef struct {
     const char *dir;
     const char *secret_path;
-    uint8_t secret[KA_SECRET_LEN];
+    uint8_t *secret;               /* KA_SECRET_LEN bytes, ka_secure_alloc: not in core dumps */
     const char *data_path;         /* DIR/data.mdb */
     ka_store *st;                  /* NULL until opened in the child, or after a fault */
     apr_thread_mutex_t *open_lock; /* serializes opening, closing and the checks below */
@@ -318,19 +319,24 @@ static int check_store(apr_pool_t *p, server_rec *s, const ka_srv_cfg *c)
     struct stat sb;
     int existed = stat(lock, &sb) == 0;
     ka_store *st;
+    int rc;
 
     if (ka_secret_read(spath, secret, err, sizeof(err)) != NULL) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL, "%s: %s",
                      c->secret_path ? "KrenalisAuthKeyStoreSecret" : "KrenalisAuthKeyStore", err);
         return !OK;
     }
-    if (ka_store_open_secret(c->store_dir, secret, 1, &st, err, sizeof(err)) != KA_OK) {
-        OPENSSL_cleanse(secret, sizeof(secret));
-        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL, "KrenalisAuthKeyStore: %s",
+    rc = ka_store_open_secret(c->store_dir, secret, 1, &st, err, sizeof(err));
+    OPENSSL_cleanse(secret, sizeof(secret));
+    if (rc != KA_OK) {
+        if (rc == KA_BADSECRET)
+            ka_store_bad_secret_msg(c->store_dir, spath, err, sizeof(err));
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL, "%s: %s",
+                     rc == KA_BADSECRET && c->secret_path ? "KrenalisAuthKeyStoreSecret"
+                                                          : "KrenalisAuthKeyStore",
                      err);
         return !OK;
     }
-    OPENSSL_cleanse(secret, sizeof(secret));
     ka_store_close(st);
     give_lock_file_to_user(p, c->store_dir, existed);
     return OK;
@@ -467,8 +473,11 @@ static ka_handle *handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *pro
     h->dir = c->store_dir;
     h->data_path = apr_pstrcat(pconf, c->store_dir, "/data.mdb", NULL);
     h->secret_path = spath;
-    if (ka_secret_read(spath, h->secret, err, sizeof(err)) != NULL)
+    h->secret = ka_secure_alloc(KA_SECRET_LEN);
+    if (h->secret == NULL || ka_secret_read(spath, h->secret, err, sizeof(err)) != NULL) {
+        ka_secure_free(h->secret, KA_SECRET_LEN);
         return NULL;
+    }
     apr_hash_set(byname, key, APR_HASH_KEY_STRING, h);
     *(ka_handle **)apr_array_push(proc->handles) = h;
     return h;
@@ -477,8 +486,11 @@ static ka_handle *handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *pro
 static apr_status_t wipe_handles(void *data)
 {
     ka_proc *proc = data;
-    for (int i = 0; i < proc->handles->nelts; i++)
-        OPENSSL_cleanse(APR_ARRAY_IDX(proc->handles, i, ka_handle *)->secret, KA_SECRET_LEN);
+    for (int i = 0; i < proc->handles->nelts; i++) {
+        ka_handle *h = APR_ARRAY_IDX(proc->handles, i, ka_handle *);
+        ka_secure_free(h->secret, KA_SECRET_LEN);
+        h->secret = NULL;
+    }
     return APR_SUCCESS;
 }
 
@@ -518,23 +530,47 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     return OK;
 }
 
+/* Logs, once until the store opens again, why requests get 503. */
+static void handle_failing(ka_handle *h, server_rec *s, const char *directive, const char *why)
+{
+    if (!h->failing)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "%s: %s; requests get 503 until it opens",
+                     directive, why);
+    h->failing = 1;
+}
+
 /* Opens a handle's environment in this child; the caller holds open_lock. */
 static int handle_open(ka_handle *h, server_rec *s)
 {
     char err[512];
     struct stat sb;
-    ka_store *st;
+    ka_store *st = NULL;
+    ka_map_guard g;
+    int rc;
 
     if (h->st)
         return KA_OK;
-    if (ka_store_open_secret(h->dir, h->secret, 1, &st, err, sizeof(err)) != KA_OK ||
-        stat(h->data_path, &sb) != 0) {
-        if (!h->failing)
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
-                         "KrenalisAuthKeyStore: %s; requests get 503 until it opens",
-                         st ? "data.mdb vanished while opening" : err);
+    if (sigsetjmp(g.jb, 0) == 0) {
+        ka_map_guard_arm(&g);
+        rc = ka_store_open_secret(h->dir, h->secret, 1, &st, err, sizeof(err));
+        ka_map_guard_disarm(&g);
+    } else {
+        /* Truncated between the size check and the reads: st is lost (a rare leak). */
+        ka_map_guard_recover();
+        snprintf(err, sizeof(err), "key store %s: data.mdb shrank while opening", h->dir);
+        handle_failing(h, s, "KrenalisAuthKeyStore", err);
+        return KA_FAIL;
+    }
+    if (rc == KA_OK && stat(h->data_path, &sb) != 0) {
+        snprintf(err, sizeof(err), "key store %s: data.mdb vanished while opening", h->dir);
+        rc = KA_FAIL;
+    }
+    if (rc != KA_OK) {
+        if (rc == KA_BADSECRET)
+            ka_store_bad_secret_msg(h->dir, h->secret_path, err, sizeof(err));
+        handle_failing(
+            h, s, rc == KA_BADSECRET ? "KrenalisAuthKeyStoreSecret" : "KrenalisAuthKeyStore", err);
         ka_store_close(st);
-        h->failing = 1;
         return KA_FAIL;
     }
     /* Reader slots left by children that died (SIGKILL, crash) would fill the table. */
@@ -559,10 +595,34 @@ static void handle_close(ka_handle *h)
     h->st = NULL;
 }
 
+/* Whether data.mdb still holds every page of the open store; the caller holds open_lock. */
+static int handle_size_ok(ka_handle *h, long long size, char *err, size_t errlen)
+{
+    ka_map_guard g;
+    int rc;
+
+    /* env_lock: a map being resized by another thread must not be read. */
+    apr_thread_rwlock_rdlock(h->env_lock);
+    if (sigsetjmp(g.jb, 0) == 0) {
+        ka_map_guard_arm(&g);
+        rc = ka_store_check_size(h->st, size, err, errlen);
+        ka_map_guard_disarm(&g);
+    } else {
+        ka_map_guard_recover();
+        snprintf(err, errlen, "key store %s: data.mdb shrank under a read: it was truncated",
+                 h->dir);
+        rc = KA_FAIL;
+    }
+    apr_thread_rwlock_unlock(h->env_lock);
+    return rc == KA_OK;
+}
+
 /* At most once a second per child: a store removed or replaced while serving (a new
- * `krenalis-keys init`, a restored backup) must not keep answering from the old file. */
+ * `krenalis-keys init`, a restored backup) must not keep answering from the old file, and a
+ * truncated one must be closed before a read of a missing page. */
 static void handle_recheck(ka_handle *h, request_rec *r)
 {
+    char err[512];
     struct stat sb;
 
     if (r->request_time - h->checked < apr_time_from_sec(1))
@@ -576,8 +636,32 @@ static void handle_recheck(ka_handle *h, request_rec *r)
             apr_thread_rwlock_wrlock(h->env_lock);
             handle_close(h);
             apr_thread_rwlock_unlock(h->env_lock);
+        } else if (h->st && !handle_size_ok(h, (long long)sb.st_size, err, sizeof(err))) {
+            apr_thread_rwlock_wrlock(h->env_lock);
+            handle_close(h);
+            apr_thread_rwlock_unlock(h->env_lock);
+            handle_failing(h, r->server, "KrenalisAuthKeyStore", err);
+            h->failed_at = r->request_time;
         }
     }
+    apr_thread_mutex_unlock(h->open_lock);
+}
+
+/* A read of the map faulted (SIGBUS: data.mdb shrank under it). The environment is closed, so
+ * that the next request reopens it, which refuses the file until it is whole again. */
+static void handle_fault(ka_handle *h, request_rec *r)
+{
+    char err[512];
+
+    apr_thread_mutex_lock(h->open_lock);
+    apr_thread_rwlock_wrlock(h->env_lock);
+    if (h->st)
+        handle_close(h);
+    apr_thread_rwlock_unlock(h->env_lock);
+    snprintf(err, sizeof(err), "key store %s: data.mdb shrank under a read: it was truncated",
+             h->dir);
+    handle_failing(h, r->server, "KrenalisAuthKeyStore", err);
+    h->failed_at = r->request_time;
     apr_thread_mutex_unlock(h->open_lock);
 }
 
@@ -622,6 +706,10 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
         h->checked = apr_time_now();
         handle_open(h, s);
     }
+    if (ka_map_guard_install() != 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s,
+                     "cannot install the SIGBUS handler: a truncated key store would kill "
+                     "children instead of answering 503");
     apr_pool_cleanup_register(pchild, proc, close_handles, apr_pool_cleanup_null);
 }
 
@@ -632,6 +720,7 @@ typedef struct {
     request_rec *r;
     ka_handle *h;
     MDB_txn *txn;
+    int locked; /* holds env_lock (read) */
 } ka_txn;
 
 /* A reset transaction from the idle list renewed, or a new one. */
@@ -655,6 +744,22 @@ static int txn_get(ka_handle *h, MDB_txn **txn)
     return 0;
 }
 
+/* env_lock, shared (read) or alone, noted in t for the SIGBUS path of decide_once. */
+static void txn_lock(ka_txn *t, int shared)
+{
+    if (shared)
+        apr_thread_rwlock_rdlock(t->h->env_lock);
+    else
+        apr_thread_rwlock_wrlock(t->h->env_lock);
+    t->locked = 1;
+}
+
+static void txn_unlock(ka_txn *t)
+{
+    t->locked = 0;
+    apr_thread_rwlock_unlock(t->h->env_lock);
+}
+
 /* Begins the request's read transaction (ka_store_lookup_ctx.begin). LMDB reports a map
  * grown by krenalis-keys as MDB_MAP_RESIZED; adopting the new size needs no transaction of
  * this process to be active, hence the rwlock. */
@@ -670,25 +775,25 @@ static int txn_begin(void *arg, const ka_store **st, MDB_txn **txn)
         return KA_FAIL;
     }
     handle_recheck(h, t->r);
-    apr_thread_rwlock_rdlock(h->env_lock);
+    txn_lock(t, 1);
     while (h->st == NULL) {
-        apr_thread_rwlock_unlock(h->env_lock);
+        txn_unlock(t);
         if (handle_ensure_open(h, t->r) != KA_OK)
             return KA_FAIL;
-        apr_thread_rwlock_rdlock(h->env_lock);
+        txn_lock(t, 1);
     }
     rc = txn_get(h, &t->txn);
     if (rc == MDB_MAP_RESIZED) {
-        apr_thread_rwlock_unlock(h->env_lock);
-        apr_thread_rwlock_wrlock(h->env_lock);
+        txn_unlock(t);
+        txn_lock(t, 0);
         if (h->st)
             mdb_env_set_mapsize(h->st->env, 0);
-        apr_thread_rwlock_unlock(h->env_lock);
-        apr_thread_rwlock_rdlock(h->env_lock);
+        txn_unlock(t);
+        txn_lock(t, 1);
         rc = h->st ? txn_get(h, &t->txn) : MDB_PANIC; /* closed meanwhile: this request 503s */
     }
     if (rc != 0) {
-        apr_thread_rwlock_unlock(h->env_lock);
+        txn_unlock(t);
         t->txn = NULL;
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, t->r, "key store %s cannot be read: %s", h->dir,
                       mdb_strerror(rc));
@@ -716,7 +821,7 @@ static void txn_end(ka_txn *t)
     if (t->txn)
         mdb_txn_abort(t->txn);
     t->txn = NULL;
-    apr_thread_rwlock_unlock(h->env_lock);
+    txn_unlock(t);
 }
 
 /* ---- responses ---- */
@@ -1060,18 +1165,46 @@ static int bad_content_length(request_rec *r, apr_off_t limit)
     return cl && apr_strtoff(&n, cl, NULL, 10) == APR_SUCCESS && n > limit;
 }
 
-/* One pass of the decision tables over the store. */
+/* The decision faulted on the map (mapguard.h): let go of the transaction and the lock it
+ * held, close the store and answer 503. */
+static int decide_faulted(ka_txn *t, ka_decision *dec)
+{
+    if (t->txn)
+        mdb_txn_abort(t->txn); /* a read transaction: touches lock.mdb, not the lost pages */
+    t->txn = NULL;
+    if (t->locked)
+        txn_unlock(t);
+    handle_fault(t->h, t->r);
+    ka_decision_unavailable(dec);
+    return dec->status;
+}
+
+/* One pass of the decision tables over the store, guarded against a data.mdb truncated under
+ * the map. */
 static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_decision *dec)
 {
-    ka_txn t = {r, h, NULL};
-    ka_store_lookup_ctx lctx = {NULL, NULL, txn_begin, &t};
+    /* In the pool, not on the stack: t and lctx change after sigsetjmp and are read after a
+     * siglongjmp. */
+    ka_txn *t = apr_pcalloc(r->pool, sizeof(*t));
+    ka_store_lookup_ctx *lctx = apr_pcalloc(r->pool, sizeof(*lctx));
+    ka_map_guard g;
     ka_lookup lk;
     int rc;
 
-    ka_store_lookup(&lctx, &lk);
+    t->r = r;
+    t->h = h;
+    lctx->begin = txn_begin;
+    lctx->begin_arg = t;
+    ka_store_lookup(lctx, &lk);
+    if (sigsetjmp(g.jb, 0) != 0) {
+        ka_map_guard_recover();
+        return decide_faulted(t, dec);
+    }
+    ka_map_guard_arm(&g);
     rc = ka_decide(req, &lk, dec);
-    txn_end(&t);
-    if (lctx.read_failed)
+    txn_end(t);
+    ka_map_guard_disarm(&g);
+    if (lctx->read_failed)
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "key store %s: a read failed (damaged data?)",
                       h->dir);
     return rc;

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,6 +53,25 @@ int ka_ct_equal(const void *a, const void *b, size_t len)
 int ka_random(void *buf, size_t len)
 {
     return RAND_bytes(buf, (int)len) == 1;
+}
+
+void *ka_secure_alloc(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED)
+        return NULL;
+    /* Best effort: a kernel without MADV_DONTDUMP still gets working memory. */
+    (void)madvise(p, len, MADV_DONTDUMP);
+    return p;
+}
+
+void ka_secure_free(void *p, size_t len)
+{
+    if (p == NULL)
+        return;
+    OPENSSL_cleanse(p, len);
+    munmap(p, len);
 }
 
 const char *ka_secret_read(const char *path, uint8_t secret[KA_SECRET_LEN], char *errbuf,

@@ -22,6 +22,11 @@ int ka_ct_equal(const void *a, const void *b, size_t len);
 /* CSPRNG; 0 on failure. */
 int ka_random(void *buf, size_t len);
 
+/* Memory for secrets and what is derived from them: pages of their own, left out of core
+ * dumps (MADV_DONTDUMP). Zeroed; NULL on failure. ka_secure_free cleanses before unmapping. */
+void *ka_secure_alloc(size_t len);
+void ka_secure_free(void *p, size_t len);
+
 /* Reads a secret file: exactly 32 bytes. Returns NULL or an error message (static or in errbuf). */
 const char *ka_secret_read(const char *path, uint8_t secret[KA_SECRET_LEN], char *errbuf,
                            size_t errlen);

@@ -13,9 +13,14 @@ purpose).
 """
 import base64
 import json
+import os
 import re
+import shutil
+import signal
+import time
 
-from common import LogCursor, bearer, check, one, rel_server, rtest
+from common import (LogCursor, Skip, bearer, check, one, rel_server, rtest, wait_until,
+                    worker_children)
 
 API_RE = re.compile(rb"api_[A-Za-z0-9]{20,}")
 ORG_RE = re.compile(rb"org_[A-Za-z0-9]{20,}")
@@ -167,3 +172,49 @@ def _(ctx):
     log = cur.read()
     check(not bad, "\n  ".join(bad))
     check(orgkey not in log and orgkey[4:] not in log, "organizations key in the error log")
+
+
+@rtest("secrets.a core dump of a child holds no store secret", short_mpms=("prefork",))
+def _(ctx):
+    """A child killed with SIGSEGV after it opened the store and answered: httpd writes its
+    core to CoreDumpDirectory. The secret's pages and the store's HMAC state are excluded from
+    dumps (MADV_DONTDUMP), so neither the raw secret nor its hex or base64 forms are in it.
+    The core is moved out of cores/ so that the final scan (which counts any core as a crash)
+    does not report this deliberate one."""
+    h = ctx.h
+    f = h.f
+    cores = h.root / "cores"
+    try:
+        pattern = open("/proc/sys/kernel/core_pattern").read().strip()
+    except OSError:
+        pattern = "?"
+    if pattern.startswith("|") or "/" in pattern:
+        raise Skip("core_pattern %r does not write cores to the process's directory" % pattern)
+    srv = rel_server(ctx, "dumped")
+    try:
+        for _ in range(3):
+            st, r = one(srv.port_rel, "GET", "/v1/items", bearer(f["k1"]))
+            check(st == 200, "valid key before the kill: %s" % st)
+        before = set(cores.iterdir()) if cores.exists() else set()
+        pids = worker_children(srv)
+        check(pids, "no worker child")
+        for pid in pids:
+            os.kill(pid, signal.SIGSEGV)
+        new = wait_until(lambda: [p for p in cores.iterdir() if p not in before and p.is_file()
+                                  and p.stat().st_size > 0], 10)
+    finally:
+        srv.stop()
+    if not new:
+        raise Skip("no core file appeared in %s (core dumps disabled here)" % cores)
+    time.sleep(0.5)  # let the kernel finish writing
+    keep = h.root / "deliberate-cores"
+    keep.mkdir(exist_ok=True)
+    found = []
+    for p in new:
+        data = p.read_bytes()
+        for label, form in store_secrets(h.root):
+            if form in data:
+                found.append("%s contains the %s" % (p.name, label))
+        shutil.move(str(p), str(keep / p.name))
+    ctx.figure("core dump", cores=len(new), bytes=sum((keep / p.name).stat().st_size for p in new))
+    check(not found, "\n  ".join(found))

@@ -17,5 +17,6 @@ int run_cors_tests(void);
 int run_body_tests(void);
 int run_crypto_tests(void);
 int run_keystore_tests(void);
+int run_mapguard_tests(void);
 
 #endif
