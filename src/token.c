@@ -67,40 +67,38 @@ static int digit62(unsigned char c)
     return -1;
 }
 
-/* Big-endian base-62 digits into a big-endian byte array of outlen bytes (a multiple of 4, at
- * most 32); 0 on overflow or a bad digit. Works on 32-bit limbs, five digits at a time
- * (62^5 < 2^32): the request path parses every API key. */
+/* Big-endian base-62 digits into a big-endian byte array of outlen bytes (at most 32); 0 on
+ * overflow or a bad digit. The request path parses every API key: 64-bit limbs, ten digits
+ * at a time (62^10 < 2^64), so a payload takes five passes over four limbs. */
 static int base62_decode(const char *s, size_t n, uint8_t *out, size_t outlen)
 {
-    uint32_t limb[8] = {0}; /* least significant first */
-    size_t nl = outlen / 4, i = 0;
+    uint64_t limb[4] = {0}; /* least significant first */
+    size_t nl = (outlen + 7) / 8, i = 0;
 
     while (i < n) {
-        uint32_t chunk = 0, mul = 1;
-        uint64_t carry;
-        for (size_t k = 0; k < 5 && i < n; k++, i++) {
+        uint64_t chunk = 0, mul = 1;
+        unsigned __int128 carry;
+        for (size_t k = 0; k < 10 && i < n; k++, i++) {
             int d = digit62((unsigned char)s[i]);
             if (d < 0)
                 return 0;
-            chunk = chunk * 62 + (uint32_t)d;
+            chunk = chunk * 62 + (uint64_t)d;
             mul *= 62;
         }
         carry = chunk;
         for (size_t j = 0; j < nl; j++) {
-            uint64_t v = (uint64_t)limb[j] * mul + carry;
-            limb[j] = (uint32_t)v;
-            carry = v >> 32;
+            unsigned __int128 v = (unsigned __int128)limb[j] * mul + carry;
+            limb[j] = (uint64_t)v;
+            carry = v >> 64;
         }
         if (carry != 0)
             return 0;
     }
-    for (size_t j = 0; j < nl; j++) {
-        uint32_t v = limb[nl - 1 - j];
-        out[4 * j] = (uint8_t)(v >> 24);
-        out[4 * j + 1] = (uint8_t)(v >> 16);
-        out[4 * j + 2] = (uint8_t)(v >> 8);
-        out[4 * j + 3] = (uint8_t)v;
-    }
+    /* outlen not a multiple of 8: the top limb has room to spare, which must stay empty. */
+    if (outlen % 8 != 0 && limb[nl - 1] >> (8 * (outlen % 8)) != 0)
+        return 0;
+    for (size_t b = 0; b < outlen; b++)
+        out[outlen - 1 - b] = (uint8_t)(limb[b / 8] >> (8 * (b % 8)));
     return 1;
 }
 
