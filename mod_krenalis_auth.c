@@ -697,6 +697,11 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
 
     if (proc == NULL)
         return;
+    /* Before the first open: the open reads the map too. */
+    if (ka_map_guard_install() != 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s,
+                     "cannot install the SIGBUS handler: a truncated key store would kill "
+                     "children instead of answering 503");
     for (int i = 0; i < proc->handles->nelts; i++) {
         ka_handle *h = APR_ARRAY_IDX(proc->handles, i, ka_handle *);
         apr_thread_mutex_create(&h->open_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
@@ -706,10 +711,6 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
         h->checked = apr_time_now();
         handle_open(h, s);
     }
-    if (ka_map_guard_install() != 0)
-        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s,
-                     "cannot install the SIGBUS handler: a truncated key store would kill "
-                     "children instead of answering 503");
     apr_pool_cleanup_register(pchild, proc, close_handles, apr_pool_cleanup_null);
 }
 
