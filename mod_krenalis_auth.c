@@ -629,7 +629,6 @@ static void handle_recheck(ka_handle *h, request_rec *r)
         return;
     apr_thread_mutex_lock(h->open_lock);
     if (r->request_time - h->checked >= apr_time_from_sec(1)) {
-        h->checked = r->request_time;
         if (h->st && (stat(h->data_path, &sb) != 0 || sb.st_ino != h->ino || sb.st_dev != h->dev)) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
                           "key store %s was removed or replaced; reopening it", h->dir);
@@ -643,6 +642,9 @@ static void handle_recheck(ka_handle *h, request_rec *r)
             handle_failing(h, r->server, "KrenalisAuthKeyStore", err);
             h->failed_at = r->request_time;
         }
+        /* Only now: a concurrent request that saw the old time waits on open_lock above
+         * instead of reading the store being closed. */
+        h->checked = r->request_time;
     }
     apr_thread_mutex_unlock(h->open_lock);
 }
