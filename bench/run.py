@@ -5,8 +5,8 @@ One run:
   1. builds key stores of 10 thousand and 1 million keys (and 10 million with --large) with the
      bulk paths of krenalis-keys, plus the password files of Apache's own alternatives;
   2. starts one httpd (event MPM) on loopback, one port per key store, serving a 3-byte static
-     file, and drives it with wrk from this machine: every case once per round, interleaved
-     (A B C ... A B C ...), for --rounds rounds; reports medians and per-round ratios to "open";
+     file, and drives it with wrk from this machine: every case once per round, in list order in
+     odd rounds and reversed in even ones, for --rounds rounds; reports medians and per-round ratios to "open";
   3. starts httpd again once per store size, alone, to read the peak memory of its children;
   4. runs bench/decide_bench (the decision alone, in ns) against each store;
   5. prints a results table and writes it to bench/RESULTS.md.
@@ -827,7 +827,16 @@ class Bench:
                 slack = self.time_left() - (self.args.rounds - done) * est - self.tail_time()
                 self.wait_quiet(srv, slack - 5)
                 t = time.time()
-                res = [wrk(self, c, self.args.duration, srv) for c in self.cases]
+                # Counterbalanced: the list order in odd rounds, reversed in even ones. A case
+                # stays next to its neighbours (api right after or right before open: the
+                # machine drifts less between neighbours), and the drift over a round, which
+                # favours early cases in one direction, favours late ones in the other.
+                order = list(range(len(self.cases)))
+                if done % 2:
+                    order.reverse()
+                res = [None] * len(self.cases)
+                for i in order:
+                    res[i] = wrk(self, self.cases[i], self.args.duration, srv)
                 round_time = max(round_time or 0, time.time() - t)
                 noise = max(r["foreign"] + r["steal"] for r in res)
                 log("round %d/%d: %s  [other processes + steal: up to %.0f%% of the CPUs]" % (
@@ -1021,7 +1030,9 @@ class Bench:
         L.append("| run time | %.0f s |" % elapsed)
         L.append("")
         L.append("Load: `wrk -t%d -c%d -d%ss` per case per round, %d rounds, cases interleaved "
-                 "(A B C ... A B C ...), after a %ss warm-up of each; httpd %s event MPM, 2 "
+                 "(every case once per round, in the order below in odd rounds and reversed in even "
+                 "ones), after a %ss "
+                 "warm-up of each; httpd %s event MPM, 2 "
                  "children x %d threads, keep-alive without a request limit, no access log; "
                  "client and server on the same %s CPUs%s. `api` and `api-10k` send one valid key; "
                  "every other case rotates through %d different credentials (%d for the 2 KiB "
