@@ -723,7 +723,7 @@ typedef struct {
     request_rec *r;
     ka_handle *h;
     MDB_txn *txn;
-    int locked; /* holds env_lock (read) */
+    int locked; /* holds env_lock (shared, or alone while adopting a grown map) */
 } ka_txn;
 
 /* A reset transaction from the idle list renewed, or a new one. */
