@@ -573,8 +573,7 @@ static int handle_open(ka_handle *h, server_rec *s)
         ka_store_close(st);
         return KA_FAIL;
     }
-    /* Reader slots left by children that died (SIGKILL, crash) would fill the table. */
-    mdb_reader_check(st->env, NULL);
+    /* ka_store_open_secret has cleared the reader slots of dead children already. */
     h->dev = sb.st_dev;
     h->ino = sb.st_ino;
     if (h->failing)
@@ -595,6 +594,24 @@ static void handle_close(ka_handle *h)
     h->st = NULL;
 }
 
+/* What the log says when a read of the map faulted (SIGBUS). */
+static void shrank_msg(const ka_handle *h, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "key store %s: data.mdb shrank under a read: it was truncated", h->dir);
+}
+
+/* Closes a store that cannot be read, logs why once, and lets the next open wait a second;
+ * the caller holds open_lock. */
+static void handle_shut(ka_handle *h, request_rec *r, const char *why)
+{
+    apr_thread_rwlock_wrlock(h->env_lock);
+    if (h->st)
+        handle_close(h);
+    apr_thread_rwlock_unlock(h->env_lock);
+    handle_failing(h, r->server, "KrenalisAuthKeyStore", why);
+    h->failed_at = r->request_time;
+}
+
 /* Whether data.mdb still holds every page of the open store; the caller holds open_lock. */
 static int handle_size_ok(ka_handle *h, long long size, char *err, size_t errlen)
 {
@@ -609,8 +626,7 @@ static int handle_size_ok(ka_handle *h, long long size, char *err, size_t errlen
         ka_map_guard_disarm(&g);
     } else {
         ka_map_guard_recover();
-        snprintf(err, errlen, "key store %s: data.mdb shrank under a read: it was truncated",
-                 h->dir);
+        shrank_msg(h, err, errlen);
         rc = KA_FAIL;
     }
     apr_thread_rwlock_unlock(h->env_lock);
@@ -636,11 +652,7 @@ static void handle_recheck(ka_handle *h, request_rec *r)
             handle_close(h);
             apr_thread_rwlock_unlock(h->env_lock);
         } else if (h->st && !handle_size_ok(h, (long long)sb.st_size, err, sizeof(err))) {
-            apr_thread_rwlock_wrlock(h->env_lock);
-            handle_close(h);
-            apr_thread_rwlock_unlock(h->env_lock);
-            handle_failing(h, r->server, "KrenalisAuthKeyStore", err);
-            h->failed_at = r->request_time;
+            handle_shut(h, r, err);
         }
         /* Only now: a concurrent request that saw the old time waits on open_lock above
          * instead of reading the store being closed. */
@@ -655,15 +667,9 @@ static void handle_fault(ka_handle *h, request_rec *r)
 {
     char err[512];
 
+    shrank_msg(h, err, sizeof(err));
     apr_thread_mutex_lock(h->open_lock);
-    apr_thread_rwlock_wrlock(h->env_lock);
-    if (h->st)
-        handle_close(h);
-    apr_thread_rwlock_unlock(h->env_lock);
-    snprintf(err, sizeof(err), "key store %s: data.mdb shrank under a read: it was truncated",
-             h->dir);
-    handle_failing(h, r->server, "KrenalisAuthKeyStore", err);
-    h->failed_at = r->request_time;
+    handle_shut(h, r, err);
     apr_thread_mutex_unlock(h->open_lock);
 }
 
