@@ -425,13 +425,14 @@ static void test_open_not_a_directory(void **state)
     assert_string_equal(err, want);
 }
 
-/* Rewrites the format record with plain LMDB (ka_store_open would refuse the store). */
-static void set_format(const char *value)
+/* Rewrites (or with value NULL deletes) a meta record with plain LMDB: ka_store_open would
+ * refuse the store. */
+static void set_meta(const char *key, const char *value)
 {
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi meta;
-    MDB_val k = {6, "format"};
+    MDB_val k = {strlen(key), (void *)key};
 
     assert_int_equal(mdb_env_create(&env), 0);
     assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
@@ -446,6 +447,11 @@ static void set_format(const char *value)
     }
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
+}
+
+static void set_format(const char *value)
+{
+    set_meta("format", value);
 }
 
 static void test_format_version(void **state)
@@ -480,31 +486,13 @@ static void test_format_version(void **state)
     st = open_store(1);
 }
 
-/* Deletes a meta record with plain LMDB. */
-static void del_meta(const char *key)
-{
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi meta;
-    MDB_val k = {strlen(key), (void *)key};
-
-    assert_int_equal(mdb_env_create(&env), 0);
-    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
-    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-    assert_int_equal(mdb_del(txn, meta, &k, NULL), 0);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-}
-
 static void test_secret_check_missing(void **state)
 {
     char want[512], err[512];
     ka_store *s = (ka_store *)1;
 
     (void)state;
-    del_meta("secret-check");
+    set_meta("secret-check", NULL);
     assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
     assert_null(s);
     snprintf(want, sizeof(want),
