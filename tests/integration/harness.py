@@ -83,6 +83,20 @@ BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
+def find_build(arg):
+    """The directory with mod_krenalis_auth.so and krenalis-keys (arg relative to the repository
+    root unless absolute), or None after printing what is missing as a failed run."""
+    build = Path(arg)
+    if not build.is_absolute():
+        build = REPO / build
+    for f in ("mod_krenalis_auth.so", "krenalis-keys"):
+        if not (build / f).exists():
+            print("missing %s (run make)" % (build / f))
+            print("0 passed, 1 failed")
+            return None
+    return build
+
+
 def b62(n, width):
     s = ""
     while n:

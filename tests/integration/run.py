@@ -42,14 +42,9 @@ def main():
     ap.add_argument("--loglevel", default="info", help="httpd LogLevel (default info)")
     a = ap.parse_args()
 
-    build = Path(a.build)
-    if not build.is_absolute():
-        build = harness.REPO / build
-    for f in ("mod_krenalis_auth.so", "krenalis-keys"):
-        if not (build / f).exists():
-            print("missing %s (run make)" % (build / f))
-            print("0 passed, 1 failed")
-            return 1
+    build = harness.find_build(a.build)
+    if build is None:
+        return 1
 
     mods = [importlib.import_module(m) for m in MODULES]
     h = Harness(build, a.mpm, loglevel=a.loglevel, keep=a.keep)

@@ -113,14 +113,9 @@ def main():
     ap.add_argument("--figures", help="write the figures of the run to this JSON file")
     a = ap.parse_args()
 
-    build = Path(a.build)
-    if not build.is_absolute():
-        build = harness.REPO / build
-    for f in ("mod_krenalis_auth.so", "krenalis-keys"):
-        if not (build / f).exists():
-            print("missing %s (run make)" % (build / f))
-            print("0 passed, 1 failed")
-            return 1
+    build = harness.find_build(a.build)
+    if build is None:
+        return 1
     # core dumps of httpd children land in CoreDumpDirectory (ServerRoot/cores), where the
     # secret scan looks for them
     try:
