@@ -32,17 +32,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# The API-key encoding of the tests' harness (standard library only, no side effects).
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+from harness import ALNUM62, api_body  # noqa: E402
+
 BENCH = REPO / "bench"
 BUILD = REPO / "build"
 APACHE = "/usr/sbin/apache2"
 MODDIR = "/usr/lib/apache2/modules"
 LUA = BENCH / "rotate.lua"
 BODY_SIZE = 2048
-ALNUM62 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 T0 = time.time()
 
@@ -136,18 +138,9 @@ def wait_port(port, proc, timeout=20):
 # Credentials and bodies
 
 
-def b62(n, width):
-    s = ""
-    while n:
-        n, r = divmod(n, 62)
-        s = ALNUM62[r] + s
-    return s.rjust(width, "A")
-
-
 def unknown_api_token(rng):
     """A well-formed API key (right alphabet, length and CRC) that no store holds."""
-    payload = bytes(rng.getrandbits(8) for _ in range(32))
-    return "api_" + b62(int.from_bytes(payload, "big"), 43) + b62(zlib.crc32(payload), 6)
+    return "api_" + api_body(bytes(rng.getrandbits(8) for _ in range(32)))
 
 
 def malformed_api_token(valid):
