@@ -21,16 +21,21 @@ LIBS := -llmdb -lcrypto -lz
 
 all: deps $(BUILD)/mod_krenalis_auth.so $(BUILD)/krenalis-keys
 
-# Installs the Debian packages that are missing (a no-op when all are there).
+# $(call apt_install,PACKAGES): installs those of the Debian packages that are missing (a
+# no-op when all are there). Also used by bench/bench.mk.
+define apt_install
+@missing=""; for p in $(1); do \
+  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+  echo "installing:$$missing"; \
+  if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
+  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+fi
+endef
+
 deps:
-	@missing=""; for p in $(PKGS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+	$(call apt_install,$(PKGS))
 
 $(BUILD):
 	@mkdir -p $(BUILD)

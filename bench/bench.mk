@@ -8,14 +8,7 @@ BENCH_PKGS := wrk apache2-utils
 
 # Installs wrk and apache2-utils (htpasswd, htdbm, httxt2dbm) when missing.
 bench-deps:
-	@missing=""; for p in $(BENCH_PKGS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+	$(call apt_install,$(BENCH_PKGS))
 
 $(BUILD)/decide_bench: bench/decide_bench.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
 	$(CC) $(CSTD) $(WARN) $(CFLAGS) -Isrc -o $@ bench/decide_bench.c $(LIB_SRC) $(LIBS) -lpthread
