@@ -83,6 +83,21 @@ BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
+def terminate(p, grace):
+    """Stops process p by its PID: SIGTERM, and SIGKILL if it is still there after grace s."""
+    if p.poll() is not None:
+        return
+    try:
+        os.kill(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(5)
+
+
 def find_build(arg):
     """The directory with mod_krenalis_auth.so and krenalis-keys (arg relative to the repository
     root unless absolute), or None after printing what is missing as a failed run."""
@@ -622,16 +637,7 @@ class Httpd:
         p = self.proc
         if p is None:
             return
-        if p.poll() is None:
-            try:
-                os.kill(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait(5)
+        terminate(p, 15)
         if p in self.h.procs:
             self.h.procs.remove(p)
         self.proc = None
@@ -831,13 +837,8 @@ class Harness:
     def stop_all(self):
         for srv in list(self.servers.values()):
             srv.stop()
-        if self.backend is not None and self.backend.poll() is None:
-            os.kill(self.backend.pid, signal.SIGTERM)
-            try:
-                self.backend.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.backend.pid, signal.SIGKILL)
-                self.backend.wait(5)
+        if self.backend is not None:
+            terminate(self.backend, 10)
         for p in list(self.procs):
             if p.poll() is None:
                 try:

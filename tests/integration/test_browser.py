@@ -32,7 +32,6 @@ import fcntl
 import json
 import os
 import select
-import signal
 import socket
 import subprocess
 import threading
@@ -40,7 +39,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from harness import (Failure, Response, Skip, assert_cors, assert_identity, check, eq, err_body,
-                     sha, test)
+                     sha, terminate, test)
 from test_api import each_target
 from test_ingestion import NO_AUTH, WK_BODY_UNKNOWN, WK_INVALID, fwd, wk_identity
 
@@ -186,12 +185,7 @@ class Chromium:
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.kill(p.pid, signal.SIGKILL)
-                    p.wait(5)
+                terminate(p, 10)
         for fd in (self.wfd, self.rfd):
             try:
                 os.close(fd)
