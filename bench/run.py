@@ -184,8 +184,8 @@ def sdk_batch(rng, write_key=None, size=BODY_SIZE):
     return out
 
 
-def raw_request(method, path, port, headers, body=None):
-    lines = ["%s %s HTTP/1.1" % (method, path), "Host: 127.0.0.1:%d" % port,
+def raw_request(method, path, host, headers, body=None):
+    lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s" % host,
              "User-Agent: krenalis-bench"]
     lines += ["%s: %s" % h for h in headers]
     if body is not None:
@@ -344,7 +344,7 @@ MaxConnectionsPerChild 0
 
 VHOST = """\
 <VirtualHost 127.0.0.1:{port}>
-    ServerName store-{store_name}
+    ServerName {host}
     KrenalisAuthKeyStore "{store}"
     # Every path is the same 3-byte file. GET serves it; POST too, after core's default handler
     # has read and discarded the request body (ap_discard_request_body).
@@ -380,7 +380,10 @@ class Httpd:
         threads = bench.args.server_threads
         self.bench = bench
         self.name = name
-        self.ports = {s.size: free_port() for s in stores}
+        # One port, a name-based virtual host per store (the Host header picks it): a paired
+        # wrk run (one URL) can then compare cases of two stores.
+        self.port = free_port()
+        self.hosts = {s.size: "store-%s" % s.name for s in stores}
         self.rundir = bench.root / "run" / name
         self.rundir.mkdir(parents=True)
         self.conf = bench.root / "conf" / ("%s.conf" % name)
@@ -388,12 +391,12 @@ class Httpd:
         vhosts = []
         for i, s in enumerate(stores):
             extra = BASIC.format(auth=basic_auth) if (basic_auth and i == 0) else ""
-            vhosts.append(VHOST.format(port=self.ports[s.size], store_name=s.name, store=s.dir,
+            vhosts.append(VHOST.format(port=self.port, host=self.hosts[s.size], store=s.dir,
                                        root=bench.root, extra=extra))
         user = "User www-data\nGroup www-data" if bench.is_root else ""
         self.conf.write_text(CONF.format(
             root=bench.root, rundir=self.rundir, moddir=MODDIR,
-            listens="\n".join("Listen 127.0.0.1:%d" % p for p in self.ports.values()),
+            listens="Listen 127.0.0.1:%d" % self.port,
             module=bench.bin / "mod_krenalis_auth.so", user=user, logs=bench.root / "logs",
             name=name, threads=threads, workers=2 * threads, vhosts="\n".join(vhosts)))
         os.chmod(self.conf, 0o644)
@@ -407,10 +410,9 @@ class Httpd:
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
         PROCS.append(self.proc)
-        for port in self.ports.values():
-            if not wait_port(port, self.proc):
-                self.stop()
-                die("httpd %s did not start:\n%s" % (self.name, self.log_tail()))
+        if not wait_port(self.port, self.proc):
+            self.stop()
+            die("httpd %s did not start:\n%s" % (self.name, self.log_tail()))
         # Wait for both children to be up with all their threads.
         end = time.time() + 10
         while time.time() < end and len(self.children()) < 2:
@@ -490,6 +492,26 @@ def http_once(port, raw, timeout=30):
         s.close()
 
 
+def quartiles(rs):
+    rs = sorted(rs)
+    return ("quartiles %.3f–%.3f" % tuple(statistics.quantiles(rs, n=4)[::2])
+            if len(rs) >= 4 else "range %.3f–%.3f" % (rs[0], rs[-1]))
+
+
+class Pair:
+    """Two cases compared in paired runs (case B against reference A, see wrk())."""
+
+    def __init__(self, b, a, what):
+        if a.expect != b.expect or a.port != b.port:
+            die("pair %s / %s: the cases differ in status or port" % (b.name, a.name))
+        self.b, self.a, self.what = b, a, what
+        self.name = "%s / %s" % (b.name, a.name)
+        self.rounds = []          # wrk results with r["paired"], one per round
+
+    def ratios(self):
+        return [r["paired"]["ratio"] for r in self.rounds]
+
+
 class Case:
     def __init__(self, name, desc, port, reqs, expect, group="get", expect_body=None):
         self.name = name
@@ -537,12 +559,18 @@ def all_proc_cpu():
     return out
 
 
-def wrk(bench, case, duration, srv=None):
+def wrk(bench, case, duration, srv=None, versus=None):
     """One wrk run of a case. With srv, also httpd's CPU time per request, and the share of the
-    machine's CPU time used by other processes (noise) or stolen by the hypervisor."""
+    machine's CPU time used by other processes (noise) or stolen by the hypervisor. With versus
+    (a case of the same status), a paired run: the load alternates between versus and case in
+    slices of --slice ms (rotate.lua), and r["paired"] holds each one's req/s and their ratio."""
     cmd = ["wrk", "-t%d" % bench.args.threads, "-c%d" % bench.args.connections,
            "-d%ds" % duration, "--timeout", "10s", "-s", str(LUA),
-           "http://127.0.0.1:%d/" % case.port, "--", str(case.file)]
+           "http://127.0.0.1:%d/" % case.port, "--"]
+    if versus:
+        cmd += [str(versus.file), str(case.file), str(bench.args.slice), str(bench.args.guard)]
+    else:
+        cmd += [str(case.file)]
     if srv and srv.proc.poll() is not None:
         die("httpd exited (status %s):\n%s" % (srv.proc.returncode, srv.log_tail()))
     httpd = set([srv.proc.pid] + srv.children()) if srv else set()
@@ -570,6 +598,13 @@ def wrk(bench, case, duration, srv=None):
         die("case %s: no response at all (%s)%s" % (case.name, json.dumps(r["errors"]),
                                                   ":\n" + srv.log_tail() if srv else ""))
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    if versus:
+        pr = r.get("paired") or {}
+        if not pr.get("a") or not pr.get("b"):
+            die("paired run %s / %s: nothing counted (%s)" % (case.name, versus.name, out))
+        pr["a_rps"] = pr["a"] / (pr["a_ms"] / 1000)
+        pr["b_rps"] = pr["b"] / (pr["b_ms"] / 1000)
+        pr["ratio"] = pr["b_rps"] / pr["a_rps"]
     # Every response of a case must have the expected status: wrk counts non-2xx/3xx ones.
     bad_status = r["errors"]["status"] if case.expect < 400 else r["requests"] - r["errors"]["status"]
     sock = sum(r["errors"][k] for k in ("connect", "read", "write", "timeout"))
@@ -610,6 +645,7 @@ class Bench:
         self.rng = random.Random(args.seed)
         self.stores = []
         self.cases = []
+        self.pairs = []
         self.memory = []
         self.micro = []
         self.machine = {}
@@ -703,7 +739,8 @@ class Bench:
         n = self.args.rotate
         nb = self.args.rotate_body
         prim = self.store(self.args.primary)
-        port = srv.ports[prim.size]
+        port = srv.port
+        host = srv.hosts[prim.size]
         api = prim.sample("api", n, rng)
         restricted = prim.sample("restricted", n, rng)
         wk = prim.sample("wk", max(n, nb), rng)
@@ -715,11 +752,11 @@ class Bench:
         def bearer(t):
             return ("Authorization", "Bearer " + t)
 
-        def get(path, toks, p=port, extra=()):
-            return [raw_request("GET", path, p, [bearer(t)] + list(extra)) for t in toks]
+        def get(path, toks, h=host, extra=()):
+            return [raw_request("GET", path, h, [bearer(t)] + list(extra)) for t in toks]
 
         def post_hdr(path, toks):
-            return [raw_request("POST", path, port, [ctype, bearer(t)], plain[i % len(plain)])
+            return [raw_request("POST", path, host, [ctype, bearer(t)], plain[i % len(plain)])
                     for i, t in enumerate(toks)]
 
         C = self.cases
@@ -734,8 +771,8 @@ class Bench:
             if s is prim:
                 continue
             C.append(Case("api-%s" % s.name, "valid unrestricted API key (one key), %s store" %
-                          s.name, srv.ports[s.size],
-                          get("/v1/ping.txt", s.sample("api", 1, rng), p=srv.ports[s.size]), 200))
+                          s.name, port,
+                          get("/v1/ping.txt", s.sample("api", 1, rng), h=srv.hosts[s.size]), 200))
         C.append(Case("api-spread", "valid unrestricted API keys, %d different keys in turn, "
                       "%s store" % (n, prim.name), port, get("/v1/ping.txt", api), 200))
         for s in self.stores:
@@ -743,8 +780,8 @@ class Bench:
                 continue
             toks = s.sample("api", min(n, s.n_api), rng)
             C.append(Case("api-spread-%s" % s.name, "valid unrestricted API keys, %d different "
-                          "keys in turn, %s store" % (len(toks), s.name), srv.ports[s.size],
-                          get("/v1/ping.txt", toks, p=srv.ports[s.size]), 200))
+                          "keys in turn, %s store" % (len(toks), s.name), port,
+                          get("/v1/ping.txt", toks, h=srv.hosts[s.size]), 200))
         C.append(Case("api-ws", "valid unrestricted API keys in turn + Krenalis-Workspace header",
                       port, get("/v1/ping.txt", api, extra=[("Krenalis-Workspace", prim.ws)]),
                       200))
@@ -766,29 +803,54 @@ class Bench:
                       "2 KiB batch", port, post_hdr("/v1/events", wk[:nb]), 200, group="post"))
         C.append(Case("wk-body", "event write key in the 2 KiB batch body (\"writeKey\"), "
                       "POST /v1/events", port,
-                      [raw_request("POST", "/v1/events", port, [ctype], sdk_batch(rng, t))
+                      [raw_request("POST", "/v1/events", host, [ctype], sdk_batch(rng, t))
                        for t in wk[:nb]], 200, group="post"))
         users_dbm = [rng.randrange(self.args.basic_users_dbm) for _ in range(min(n, 5000))]
         users_file = [rng.randrange(self.args.basic_users_file) for _ in range(1000)]
         C.append(Case("basic-dbm", "mod_auth_basic + mod_authn_dbm, {SHA} hashes, %s users" %
                       human(self.args.basic_users_dbm), port,
-                      [raw_request("GET", "/basic-dbm/ping.txt", port,
+                      [raw_request("GET", "/basic-dbm/ping.txt", host,
                                    [("Authorization", basic("user%d" % u, auth_pw))])
                        for u in users_dbm], 200))
         C.append(Case("basic-bcrypt", "mod_auth_basic + mod_authn_file, bcrypt (cost %s), %s "
                       "users" % (self.bcrypt_cost, human(self.args.basic_users_file)), port,
-                      [raw_request("GET", "/basic-file/ping.txt", port,
+                      [raw_request("GET", "/basic-file/ping.txt", host,
                                    [("Authorization", basic("user%d" % u, auth_pw))])
                        for u in users_file], 200))
         if self.args.cases:
             keep = set(self.args.cases.split(",")) | {"open", "open-post", "open-again"}
             self.cases[:] = [c for c in self.cases if c.name in keep]
+        self.define_pairs(prim)
         for c in self.cases:
             c.file = self.root / "reqs" / ("%s.bin" % c.name)
             with open(c.file, "wb") as f:
                 for r in c.reqs:
                     f.write(r)
                     f.write(b"\0")
+
+    def define_pairs(self, prim):
+        """The comparisons the throughput targets decide, each measured in paired runs."""
+        want = [("api", "open", "valid API key (one key), %s store, against open" % prim.name),
+                ("open-again", "open", "open against itself (A/A): the resolution of a "
+                 "paired run"),
+                ("wk-body", "wk-header", "write key in the 2 KiB body against the same in "
+                 "Authorization"),
+                ("malformed", "unknown", "malformed API key against a well-formed unknown "
+                 "one, both 401")]
+        for s in self.stores:
+            if s.size < prim.size:
+                want.insert(2, ("api", "api-%s" % s.name, "valid API key (one key), %s store "
+                                "against %s store" % (prim.name, s.name)))
+        for b, a, what in want:
+            cb, ca = self.case(b), self.case(a)
+            if cb and ca:
+                self.pairs.append(Pair(cb, ca, what))
+
+    def pair(self, b, a):
+        for p in self.pairs:
+            if p.b.name == b and p.a.name == a:
+                return p
+        return None
 
     def smoke(self):
         """Each case's first requests get the status the case expects."""
@@ -816,7 +878,8 @@ class Bench:
             done = 0
             round_time = None
             while done < self.args.rounds:
-                est = round_time or len(self.cases) * (self.args.duration + 0.5)
+                est = round_time or (len(self.cases) * (self.args.duration + 0.5) +
+                                     len(self.pairs) * (self.args.pair_duration + 0.5))
                 slack = self.time_left() - (self.args.rounds - done) * est - self.tail_time()
                 self.wait_quiet(srv, slack - 5)
                 t = time.time()
@@ -830,13 +893,21 @@ class Bench:
                 res = [None] * len(self.cases)
                 for i in order:
                     res[i] = wrk(self, self.cases[i], self.args.duration, srv)
+                # Then the paired runs, in the same alternating order.
+                pres = [None] * len(self.pairs)
+                for i in range(len(self.pairs))[::-1 if done % 2 else 1]:
+                    p = self.pairs[i]
+                    pres[i] = wrk(self, p.b, self.args.pair_duration, srv, versus=p.a)
                 round_time = max(round_time or 0, time.time() - t)
-                noise = max(r["foreign"] + r["steal"] for r in res)
+                noise = max(r["foreign"] + r["steal"] for r in res + pres)
                 log("round %d/%d: %s  [other processes + steal: up to %.0f%% of the CPUs]" % (
                     done + 1, self.args.rounds, "  ".join(
                         "%s %.0f" % (c.name, r["rps"]) for c, r in zip(self.cases, res)),
                     100 * noise))
-                for c, r in zip(self.cases, res):
+                log("  paired: %s" % "  ".join("%s %.3f" % (p.name, r["paired"]["ratio"])
+                                               for p, r in zip(self.pairs, pres)))
+                for c, r in list(zip(self.cases, res)) + [(p, r) for p, r in
+                                                           zip(self.pairs, pres)]:
                     if r["bad"]:
                         log("  %s: %d unexpected responses or socket errors: %s" %
                             (c.name, r["bad"], json.dumps(r["errors"])))
@@ -851,6 +922,8 @@ class Bench:
                     log("  kept although noisy: no time left to run it again")
                 for c, r in zip(self.cases, res):
                     c.rounds.append(r)
+                for p, r in zip(self.pairs, pres):
+                    p.rounds.append(r)
                 done += 1
             self.error_log_lines = self.count_error_log("main")
         finally:
@@ -898,16 +971,16 @@ class Bench:
         for s in self.stores:
             srv = Httpd(self, "mem-%s" % s.name, [s]).start()
             try:
-                port = srv.ports[s.size]
+                port, host = srv.port, srv.hosts[s.size]
                 kids = srv.children()
                 before = {k: proc_status(k) for k in kids}
                 toks = s.sample("api", self.args.rotate_mem, self.rng)
                 c = Case("mem-api-%s" % s.name, "", port,
-                         [raw_request("GET", "/v1/ping.txt", port,
+                         [raw_request("GET", "/v1/ping.txt", host,
                                       [("Authorization", "Bearer " + t)]) for t in toks], 200)
                 wk = s.sample("wk", min(self.args.rotate_body, s.n_wk), self.rng)
                 cb = Case("mem-wkbody-%s" % s.name, "", port,
-                          [raw_request("POST", "/v1/events", port,
+                          [raw_request("POST", "/v1/events", host,
                                        [("Content-Type", "text/plain")], sdk_batch(self.rng, t))
                            for t in wk], 200)
                 peak = {k: {} for k in kids}
@@ -990,6 +1063,11 @@ class Bench:
                 return c
         return None
 
+    def paired(self, b, a):
+        """Median per-round ratio of a pair, or None when it was not measured."""
+        p = self.pair(b, a)
+        return statistics.median(p.ratios()) if p else None
+
     def ratios(self, a, b, key="rps"):
         """Per-round a/b."""
         return [x[key] / y[key] for x, y in zip(a.rounds, b.rounds)]
@@ -1025,13 +1103,14 @@ class Bench:
         L.append("Load: `wrk -t%d -c%d -d%ss` per case per round, %d rounds, cases interleaved "
                  "(every case once per round, in the order below in odd rounds and reversed in even "
                  "ones), after a %ss "
-                 "warm-up of each; httpd %s event MPM, 2 "
+                 "warm-up of each; then, in each round, a %d s paired run of each comparison "
+                 "below (the load alternates between its two cases every %d ms); httpd %s event MPM, 2 "
                  "children x %d threads, keep-alive without a request limit, no access log; "
                  "client and server on the same %s CPUs%s. `api` and `api-10k` send one valid key; "
                  "every other case rotates through %d different credentials (%d for the 2 KiB "
                  "bodies)." %
                  (a.threads, a.connections, a.duration, a.rounds, a.warmup,
-                  m.get("httpd", "").split(" ")[0], a.server_threads, m.get("nproc"),
+                  a.pair_duration, a.slice, m.get("httpd", "").split(" ")[0], a.server_threads, m.get("nproc"),
                   ", httpd, wrk and decide_bench at nice %d" % a.nice if a.nice else "",
                   a.rotate, a.rotate_body))
         L.append("")
@@ -1061,9 +1140,9 @@ class Bench:
                  (100 * a.noise_limit, self.dropped_rounds, self.noisy_rounds, self.waited))
         L.append("")
         L.append("| case | what | req/s | p50 ms | p99 ms | ratio to open | ratio to open-post "
-                 "| Δp50 ms | httpd CPU µs/req | Δ CPU µs | noise % | wrong status | socket "
-                 "errors |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| paired ratio | Δp50 ms | httpd CPU µs/req | Δ CPU µs | noise % | wrong status "
+                 "| socket errors |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for c in self.cases:
             rps = statistics.median(r["rps"] for r in c.rounds)
             p50 = statistics.median(r["p50_us"] for r in c.rounds) / 1000
@@ -1080,10 +1159,35 @@ class Bench:
             cpu = statistics.median(r["httpd_cpu_us"] for r in c.rounds)
             dcpu = statistics.median(x["httpd_cpu_us"] - y["httpd_cpu_us"]
                                      for x, y in zip(c.rounds, base.rounds))
-            L.append("| %s | %s | %.0f | %.3f | %.3f | %.3f | %s | %+.3f | %.1f | %+.1f | "
+            pp = self.pair(c.name, base.name)
+            L.append("| %s | %s | %.0f | %.3f | %.3f | %.3f | %s | %s | %+.3f | %.1f | %+.1f | "
                      "%.0f / %.0f | %d | %d |" %
                      (c.name, c.desc, rps, p50, p99, ro, "%.3f" % rp if rp else "",
+                      "%.3f" % statistics.median(pp.ratios()) if pp else "",
                       dp, cpu, dcpu, statistics.median(nz), max(nz), bad, sockerr))
+        L.append("")
+        L.append("## Paired comparisons")
+        L.append("")
+        L.append("The speed of this kind of machine changes within a second (a CPU-bound loop "
+                 "timed every 0.1 s varies by up to 50 %%), so two cases run one after the other "
+                 "see different machines: the *open-again* row above shows how far apart. A "
+                 "paired run drives both cases in one wrk run and alternates the load between "
+                 "them every %d ms of the clock (bench/rotate.lua), so that they share the "
+                 "machine's slow and fast moments; each case's throughput is counted over its "
+                 "own slices, leaving out the first %d ms of each slice, when responses to the "
+                 "other case's requests still arrive. *ratio* is the median over the rounds of "
+                 "the per-round ratio of B's req/s to A's; the A/A row is this measurement's own "
+                 "resolution." % (a.slice, a.guard))
+        L.append("")
+        L.append("| B / A | what | ratio | quartiles | B req/s | A req/s | requests counted |")
+        L.append("|---|---|---:|---|---:|---:|---:|")
+        for p in self.pairs:
+            rs = sorted(p.ratios())
+            L.append("| %s | %s | %.3f | %s | %.0f | %.0f | %d |" % (
+                p.name, p.what, statistics.median(rs), quartiles(rs),
+                statistics.median(r["paired"]["b_rps"] for r in p.rounds),
+                statistics.median(r["paired"]["a_rps"] for r in p.rounds),
+                sum(r["paired"]["a"] + r["paired"]["b"] for r in p.rounds)))
         L.append("")
         L.append("## The decision alone (bench/decide_bench.c)")
         L.append("")
@@ -1158,7 +1262,16 @@ class Bench:
         for c in self.cases:
             L.append("| %s | %s |" % (c.name, " | ".join("%.0f" % r["rps"] for r in c.rounds)))
         L.append("")
-        L.append("Per-round ratio to open: ")
+        if self.pairs:
+            L.append("Paired runs, per-round ratio B / A:")
+            L.append("")
+            L.append("| B / A | " + " | ".join("round %d" % (i + 1) for i in range(a.rounds)) +
+                     " |")
+            L.append("|---|" + "---:|" * a.rounds)
+            for p in self.pairs:
+                L.append("| %s | %s |" % (p.name, " | ".join("%.3f" % x for x in p.ratios())))
+            L.append("")
+        L.append("Per-round ratio to open (separate runs): ")
         L.append("")
         L.append("| case | " + " | ".join("round %d" % (i + 1) for i in range(a.rounds)) + " |")
         L.append("|---|" + "---:|" * a.rounds)
@@ -1176,18 +1289,25 @@ class Bench:
         def verdict(ok):
             return "PASS" if ok else "**FAIL**"
 
+        def unpaired(b, a):
+            return "; %.3f in separate runs" % statistics.median(self.ratios(b, a))
+
         aa = self.case("open-again")
+        paa = self.pair("open-again", "open")
+        if paa:
+            rs = paa.ratios()
+            T.append(("(resolution) open-again / open in paired runs, the same case measured "
+                      "twice: how far from 1 noise alone puts a paired ratio in this run",
+                      "median %.3f, %s" % (statistics.median(rs), quartiles(rs)), "—"))
         if og and aa:
-            rs = sorted(self.ratios(aa, og))
-            spread = ("quartiles %.3f–%.3f" % tuple(statistics.quantiles(rs, n=4)[::2])
-                      if len(rs) >= 4 else "range %.3f–%.3f" % (rs[0], rs[-1]))
-            T.append(("(resolution) open-again / open, the same case measured twice: how far "
-                      "from 1 noise alone puts a ratio in this run",
-                      "median %.3f, %s" % (statistics.median(rs), spread), "—"))
-        if og and api:
-            r = statistics.median(self.ratios(api, og))
+            rs = self.ratios(aa, og)
+            T.append(("(resolution) the same in separate runs (the cases' own rounds)",
+                      "median %.3f, %s" % (statistics.median(rs), quartiles(rs)), "—"))
+        r = self.paired("api", "open")
+        if r is not None:
             T.append(("valid API key, %s store: throughput ≥ 0.97 of open (median of per-round "
-                      "ratios)" % prim.name, "%.3f" % r, verdict(r >= 0.97)))
+                      "ratios, paired runs)" % prim.name, "%.3f%s" % (r, unpaired(api, og)),
+                      verdict(r >= 0.97)))
             d = statistics.median((x["p50_us"] - y["p50_us"]) / 1000
                                   for x, y in zip(api.rounds, og.rounds))
             T.append(("valid API key, %s store: p50 latency within 0.05 ms of open" % prim.name,
@@ -1195,11 +1315,12 @@ class Bench:
         for s in self.stores:
             if s.size == prim.size or s.size > prim.size:
                 continue
-            small = self.case("api-%s" % s.name)
-            if small and api:
-                r = statistics.median(self.ratios(api, small))
-                T.append(("%s keys within 3%% of %s keys (req/s, median of per-round ratios)" %
-                          (prim.name, s.name), "%.3f" % r, verdict(r >= 0.97)))
+            r = self.paired("api", "api-%s" % s.name)
+            if r is not None:
+                T.append(("%s keys within 3%% of %s keys (req/s, median of per-round ratios, "
+                          "paired runs)" % (prim.name, s.name),
+                          "%.3f%s" % (r, unpaired(api, self.case("api-%s" % s.name))),
+                          verdict(r >= 0.97)))
         spread = self.case("api-spread")
         if og and spread:
             r = statistics.median(self.ratios(spread, og))
@@ -1243,22 +1364,24 @@ class Bench:
                 T.append(("malformed tokens no slower than valid: the decision alone, %s store"
                           % mr["name"], "%.0f ns vs %.0f ns" % (mr["malformed_ns"], mr["api_ns"]),
                           verdict(mr["malformed_ns"] <= mr["api_ns"])))
-        if mal and unk:
-            r = statistics.median(self.ratios(mal, unk))
+        r = self.paired("malformed", "unknown")
+        if r is not None:
             T.append(("malformed tokens no slower over HTTP than other refused tokens: req/s "
-                      "malformed / unknown, both 401 (median of per-round ratios, ≥ 0.98 "
-                      "allows for noise)", "%.3f" % r, verdict(r >= 0.98)))
+                      "malformed / unknown, both 401 (median of per-round ratios, paired runs; "
+                      "≥ 0.98 allows for noise)", "%.3f%s" % (r, unpaired(mal, unk)),
+                      verdict(r >= 0.98)))
         if mal and api:
             r = statistics.median(self.ratios(mal, api))
             T.append(("(informative) req/s malformed (401) / valid (200). Any 401 costs httpd "
                       "more than a 200 of the static file: after an error response the event "
                       "MPM hands the keep-alive connection back to its listener thread "
                       "(mod_auth_basic's 401 does the same), see README", "%.3f" % r, "—"))
-        wb, wh = self.case("wk-body"), self.case("wk-header")
-        if wb and wh:
-            r = statistics.median(self.ratios(wb, wh))
+        r = self.paired("wk-body", "wk-header")
+        if r is not None:
             T.append(("body write key ≥ 0.9 of header write key (2 KiB batch, median of "
-                      "per-round ratios)", "%.3f" % r, verdict(r >= 0.9)))
+                      "per-round ratios, paired runs)",
+                      "%.3f%s" % (r, unpaired(self.case("wk-body"), self.case("wk-header"))),
+                      verdict(r >= 0.9)))
         for mr in self.micro:
             if mr["size"] == prim.size:
                 T.append(("the decision alone < 3 µs at %s keys (valid API key)" % mr["name"],
@@ -1269,14 +1392,14 @@ class Bench:
         if not self.args.large:
             T.append(("`make bench` under 10 minutes (this script's run time; the build is "
                       "extra)", "%.0f s" % elapsed, verdict(elapsed < 600)))
-        bad = sum(r["bad_status"] for c in self.cases for r in c.rounds)
+        bad = sum(r["bad_status"] for c in self.cases + self.pairs for r in c.rounds)
         T.append(("every response has the case's status (200, or 401 for malformed and unknown)",
                   "%d wrong" % bad, verdict(bad == 0)))
         crashes = [l for l in self.error_log_lines if "exit signal" in l or "segfault" in l]
         T.append(("no httpd child crashed (error log)", "%d crash line(s)" % len(crashes),
                   verdict(not crashes)))
-        sockerr = sum(r["sock_errors"] for c in self.cases for r in c.rounds)
-        total = sum(r["requests"] for c in self.cases for r in c.rounds)
+        sockerr = sum(r["sock_errors"] for c in self.cases + self.pairs for r in c.rounds)
+        total = sum(r["requests"] for c in self.cases + self.pairs for r in c.rounds)
         T.append(("(informative) socket errors seen by wrk (connections the server closed or "
                   "reset)", "%d of %d requests" % (sockerr, total), "—"))
         return T
@@ -1293,7 +1416,15 @@ def main():
     ap.add_argument("--primary", type=int, default=1000000,
                     help="the store size of the main cases (default 1000000)")
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--duration", type=int, default=3, help="seconds per case per round")
+    ap.add_argument("--duration", type=int, default=2, help="seconds per case per round")
+    ap.add_argument("--pair-duration", type=int, default=3,
+                    help="seconds per paired run per round")
+    ap.add_argument("--slice", type=int, default=50,
+                    help="ms per slice of a paired run (the load alternates between the two "
+                         "cases every slice)")
+    ap.add_argument("--guard", type=int, default=5,
+                    help="ms at the start of each slice of a paired run not counted (responses "
+                         "to the other case's requests still arrive)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2, help="wrk threads")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections")
