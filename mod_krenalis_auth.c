@@ -64,6 +64,7 @@ typedef struct {
     dev_t dev;                     /* identity of the data.mdb that st maps */
     ino_t ino;
     int failing;                   /* the last open failed (logged once, not per request) */
+    unsigned long opens;           /* how many times st was opened: a memo names the one */
     apr_thread_mutex_t *pool_lock; /* guards the idle transactions below */
     MDB_txn **idle;                /* reset read transactions: renewing one keeps its */
     int nidle;                     /* reader slot, so no reader-table lock per request */
@@ -581,6 +582,7 @@ static int handle_open(ka_handle *h, server_rec *s)
     h->failing = 0;
     apr_thread_rwlock_wrlock(h->env_lock);
     h->st = st;
+    h->opens++;
     apr_thread_rwlock_unlock(h->env_lock);
     return KA_OK;
 }
@@ -724,12 +726,28 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
 
 /* ---- the store on the request path ---- */
 
+/* The API key last accepted on a connection, with the store snapshot that accepted it. A
+ * keep-alive client sends the same key on every request; while the store has not committed
+ * anything since, the key, its organization and its restriction read the same, so the next
+ * request skips parsing, HMAC and look-ups (docs/operations.md, "Connection memo"). */
+typedef struct {
+    const ka_handle *h;
+    unsigned long opens; /* h->opens of the environment that accepted it */
+    size_t txnid;        /* the snapshot (LMDB transaction ID) that accepted it; 0: empty */
+    char tok[KA_API_TOKEN_LEN];
+    ka_key_rec rec;
+} conn_memo;
+
 /* One request's access to a store: the read transaction is begun on the first look-up. */
 typedef struct {
     request_rec *r;
     ka_handle *h;
     MDB_txn *txn;
-    int locked; /* holds env_lock (shared, or alone while adopting a grown map) */
+    int locked;         /* holds env_lock (shared, or alone while adopting a grown map) */
+    conn_memo *memo;    /* the connection's memo, NULL until a key is accepted on it */
+    size_t memo_txnid;  /* the snapshot of a memo this decision used, 0: none */
+    int memo_stale;     /* a look-up after that found a newer snapshot: decide again */
+    int memo_off;       /* deciding again: no memo */
 } ka_txn;
 
 /* A reset transaction from the idle list renewed, or a new one. */
@@ -808,6 +826,10 @@ static int txn_begin(void *arg, const ka_store **st, MDB_txn **txn)
                       mdb_strerror(rc));
         return KA_FAIL;
     }
+    /* The decision used the memo of another snapshot: its answer mixes two states of the
+     * store, so decide_once decides again, from this transaction alone. */
+    if (t->memo_txnid != 0 && mdb_txn_id(t->txn) != t->memo_txnid)
+        t->memo_stale = 1;
     *st = h->st;
     *txn = t->txn;
     return KA_OK;
@@ -831,6 +853,62 @@ static void txn_end(ka_txn *t)
         mdb_txn_abort(t->txn);
     t->txn = NULL;
     txn_unlock(t);
+}
+
+/* ---- the connection memo ---- */
+
+static apr_status_t memo_wipe(void *data)
+{
+    OPENSSL_cleanse(data, sizeof(conn_memo));
+    return APR_SUCCESS;
+}
+
+/* ka_lookup.memo_get: the memo holds tok (compared in constant time: behind a proxy one
+ * connection carries many clients' keys) and the store has committed nothing since. */
+static int memo_get(void *ctx, const char *tok, size_t len, ka_key_rec *rec)
+{
+    ka_txn *t = ctx;
+    const conn_memo *m = t->memo;
+    ka_handle *h = t->h;
+    MDB_envinfo info;
+    int hit = 0;
+
+    if (m == NULL || m->txnid == 0 || t->memo_off || t->txn != NULL || m->h != h ||
+        len != sizeof(m->tok) || !ka_ct_equal(m->tok, tok, len))
+        return 0;
+    handle_recheck(h, t->r);
+    txn_lock(t, 1);
+    /* The last committed transaction, read from the meta pages (under the caller's map guard). */
+    if (h->st && h->opens == m->opens && mdb_env_info(h->st->env, &info) == 0 &&
+        info.me_last_txnid == m->txnid) {
+        *rec = m->rec;
+        t->memo_txnid = m->txnid;
+        hit = 1;
+    }
+    txn_unlock(t);
+    return hit;
+}
+
+/* ka_lookup.memo_put: called inside the transaction that has just accepted tok. */
+static void memo_put(void *ctx, const char *tok, size_t len, const ka_key_rec *rec)
+{
+    ka_txn *t = ctx;
+    conn_rec *c = t->r->connection;
+    conn_memo *m = t->memo;
+
+    if (t->txn == NULL || len != sizeof(m->tok))
+        return;
+    if (m == NULL) {
+        /* Once per connection, from its pool; wiped when the connection ends. */
+        m = t->memo = apr_pcalloc(c->pool, sizeof(*m));
+        ap_set_module_config(c->conn_config, &krenalis_auth_module, m);
+        apr_pool_cleanup_register(c->pool, m, memo_wipe, apr_pool_cleanup_null);
+    }
+    m->h = t->h;
+    m->opens = t->h->opens;
+    m->txnid = mdb_txn_id(t->txn);
+    memcpy(m->tok, tok, len);
+    m->rec = *rec;
 }
 
 /* ---- responses ---- */
@@ -1202,15 +1280,25 @@ static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_d
 
     t->r = r;
     t->h = h;
+    t->memo = ap_get_module_config(r->connection->conn_config, &krenalis_auth_module);
     lctx->begin = txn_begin;
     lctx->begin_arg = t;
     ka_store_lookup(lctx, &lk);
+    lk.memo_get = memo_get;
+    lk.memo_put = memo_put;
+    lk.memo_ctx = t;
     if (sigsetjmp(g.jb, 0) != 0) {
         ka_map_guard_recover();
         return decide_faulted(t, dec);
     }
     ka_map_guard_arm(&g);
     rc = ka_decide(req, &lk, dec);
+    if (t->memo_stale) {
+        /* The transaction now open is the snapshot every look-up of this decision reads. */
+        t->memo_off = 1;
+        t->memo_txnid = 0;
+        rc = ka_decide(req, &lk, dec);
+    }
     txn_end(t);
     ka_map_guard_disarm(&g);
     if (lctx->read_failed)

@@ -188,6 +188,8 @@ static int api_key_auth(const char *tok, size_t len, const ka_lookup *lk, const 
     ka_entity org, ws;
     int rc;
 
+    if (lk->memo_get && lk->memo_get(lk->memo_ctx, tok, len, rec))
+        return 0;
     if (!ka_api_body_parse(tok + 4, len - 4, payload))
         return refuse(dec, m->malformed_status, m->malformed_code, m->malformed);
     rc = lk->api_key(lk->ctx, payload, rec);
@@ -209,6 +211,8 @@ static int api_key_auth(const char *tok, size_t len, const ka_lookup *lk, const 
     }
     if (!org.enabled)
         return refuse_id(dec, 422, "OrganizationDisabled", "organization %s is disabled", rec->org);
+    if (lk->memo_put)
+        lk->memo_put(lk->memo_ctx, tok, len, rec);
     return 0;
 }
 
@@ -543,4 +547,7 @@ void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk)
     lk->org = lk_org;
     lk->ws = lk_ws;
     lk->conn = lk_conn;
+    lk->memo_get = NULL;
+    lk->memo_put = NULL;
+    lk->memo_ctx = NULL;
 }

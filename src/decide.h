@@ -32,6 +32,12 @@ typedef struct {
     int (*org)(void *ctx, const char *id, ka_entity *e);
     int (*ws)(void *ctx, const char *id, ka_entity *e);
     int (*conn)(void *ctx, const char *id, ka_entity *e);
+    /* Optional (NULL: none). A memo of the API key last accepted: memo_get fills rec and
+     * returns 1 when tok is that key and the store has not changed since; memo_put records a
+     * key that has just passed every check of its own (key, organization, restriction). */
+    int (*memo_get)(void *memo_ctx, const char *tok, size_t len, ka_key_rec *rec);
+    void (*memo_put)(void *memo_ctx, const char *tok, size_t len, const ka_key_rec *rec);
+    void *memo_ctx;
 } ka_lookup;
 
 typedef struct {

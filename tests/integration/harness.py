@@ -331,54 +331,70 @@ def http(port, method, path, headers=None, body=None, chunked=False, chunk_size=
     return parse_response(raw_resp, method)
 
 
+class KeepAlive:
+    """One persistent connection: send() writes a request and reads its whole response
+    (framed by Content-Length or chunked). A server that closes it fails the test."""
+
+    def __init__(self, port, timeout=20):
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.sent = 0
+
+    def send(self, method, path, headers, body=None):
+        s = self.sock
+        hd = list(headers) + [("Connection", "keep-alive")]
+        s.sendall(build_request(self.port, method, path, hd, body, close=False))
+        self.sent += 1
+        while b"\r\n\r\n" not in self.buf:
+            b = s.recv(65536)
+            if not b:
+                raise Failure("connection closed before a response (request %d)" % self.sent)
+            self.buf += b
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        probe = parse_response(head + b"\r\n\r\n", "HEAD")
+        te = (probe.get("Transfer-Encoding") or "").lower()
+        if probe.status in (204, 304) or method == "HEAD":
+            need = lambda r: 0  # noqa: E731
+        elif "chunked" in te:
+            need = None
+        else:
+            cl = int(probe.get("Content-Length") or 0)
+            need = lambda r, cl=cl: cl  # noqa: E731
+        while True:
+            if need is None:
+                end = rest.find(b"\r\n0\r\n\r\n")
+                if rest.startswith(b"0\r\n\r\n"):
+                    end, n = 0, 5
+                elif end >= 0:
+                    n = end + 7
+                if end >= 0:
+                    break
+            elif len(rest) >= need(rest):
+                n = need(rest)
+                break
+            b = s.recv(65536)
+            if not b:
+                raise Failure("connection closed inside a response body")
+            rest += b
+        self.buf = rest[n:]
+        return parse_response(head + b"\r\n\r\n" + rest[:n], method)
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def http_keepalive(port, requests, timeout=20):
     """Sends several requests on one persistent connection, one after the other; each item is
-    (method, path, headers[, body]). Returns the Responses (framed by Content-Length/chunked)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    buf = b""
-    out = []
-    try:
-        for item in requests:
-            method, path, headers = item[:3]
-            body = item[3] if len(item) > 3 else None
-            hd = list(headers) + [("Connection", "keep-alive")]
-            s.sendall(build_request(port, method, path, hd, body, close=False))
-            while b"\r\n\r\n" not in buf:
-                b = s.recv(65536)
-                if not b:
-                    raise Failure("connection closed before a response (request %d)" % len(out))
-                buf += b
-            head, _, rest = buf.partition(b"\r\n\r\n")
-            probe = parse_response(head + b"\r\n\r\n", "HEAD")
-            te = (probe.get("Transfer-Encoding") or "").lower()
-            if probe.status in (204, 304) or method == "HEAD":
-                need = lambda r: 0  # noqa: E731
-            elif "chunked" in te:
-                need = None
-            else:
-                cl = int(probe.get("Content-Length") or 0)
-                need = lambda r, cl=cl: cl  # noqa: E731
-            while True:
-                if need is None:
-                    end = rest.find(b"\r\n0\r\n\r\n")
-                    if rest.startswith(b"0\r\n\r\n"):
-                        end, n = 0, 5
-                    elif end >= 0:
-                        n = end + 7
-                    if end >= 0:
-                        break
-                elif len(rest) >= need(rest):
-                    n = need(rest)
-                    break
-                b = s.recv(65536)
-                if not b:
-                    raise Failure("connection closed inside a response body")
-                rest += b
-            out.append(parse_response(head + b"\r\n\r\n" + rest[:n], method))
-            buf = rest[n:]
-    finally:
-        s.close()
-    return out
+    (method, path, headers[, body]). Returns the Responses."""
+    with KeepAlive(port, timeout) as ka:
+        return [ka.send(*item) for item in requests]
 
 
 def free_port():

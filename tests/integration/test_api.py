@@ -3,9 +3,9 @@ import os
 import shutil
 import subprocess
 
-from harness import (Failure, Skip, api_body, assert_error, assert_identity, b62, backend, check, eq,
-                     hdrs, identity, krenalis_auth_headers, random_alnum, random_api_token,
-                     random_id, test, www_auth)
+from harness import (Failure, KeepAlive, Skip, api_body, assert_error, assert_identity, b62, backend,
+                     check, eq, hdrs, identity, krenalis_auth_headers, random_alnum,
+                     random_api_token, random_id, test, www_auth)
 import zlib
 import secrets
 
@@ -868,6 +868,133 @@ def _(h, t):
     assert_identity(backend(rs[3], t), identity("api", f["k2_id"], f["org2"]))
     assert_error(rs[4], 401, "Unauthorized", NOT_EXIST, auth="invalid")
     assert_identity(backend(rs[5], t), identity("api", f["k1r_id"], f["org1"], f["ws1a"]))
+
+
+# --------------------------------------------------------------------------------------
+# The connection memo (docs/operations.md): a keep-alive connection remembers the API key it
+# last accepted, with the store snapshot that accepted it. Every request below goes on one
+# connection, so each later one is decided with the memo in place.
+
+
+@each_target("api.memo: a key deleted between two requests on one connection -> 401 on the next")
+def _(h, t):
+    org = h.new_org()
+    kid, tok = h.new_api_key(org)
+    with KeepAlive(h.main.port(t)) as c:
+        for _ in range(3):
+            assert_identity(backend(c.send("GET", "/v1/items", bearer(tok)), t),
+                            identity("api", kid, org))
+        h.cli("api-key", "delete", kid)
+        for _ in range(3):
+            assert_error(c.send("GET", "/v1/items", bearer(tok)), 401, "Unauthorized",
+                         NOT_EXIST, auth="invalid")
+
+
+@each_target("api.memo: organization disabled, then enabled, between requests on one connection")
+def _(h, t):
+    org = h.new_org()
+    kid, tok = h.new_api_key(org)
+    with KeepAlive(h.main.port(t)) as c:
+        assert_identity(backend(c.send("GET", "/v1/items", bearer(tok)), t),
+                        identity("api", kid, org))
+        h.cli("organization", "disable", org)
+        assert_error(c.send("GET", "/v1/items", bearer(tok)), 422, "OrganizationDisabled",
+                     "organization %s is disabled" % org)
+        h.cli("organization", "enable", org)
+        assert_identity(backend(c.send("GET", "/v1/items", bearer(tok)), t),
+                        identity("api", kid, org))
+
+
+@each_target("api.memo: a restricted key's workspace removed between requests -> 401")
+def _(h, t):
+    f = h.f
+    w = h.new_ws(f["org1"])
+    kid, tok = h.new_api_key(ws=w)
+    with KeepAlive(h.main.port(t)) as c:
+        assert_identity(backend(c.send("GET", "/v1/items", bearer(tok)), t),
+                        identity("api", kid, f["org1"], w))
+        h.cli("workspace", "remove", w)
+        assert_error(c.send("GET", "/v1/items", bearer(tok)), 401, "Unauthorized", NOT_EXIST,
+                     auth="invalid")
+
+
+@each_target("api.memo: the workspace rules still apply to a remembered key")
+def _(h, t):
+    f = h.f
+    # Apache closes the connection after a 400, so the 400s come last on each connection.
+    with KeepAlive(h.main.port(t)) as c:
+        for _ in range(2):
+            assert_identity(backend(c.send("GET", "/v1/items", bearer(f["k1"])), t),
+                            identity("api", f["k1_id"], f["org1"]))
+            assert_identity(backend(c.send("GET", "/v1/items", bearer(f["k1"]) + ws(f["ws1b"])),
+                                    t), identity("api", f["k1_id"], f["org1"], f["ws1b"]))
+            assert_error(c.send("GET", "/v1/items", bearer(f["k1"]) + ws(f["ws2"])), 404,
+                         "NotFound", "workspace %s does not exist" % f["ws2"])
+            # A token that differs from the remembered one in its last character only.
+            last = f["k1"][-1]
+            other = f["k1"][:-1] + ("B" if last != "B" else "C")
+            r = c.send("GET", "/v1/items", bearer(other))
+            check(r.status == 401, "near-copy of the remembered key: %s" % r.brief())
+        assert_identity(backend(c.send("GET", "/v1/items", bearer(f["k1r"])), t),
+                        identity("api", f["k1r_id"], f["org1"], f["ws1a"]))
+        assert_error(c.send("GET", "/v1/items", bearer(f["k1r"]) + ws(f["ws1b"])), 400,
+                     "BadRequest", WS_RESTRICTED)
+
+
+def last_txnid(data_mdb):
+    """The last committed LMDB transaction ID of a data.mdb: the larger mm_txnid of its two meta
+    pages. Each meta page: a 16-byte page header, then magic, version, address, mapsize (24
+    bytes), two 48-byte database records (the first starts with the page size) and the last
+    page number, then mm_txnid at offset 144."""
+    raw = data_mdb.read_bytes()
+    psize = int.from_bytes(raw[40:44], "little")
+    return max(int.from_bytes(raw[off + 144:off + 152], "little") for off in (0, psize))
+
+
+@each_target("api.memo: data.mdb replaced by a store at the same transaction ID -> reopened")
+def _(h, t):
+    import time
+    # A copy of the store, then one write on each side: both files end at the same LMDB
+    # transaction ID, and only the live one holds the new key. A memo that trusted the ID alone
+    # would accept the key from the replacement.
+    org = h.new_org()
+    copy = h.root / "store-memo-copy"
+    shutil.copytree(h.store, copy)
+    kid, tok = h.new_api_key(org)
+    while last_txnid(copy / "data.mdb") < last_txnid(h.store / "data.mdb"):
+        h.cli("organization", "add", "--name", "side write", store=copy)
+    eq(last_txnid(copy / "data.mdb"), last_txnid(h.store / "data.mdb"), "transaction IDs")
+    with KeepAlive(h.main.port(t)) as c:
+        assert_identity(backend(c.send("GET", "/v1/items", bearer(tok)), t),
+                        identity("api", kid, org))
+        live = h.store / "data.mdb"
+        st = os.stat(live)
+
+        def placed(src, name):
+            """A copy of src beside data.mdb, with its owner and mode, to rename over it."""
+            dst = h.store / name
+            shutil.copyfile(src, dst)
+            os.chmod(dst, st.st_mode & 0o7777)
+            os.chown(dst, st.st_uid, st.st_gid)
+            return dst
+
+        saved = placed(live, "data.mdb.live")
+        os.rename(placed(copy / "data.mdb", "data.mdb.new"), live)
+        try:
+            time.sleep(1.2)  # the children look at data.mdb at most once a second
+            # Requests on other connections first: in the event MPM one of them reopens the
+            # store in this connection's child, so the memo meets an open store of the same ID.
+            for _ in range(N_CONN):
+                assert_error(h.req(t, "GET", "/v1/items", bearer(tok)), 401, "Unauthorized",
+                             NOT_EXIST, auth="invalid")
+            assert_error(c.send("GET", "/v1/items", bearer(tok)), 401, "Unauthorized", NOT_EXIST,
+                         auth="invalid")
+        finally:
+            os.rename(saved, live)
+            shutil.rmtree(copy, ignore_errors=True)
+        time.sleep(1.2)
+        assert_identity(backend(c.send("GET", "/v1/items", bearer(tok)), t),
+                        identity("api", kid, org))
 
 
 @each_target("api.6.1.05 malformed: 8000-character token")
