@@ -735,7 +735,10 @@ typedef struct {
     unsigned long opens; /* h->opens of the environment that accepted it */
     size_t txnid;        /* the snapshot (LMDB transaction ID) that accepted it; 0: empty */
     char tok[KA_API_TOKEN_LEN];
-    ka_key_rec rec;
+    /* What the decision reads of the key record after api_key_auth (two cache lines in all). */
+    char id[KA_ID_LEN + 1];
+    char org[KA_ID_LEN + 1];
+    char ws[KA_ID_LEN + 1];
 } conn_memo;
 
 /* One request's access to a store: the read transaction is begun on the first look-up. */
@@ -863,8 +866,19 @@ static apr_status_t memo_wipe(void *data)
     return APR_SUCCESS;
 }
 
-/* ka_lookup.memo_get: the memo holds tok (compared in constant time: behind a proxy one
- * connection carries many clients' keys) and the store has committed nothing since. */
+/* Whether a equals b, in time independent of where they differ: behind a proxy one connection
+ * carries many clients' keys. Inline rather than CRYPTO_memcmp, whose page of libcrypto is
+ * rarely in the caches on this path. */
+static int tok_equal(const char *a, const char *b)
+{
+    unsigned char d = 0;
+
+    for (size_t i = 0; i < KA_API_TOKEN_LEN; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+/* ka_lookup.memo_get: the memo holds tok and the store has committed nothing since. */
 static int memo_get(void *ctx, const char *tok, size_t len, ka_key_rec *rec)
 {
     ka_txn *t = ctx;
@@ -874,14 +888,18 @@ static int memo_get(void *ctx, const char *tok, size_t len, ka_key_rec *rec)
     int hit = 0;
 
     if (m == NULL || m->txnid == 0 || t->memo_off || t->txn != NULL || m->h != h ||
-        len != sizeof(m->tok) || !ka_ct_equal(m->tok, tok, len))
+        len != sizeof(m->tok) || !tok_equal(m->tok, tok))
         return 0;
     handle_recheck(h, t->r);
     txn_lock(t, 1);
     /* The last committed transaction, read from the meta pages (under the caller's map guard). */
     if (h->st && h->opens == m->opens && mdb_env_info(h->st->env, &info) == 0 &&
         info.me_last_txnid == m->txnid) {
-        *rec = m->rec;
+        memset(rec, 0, sizeof(*rec));
+        rec->type = KA_KEY_API;
+        memcpy(rec->id, m->id, sizeof(m->id));
+        memcpy(rec->org, m->org, sizeof(m->org));
+        memcpy(rec->ws, m->ws, sizeof(m->ws));
         t->memo_txnid = m->txnid;
         hit = 1;
     }
@@ -908,7 +926,9 @@ static void memo_put(void *ctx, const char *tok, size_t len, const ka_key_rec *r
     m->opens = t->h->opens;
     m->txnid = mdb_txn_id(t->txn);
     memcpy(m->tok, tok, len);
-    m->rec = *rec;
+    memcpy(m->id, rec->id, sizeof(m->id));
+    memcpy(m->org, rec->org, sizeof(m->org));
+    memcpy(m->ws, rec->ws, sizeof(m->ws));
 }
 
 /* ---- responses ---- */
@@ -1266,23 +1286,16 @@ static int decide_faulted(ka_txn *t, ka_decision *dec)
     return dec->status;
 }
 
-/* One pass of the decision tables over the store, guarded against a data.mdb truncated under
- * the map. */
-static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_decision *dec)
+/* The decision under the SIGBUS guard. t and lctx change after sigsetjmp and are read after a
+ * siglongjmp, so they live in the caller's frame (never inlined into it), not in this one. */
+static __attribute__((noinline)) int decide_guarded(ka_txn *t, ka_store_lookup_ctx *lctx,
+                                                     const ka_request *req, ka_decision *dec)
 {
-    /* In the pool, not on the stack: t and lctx change after sigsetjmp and are read after a
-     * siglongjmp. */
-    ka_txn *t = apr_pcalloc(r->pool, sizeof(*t));
-    ka_store_lookup_ctx *lctx = apr_pcalloc(r->pool, sizeof(*lctx));
+    request_rec *r = t->r;
     ka_map_guard g;
     ka_lookup lk;
     int rc;
 
-    t->r = r;
-    t->h = h;
-    t->memo = ap_get_module_config(r->connection->conn_config, &krenalis_auth_module);
-    lctx->begin = txn_begin;
-    lctx->begin_arg = t;
     ka_store_lookup(lctx, &lk);
     lk.memo_get = memo_get;
     lk.memo_put = memo_put;
@@ -1303,8 +1316,26 @@ static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_d
     ka_map_guard_disarm(&g);
     if (lctx->read_failed)
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "key store %s: a read failed (damaged data?)",
-                      h->dir);
+                      t->h->dir);
     return rc;
+}
+
+/* One pass of the decision tables over the store, guarded against a data.mdb truncated under
+ * the map. On the stack, not in the request pool: nothing per request outgrows its first
+ * block because of the module. */
+static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_decision *dec)
+{
+    ka_txn t;
+    ka_store_lookup_ctx lctx;
+
+    memset(&t, 0, sizeof(t));
+    memset(&lctx, 0, sizeof(lctx));
+    t.r = r;
+    t.h = h;
+    t.memo = ap_get_module_config(r->connection->conn_config, &krenalis_auth_module);
+    lctx.begin = txn_begin;
+    lctx.begin_arg = &t;
+    return decide_guarded(&t, &lctx, req, dec);
 }
 
 /* Decides, reading the body when the decision needs it. No transaction stays open while a
@@ -1340,7 +1371,7 @@ static int ka_check_user(request_rec *r)
     r->ap_auth_type = AUTH_TYPE_NAME;
     if (q && q->authenticated) {
         /* An internal redirect or subrequest of an authenticated request. */
-        r->user = apr_pstrdup(r->pool, q->id.key_id);
+        r->user = q->id.key_id;
         return OK;
     }
     q = apr_pcalloc(r->pool, sizeof(*q));
@@ -1381,7 +1412,7 @@ static int ka_check_user(request_rec *r)
     }
     q->authenticated = 1;
     q->id = dec.id;
-    r->user = apr_pstrdup(r->pool, dec.id.key_id);
+    r->user = q->id.key_id; /* q lives as long as r */
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "authenticated %s key %s",
                   ka_key_type_name(dec.id.type), dec.id.key_id);
     return OK;
