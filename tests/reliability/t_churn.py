@@ -301,8 +301,17 @@ class Load:
         rng = random.Random(seed)
         cl = Client(self.port)
         out = []
+        last_plain = None
         while not self.stop.is_set():
-            variant, k, data, method, how, *extra = build(self.world, self.port, rng)
+            # A keep-alive client sends its own key again and again: repeat the last plain API
+            # request on this connection often, so that the module's connection memo answers
+            # while the key is deleted, its organization disabled, and so on.
+            if last_plain is not None and not fresh and rng.random() < 0.4:
+                variant, k, data, method, how, *extra = last_plain
+            else:
+                variant, k, data, method, how, *extra = build(self.world, self.port, rng)
+            if variant == "plain" and k is not None and k.kind == "api":
+                last_plain = (variant, k, data, method, how, *extra)
             if fresh:
                 data = data.replace(b"Connection: keep-alive", b"Connection: close")
             t0 = time.monotonic()
