@@ -602,14 +602,20 @@ static void shrank_msg(const ka_handle *h, char *err, size_t errlen)
     snprintf(err, errlen, "key store %s: data.mdb shrank under a read: it was truncated", h->dir);
 }
 
-/* Closes a store that cannot be read, logs why once, and lets the next open wait a second;
- * the caller holds open_lock. */
-static void handle_shut(ka_handle *h, request_rec *r, const char *why)
+/* Closes the environment once no request reads it; the caller holds open_lock. */
+static void handle_drop(ka_handle *h)
 {
     apr_thread_rwlock_wrlock(h->env_lock);
     if (h->st)
         handle_close(h);
     apr_thread_rwlock_unlock(h->env_lock);
+}
+
+/* Closes a store that cannot be read, logs why once, and lets the next open wait a second;
+ * the caller holds open_lock. */
+static void handle_shut(ka_handle *h, request_rec *r, const char *why)
+{
+    handle_drop(h);
     handle_failing(h, r->server, "KrenalisAuthKeyStore", why);
     h->failed_at = r->request_time;
 }
@@ -650,9 +656,7 @@ static void handle_recheck(ka_handle *h, request_rec *r)
         if (h->st && (stat(h->data_path, &sb) != 0 || sb.st_ino != h->ino || sb.st_dev != h->dev)) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
                           "key store %s was removed or replaced; reopening it", h->dir);
-            apr_thread_rwlock_wrlock(h->env_lock);
-            handle_close(h);
-            apr_thread_rwlock_unlock(h->env_lock);
+            handle_drop(h);
         } else if (h->st && !handle_size_ok(h, (long long)sb.st_size, err, sizeof(err))) {
             handle_shut(h, r, err);
         }
@@ -866,19 +870,8 @@ static apr_status_t memo_wipe(void *data)
     return APR_SUCCESS;
 }
 
-/* Whether a equals b, in time independent of where they differ: behind a proxy one connection
- * carries many clients' keys. Inline rather than CRYPTO_memcmp, whose page of libcrypto is
- * rarely in the caches on this path. */
-static int tok_equal(const char *a, const char *b)
-{
-    unsigned char d = 0;
-
-    for (size_t i = 0; i < KA_API_TOKEN_LEN; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
-}
-
-/* ka_lookup.memo_get: the memo holds tok and the store has committed nothing since. */
+/* ka_lookup.memo_get: the memo holds tok (compared in constant time: behind a proxy one
+ * connection carries many clients' keys) and the store has committed nothing since. */
 static int memo_get(void *ctx, const char *tok, size_t len, ka_key_rec *rec)
 {
     ka_txn *t = ctx;
@@ -888,7 +881,7 @@ static int memo_get(void *ctx, const char *tok, size_t len, ka_key_rec *rec)
     int hit = 0;
 
     if (m == NULL || m->txnid == 0 || t->memo_off || t->txn != NULL || m->h != h ||
-        len != sizeof(m->tok) || !tok_equal(m->tok, tok))
+        len != KA_API_TOKEN_LEN || !ka_ct_equal(m->tok, tok, KA_API_TOKEN_LEN))
         return 0;
     handle_recheck(h, t->r);
     txn_lock(t, 1);
@@ -914,7 +907,7 @@ static void memo_put(void *ctx, const char *tok, size_t len, const ka_key_rec *r
     conn_rec *c = t->r->connection;
     conn_memo *m = t->memo;
 
-    if (t->txn == NULL || len != sizeof(m->tok))
+    if (t->txn == NULL || len != KA_API_TOKEN_LEN)
         return;
     if (m == NULL) {
         /* Once per connection, from its pool; wiped when the connection ends. */
