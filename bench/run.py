@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # The API-key encoding of the tests' harness (standard library only, no side effects).
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-from harness import ALNUM62, api_body  # noqa: E402
+from harness import ALNUM62, api_body, terminate  # noqa: E402
 
 BENCH = REPO / "bench"
 BUILD = REPO / "build"
@@ -75,16 +75,7 @@ PROCS = []
 def stop_proc(p, timeout=15):
     if p is None:
         return
-    if p.poll() is None:
-        try:
-            os.kill(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait(5)
+    terminate(p, timeout)
     if p in PROCS:
         PROCS.remove(p)
 

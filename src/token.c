@@ -55,7 +55,6 @@ int ka_bearer_parse(const char *value, const char **tok, size_t *toklen)
     return 1;
 }
 
-/* Digit value of c in the API key alphabet, or -1. */
 /* Digit value of each byte in ka_alnum62 order, 255 for a byte that is not a digit. A table,
  * because branches on random key characters are mispredicted about half the time. */
 static const uint8_t digit62_table[256] = {
@@ -75,6 +74,7 @@ static const uint8_t digit62_table[256] = {
     255, 255, 255, 255, 255, 255, 255, 255, 255,
 };
 
+/* Digit value of c in the API key alphabet, or -1. */
 static int digit62(unsigned char c)
 {
     return digit62_table[c] == 255 ? -1 : digit62_table[c];
