@@ -144,6 +144,17 @@ static void test_ct_equal(void **state)
             assert_int_equal(ka_ct_equal(a, b, 256), 0);
             b[i] ^= 0x80;
         }
+        /* Every length and alignment around the 8-byte steps, every bit of every byte. */
+        for (size_t off = 0; off < 8; off++)
+            for (size_t len = 1; len <= 70; len++)
+                for (size_t i = 0; i < len; i++)
+                    for (int bit = 0; bit < 8; bit++) {
+                        b[off + i] ^= (uint8_t)(1u << bit);
+                        assert_int_equal(ka_ct_equal(a + off, b + off, len), 0);
+                        assert_int_equal(ka_ct_equal(a + off, b + off, i), 1);
+                        b[off + i] ^= (uint8_t)(1u << bit);
+                        assert_int_equal(ka_ct_equal(a + off, b + off, len), 1);
+                    }
     }
 }
 
