@@ -730,19 +730,16 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
 
 /* ---- the store on the request path ---- */
 
-/* The API key last accepted on a connection, with the store snapshot that accepted it. A
- * keep-alive client sends the same key on every request; while the store has not committed
- * anything since, the key, its organization and its restriction read the same, so the next
- * request skips parsing, HMAC and look-ups (docs/operations.md, "Connection memo"). */
+/* The last API-endpoint decision a connection accepted: its inputs, its answer and the store
+ * snapshot it read. A keep-alive client sends the same headers on every request; while the
+ * store has committed nothing since, ka_decide would answer the same, so the next such request
+ * skips it (docs/operations.md, "Connection memo"). */
 typedef struct {
     const ka_handle *h;
-    unsigned long opens; /* h->opens of the environment that accepted it */
-    size_t txnid;        /* the snapshot (LMDB transaction ID) that accepted it; 0: empty */
-    char tok[KA_API_TOKEN_LEN];
-    /* What the decision reads of the key record after api_key_auth (two cache lines in all). */
-    char id[KA_ID_LEN + 1];
-    char org[KA_ID_LEN + 1];
-    char ws[KA_ID_LEN + 1];
+    unsigned long opens; /* h->opens of the environment that decided */
+    size_t txnid;        /* the snapshot (LMDB transaction ID) it read; 0: empty */
+    ka_memo_key key;
+    ka_identity id;
 } conn_memo;
 
 /* One request's access to a store: the read transaction is begun on the first look-up. */
@@ -750,11 +747,8 @@ typedef struct {
     request_rec *r;
     ka_handle *h;
     MDB_txn *txn;
-    int locked;         /* holds env_lock (shared, or alone while adopting a grown map) */
-    conn_memo *memo;    /* the connection's memo, NULL until a key is accepted on it */
-    size_t memo_txnid;  /* the snapshot of a memo this decision used, 0: none */
-    int memo_stale;     /* a look-up after that found a newer snapshot: decide again */
-    int memo_off;       /* deciding again: no memo */
+    int locked;      /* holds env_lock (shared, or alone while adopting a grown map) */
+    conn_memo *memo; /* the connection's memo, NULL until a decision is kept on it */
 } ka_txn;
 
 /* A reset transaction from the idle list renewed, or a new one. */
@@ -833,10 +827,6 @@ static int txn_begin(void *arg, const ka_store **st, MDB_txn **txn)
                       mdb_strerror(rc));
         return KA_FAIL;
     }
-    /* The decision used the memo of another snapshot: its answer mixes two states of the
-     * store, so decide_once decides again, from this transaction alone. */
-    if (t->memo_txnid != 0 && mdb_txn_id(t->txn) != t->memo_txnid)
-        t->memo_stale = 1;
     *st = h->st;
     *txn = t->txn;
     return KA_OK;
@@ -870,44 +860,42 @@ static apr_status_t memo_wipe(void *data)
     return APR_SUCCESS;
 }
 
-/* ka_lookup.memo_get: the memo holds tok (compared in constant time: behind a proxy one
- * connection carries many clients' keys) and the store has committed nothing since. */
-static int memo_get(void *ctx, const char *tok, size_t len, ka_key_rec *rec)
+/* Answers dec from the memo when req has its inputs (the Authorization value compared in
+ * constant time: behind a proxy one connection carries many clients' keys) and the store has
+ * committed nothing since. */
+static int memo_answer(ka_txn *t, const ka_request *req, ka_decision *dec)
 {
-    ka_txn *t = ctx;
     const conn_memo *m = t->memo;
     ka_handle *h = t->h;
     MDB_envinfo info;
-    int hit = 0;
+    int hit;
 
-    if (m == NULL || m->txnid == 0 || t->memo_off || t->txn != NULL || m->h != h ||
-        len != KA_API_TOKEN_LEN || !ka_ct_equal(m->tok, tok, KA_API_TOKEN_LEN))
+    if (m == NULL || m->txnid == 0 || m->h != h || !ka_memo_key_match(&m->key, req))
         return 0;
     handle_recheck(h, t->r);
     txn_lock(t, 1);
     /* The last committed transaction, read from the meta pages (under the caller's map guard). */
-    if (h->st && h->opens == m->opens && mdb_env_info(h->st->env, &info) == 0 &&
-        info.me_last_txnid == m->txnid) {
-        memset(rec, 0, sizeof(*rec));
-        rec->type = KA_KEY_API;
-        memcpy(rec->id, m->id, sizeof(m->id));
-        memcpy(rec->org, m->org, sizeof(m->org));
-        memcpy(rec->ws, m->ws, sizeof(m->ws));
-        t->memo_txnid = m->txnid;
-        hit = 1;
-    }
+    hit = h->st && h->opens == m->opens && mdb_env_info(h->st->env, &info) == 0 &&
+          info.me_last_txnid == m->txnid;
     txn_unlock(t);
-    return hit;
+    if (!hit)
+        return 0;
+    dec->status = KA_ACCEPT;
+    dec->code = NULL;
+    dec->message[0] = '\0';
+    dec->token_presented = 1;
+    dec->id = m->id;
+    return 1;
 }
 
-/* ka_lookup.memo_put: called inside the transaction that has just accepted tok. */
-static void memo_put(void *ctx, const char *tok, size_t len, const ka_key_rec *rec)
+/* Keeps an accepted decision that read the store in the transaction still open. */
+static void memo_keep(ka_txn *t, const ka_request *req, const ka_decision *dec)
 {
-    ka_txn *t = ctx;
     conn_rec *c = t->r->connection;
     conn_memo *m = t->memo;
+    ka_memo_key key;
 
-    if (t->txn == NULL || len != KA_API_TOKEN_LEN)
+    if (t->txn == NULL || !ka_memo_key_set(&key, req))
         return;
     if (m == NULL) {
         /* Once per connection, from its pool; wiped when the connection ends. */
@@ -918,10 +906,9 @@ static void memo_put(void *ctx, const char *tok, size_t len, const ka_key_rec *r
     m->h = t->h;
     m->opens = t->h->opens;
     m->txnid = mdb_txn_id(t->txn);
-    memcpy(m->tok, tok, len);
-    memcpy(m->id, rec->id, sizeof(m->id));
-    memcpy(m->org, rec->org, sizeof(m->org));
-    memcpy(m->ws, rec->ws, sizeof(m->ws));
+    m->key = key;
+    m->id = dec->id;
+    OPENSSL_cleanse(&key, sizeof(key));
 }
 
 /* ---- responses ---- */
@@ -1282,7 +1269,7 @@ static int decide_faulted(ka_txn *t, ka_decision *dec)
 /* The decision under the SIGBUS guard. t and lctx change after sigsetjmp and are read after a
  * siglongjmp, so they live in the caller's frame (never inlined into it), not in this one. */
 static __attribute__((noinline)) int decide_guarded(ka_txn *t, ka_store_lookup_ctx *lctx,
-                                                     const ka_request *req, ka_decision *dec)
+                                                    const ka_request *req, ka_decision *dec)
 {
     request_rec *r = t->r;
     ka_map_guard g;
@@ -1290,20 +1277,17 @@ static __attribute__((noinline)) int decide_guarded(ka_txn *t, ka_store_lookup_c
     int rc;
 
     ka_store_lookup(lctx, &lk);
-    lk.memo_get = memo_get;
-    lk.memo_put = memo_put;
-    lk.memo_ctx = t;
     if (sigsetjmp(g.jb, 0) != 0) {
         ka_map_guard_recover();
         return decide_faulted(t, dec);
     }
     ka_map_guard_arm(&g);
-    rc = ka_decide(req, &lk, dec);
-    if (t->memo_stale) {
-        /* The transaction now open is the snapshot every look-up of this decision reads. */
-        t->memo_off = 1;
-        t->memo_txnid = 0;
+    if (memo_answer(t, req, dec)) {
+        rc = KA_ACCEPT;
+    } else {
         rc = ka_decide(req, &lk, dec);
+        if (rc == KA_ACCEPT)
+            memo_keep(t, req, dec);
     }
     txn_end(t);
     ka_map_guard_disarm(&g);

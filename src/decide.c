@@ -54,7 +54,9 @@ static int ends_in_event_type(const char *path)
 
 void ka_classify(const char *method, const char *path, ka_endpoint configured, ka_route *out)
 {
-    int post = strcmp(method, "POST") == 0, options = strcmp(method, "OPTIONS") == 0;
+    /* The first letter first: this runs on every request, most of them GET. */
+    int post = method[0] == 'P' && strcmp(method, "POST") == 0;
+    int options = method[0] == 'O' && strcmp(method, "OPTIONS") == 0;
     int bare = 0;
 
     memset(out, 0, sizeof(*out));
@@ -73,7 +75,7 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
         out->body_key_allowed = post && bare;
         return;
     }
-    if ((strcmp(method, "GET") == 0 || options) &&
+    if (((method[0] == 'G' && strcmp(method, "GET") == 0) || options) &&
         strncmp(path, "/v1/events/settings/", strlen("/v1/events/settings/")) == 0) {
         out->endpoint = KA_EP_SETTINGS;
         out->preflight_candidate = options;
@@ -188,8 +190,6 @@ static int api_key_auth(const char *tok, size_t len, const ka_lookup *lk, const 
     ka_entity org, ws;
     int rc;
 
-    if (lk->memo_get && lk->memo_get(lk->memo_ctx, tok, len, rec))
-        return 0;
     if (!ka_api_body_parse(tok + 4, len - 4, payload))
         return refuse(dec, m->malformed_status, m->malformed_code, m->malformed);
     rc = lk->api_key(lk->ctx, payload, rec);
@@ -211,8 +211,6 @@ static int api_key_auth(const char *tok, size_t len, const ka_lookup *lk, const 
     }
     if (!org.enabled)
         return refuse_id(dec, 422, "OrganizationDisabled", "organization %s is disabled", rec->org);
-    if (lk->memo_put)
-        lk->memo_put(lk->memo_ctx, tok, len, rec);
     return 0;
 }
 
@@ -471,6 +469,49 @@ int ka_decide(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
     }
 }
 
+/* ---- the memo key ---- */
+
+/* decide_api reads the Authorization and Krenalis-Workspace values and the workspace policy,
+ * nothing else of the request: they are the whole key. */
+static int memo_keeps(const ka_request *req, size_t *auth_len, size_t *ws_len)
+{
+    if (req->route.endpoint != KA_EP_API || req->body != NULL || req->authorization == NULL)
+        return 0;
+    *auth_len = strnlen(req->authorization, KA_MEMO_AUTH_MAX + 1);
+    *ws_len = req->workspace ? strnlen(req->workspace, KA_ID_LEN + 1) : 0;
+    return *auth_len > 0 && *auth_len <= KA_MEMO_AUTH_MAX && *ws_len <= KA_ID_LEN;
+}
+
+int ka_memo_key_set(ka_memo_key *k, const ka_request *req)
+{
+    size_t an, wn;
+
+    if (!memo_keeps(req, &an, &wn))
+        return 0;
+    memset(k, 0, sizeof(*k));
+    memcpy(k->auth, req->authorization, an);
+    k->auth_len = (unsigned char)an;
+    k->has_ws = req->workspace != NULL;
+    k->ws_policy = (unsigned char)req->ws_policy;
+    if (wn > 0)
+        memcpy(k->ws, req->workspace, wn);
+    return 1;
+}
+
+int ka_memo_key_match(const ka_memo_key *k, const ka_request *req)
+{
+    const char *a = req->authorization, *w = req->workspace;
+
+    /* k was set from a request memo_keeps accepted: equal values pass it too. */
+    if (k->auth_len == 0 || req->route.endpoint != KA_EP_API || req->body != NULL || a == NULL ||
+        (w != NULL) != k->has_ws || (unsigned)req->ws_policy != k->ws_policy)
+        return 0;
+    if (w != NULL && strcmp(w, k->ws) != 0)
+        return 0;
+    return strnlen(a, (size_t)k->auth_len + 1) == k->auth_len &&
+           ka_ct_equal(k->auth, a, k->auth_len);
+}
+
 /* ---- look-ups over the store ---- */
 
 /* The transaction of a look-up, begun on first use. */
@@ -547,7 +588,4 @@ void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk)
     lk->org = lk_org;
     lk->ws = lk_ws;
     lk->conn = lk_conn;
-    lk->memo_get = NULL;
-    lk->memo_put = NULL;
-    lk->memo_ctx = NULL;
 }

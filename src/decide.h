@@ -32,12 +32,6 @@ typedef struct {
     int (*org)(void *ctx, const char *id, ka_entity *e);
     int (*ws)(void *ctx, const char *id, ka_entity *e);
     int (*conn)(void *ctx, const char *id, ka_entity *e);
-    /* Optional (NULL: none). A memo of the API key last accepted: memo_get fills rec and
-     * returns 1 when tok is that key and the store has not changed since; memo_put records a
-     * key that has just passed every check of its own (key, organization, restriction). */
-    int (*memo_get)(void *memo_ctx, const char *tok, size_t len, ka_key_rec *rec);
-    void (*memo_put)(void *memo_ctx, const char *tok, size_t len, const ka_key_rec *rec);
-    void *memo_ctx;
 } ka_lookup;
 
 typedef struct {
@@ -61,6 +55,25 @@ typedef struct {
 } ka_decision;
 
 int ka_decide(const ka_request *req, const ka_lookup *lk, ka_decision *dec);
+
+/* The inputs of an API-endpoint decision, kept by the module's connection memo. ka_decide reads
+ * nothing but the request and the store, so on one snapshot of the store two requests with
+ * equal keys get the same decision. */
+#define KA_MEMO_AUTH_MAX 64 /* "Bearer " + an API key is 60 */
+typedef struct {
+    char auth[KA_MEMO_AUTH_MAX]; /* the Authorization value (auth_len bytes, no NUL) */
+    unsigned char auth_len;      /* 0: empty key, matches nothing */
+    unsigned char has_ws;        /* Krenalis-Workspace was sent: ws holds it */
+    unsigned char ws_policy;
+    char ws[KA_ID_LEN + 1];
+} ka_memo_key;
+
+/* Fills k from req; 0 (k untouched) when the memo does not keep such a request: not an API
+ * endpoint, a body, or header values longer than any the decision accepts. */
+int ka_memo_key_set(ka_memo_key *k, const ka_request *req);
+
+/* Whether req's inputs are k's; the Authorization values are compared in constant time. */
+int ka_memo_key_match(const ka_memo_key *k, const ka_request *req);
 
 /* The look-ups over a store and a read transaction. When txn is NULL the first look-up calls
  * begin to open the store and the transaction, so a decision that reads nothing (a malformed

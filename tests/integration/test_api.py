@@ -25,6 +25,8 @@ WS_INVALID = ("Krenalis-Workspace header is invalid; it should be in the format 
 WS_MISSING = ("Krenalis-Workspace header is missing; provide it in the format "
               "'Krenalis-Workspace: <WORKSPACE_ID>'")
 WS_FORBIDDEN = "organization request cannot specify a workspace"
+NO_ORG_PREFIX = ("platform management APIs require specific keys for authentication (these are "
+                 "keys that begin with 'org_')")
 
 
 def bearer(tok):
@@ -939,6 +941,31 @@ def _(h, t):
                         identity("api", f["k1r_id"], f["org1"], f["ws1a"]))
         assert_error(c.send("GET", "/v1/items", bearer(f["k1r"]) + ws(f["ws1b"])), 400,
                      "BadRequest", WS_RESTRICTED)
+
+
+@each_target("api.memo: a remembered decision answers only the same headers under the same rules")
+def _(h, t):
+    f = h.f
+    k1, with_ws = bearer(f["k1"]), bearer(f["k1"]) + ws(f["ws1b"])
+    plain = identity("api", f["k1_id"], f["org1"])
+    in_ws = identity("api", f["k1_id"], f["org1"], f["ws1b"])
+    with KeepAlive(h.main.port(t)) as c:
+        # The same request again and again (the remembered one), then the other, and back.
+        for _ in range(3):
+            assert_identity(backend(c.send("GET", "/v1/items", with_ws), t), in_ws)
+        for _ in range(3):
+            assert_identity(backend(c.send("GET", "/v1/items", k1), t), plain)
+        assert_identity(backend(c.send("GET", "/v1/items", with_ws), t), in_ws)
+        # The same headers where another workspace rule applies.
+        assert_error(c.send("GET", "/v1/ws-forbidden/x", with_ws), 401, "Unauthorized",
+                     WS_FORBIDDEN, auth="invalid")
+        assert_identity(backend(c.send("GET", "/v1/items", k1), t), plain)
+        assert_error(c.send("GET", "/v1/ws-required/x", k1), 403, "Forbidden", WS_MISSING)
+        assert_identity(backend(c.send("GET", "/v1/ws-required/x", with_ws), t), in_ws)
+        assert_identity(backend(c.send("GET", "/v1/ws-required/x", with_ws), t), in_ws)
+        # The same headers on the organizations API, where an API key is refused.
+        assert_identity(backend(c.send("GET", "/v1/items", k1), t), plain)
+        assert_error(c.send("GET", "/v1/organizations", k1), 400, "BadRequest", NO_ORG_PREFIX)
 
 
 def last_txnid(data_mdb):

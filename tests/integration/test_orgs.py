@@ -1,15 +1,13 @@
 """Issue 4: organizations endpoints (SPEC §6.4) and the organizations key at start-up."""
 from harness import (ANY, Failure, assert_error, assert_identity, backend, check, eq, identity,
                      random_alnum, test)
-from test_api import NO_PREFIX, assert_denied, TARGETS, bearer, each_target, ws
+from test_api import NO_ORG_PREFIX, NO_PREFIX, assert_denied, TARGETS, bearer, each_target, ws
 
 VAR = "KRENALIS_ORGANIZATIONS_API_KEY"
 NO_HEADER = "Authorization header with the platform management API key is not present in the request"
 MULTIPLE = "request contains multiple Authorization headers"
 INVALID_BEARER = ("Authorization header is invalid; it should be in the format "
                   "'Authorization: Bearer <YOUR_PLATFORM_MANAGEMENT_API_KEY>'")
-NO_ORG_PREFIX = ("platform management APIs require specific keys for authentication (these are "
-                 "keys that begin with 'org_')")
 NOT_VALID = "platform management API key in the Authorization header of the request is not valid"
 WK_INVALID = "event write key in the Authorization header is not valid"
 

@@ -1299,119 +1299,124 @@ static void test_classify_organizations(void **state)
     expect_route("GET", "/v2/organizations", KA_EP_API, 0, 0);
 }
 
-/* ---- the memo hooks (the module's connection memo) ---- */
+/* ---- the memo key (the module's connection memo) ---- */
 
-typedef struct {
-    int gets, puts;
-    int hit; /* memo_get answers with rec */
-    char tok[128];
-    size_t len;
-    ka_key_rec rec;
-} fake_memo;
-
-static fake_memo M;
-
-static int fm_get(void *ctx, const char *tok, size_t len, ka_key_rec *rec)
+static void test_memo_key_same_inputs(void **state)
 {
-    fake_memo *m = ctx;
-    m->gets++;
-    if (!m->hit)
-        return 0;
-    *rec = m->rec;
-    return 1;
-}
-
-static void fm_put(void *ctx, const char *tok, size_t len, const ka_key_rec *rec)
-{
-    fake_memo *m = ctx;
-    m->puts++;
-    assert_true(len < sizeof(m->tok));
-    memcpy(m->tok, tok, len);
-    m->tok[len] = '\0';
-    m->len = len;
-    m->rec = *rec;
-}
-
-static int decide_memo(void)
-{
-    ka_lookup lk = LK;
-
-    lk.memo_get = fm_get;
-    lk.memo_put = fm_put;
-    lk.memo_ctx = &M;
-    F.api = F.write = F.org = F.ws = F.conn = 0;
-    memset(&D, 0x5a, sizeof(D));
-    return ka_decide(&R, &lk, &D);
-}
-
-static void test_memo_put_after_key_checks(void **state)
-{
-    static const int refused[] = {P_UNKNOWN, P_API_B, P_API_GONE_ORG, P_API_GONE_WS, P_API_MOVED};
-    const char *auth;
+    ka_memo_key k;
+    ka_request q;
+    char copy[128];
 
     (void)state;
-    memset(&M, 0, sizeof(M));
-    auth = bearer_api(P_API_A);
-    api(auth, NULL);
-    assert_int_equal(decide_memo(), KA_ACCEPT);
-    assert_int_equal(M.gets, 1);
-    assert_int_equal(M.puts, 1);
-    assert_string_equal(M.tok, auth + strlen("Bearer "));
-    assert_string_equal(M.rec.id, KID_API_A);
-    assert_string_equal(M.rec.org, ORG_A);
-    /* Unknown key, disabled or gone organization, gone or foreign workspace: nothing kept. */
-    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
-        memset(&M, 0, sizeof(M));
-        api(bearer_api(refused[i]), NULL);
-        assert_true(decide_memo() >= 400);
-        assert_int_equal(M.puts, 0);
+    api(bearer_api(P_API_A), NULL);
+    assert_int_equal(ka_memo_key_set(&k, &R), 1);
+    assert_int_equal(ka_memo_key_match(&k, &R), 1);
+    /* Equal values at other addresses match: the key holds values, not pointers. */
+    q = R;
+    strcpy(copy, R.authorization);
+    q.authorization = copy;
+    assert_int_equal(ka_memo_key_match(&k, &q), 1);
+    /* With a workspace header, the same header matches. */
+    api(bearer_api(P_API_A), WS_A2);
+    assert_int_equal(ka_memo_key_set(&k, &R), 1);
+    q = R;
+    strcpy(copy, WS_A2);
+    q.workspace = copy;
+    assert_int_equal(ka_memo_key_match(&k, &q), 1);
+    /* An empty key matches nothing. */
+    memset(&k, 0, sizeof(k));
+    assert_int_equal(ka_memo_key_match(&k, &R), 0);
+}
+
+static void test_memo_key_any_difference(void **state)
+{
+    ka_memo_key k;
+    ka_request q;
+    char auth[128];
+    size_t n;
+
+    (void)state;
+    api(bearer_api(P_API_A), NULL);
+    assert_int_equal(ka_memo_key_set(&k, &R), 1);
+    /* Any byte of Authorization, its length, its case. */
+    strcpy(auth, R.authorization);
+    n = strlen(auth);
+    for (size_t i = 0; i < n; i++) {
+        q = R;
+        q.authorization = auth;
+        auth[i] ^= 0x01;
+        assert_int_equal(ka_memo_key_match(&k, &q), 0);
+        auth[i] ^= 0x01;
     }
-    memset(&M, 0, sizeof(M));
-    api("Bearer api_AAAA", NULL);
-    assert_int_equal(decide_memo(), 401);
-    assert_int_equal(M.puts, 0);
-    /* The key's own checks passed; the request's workspace header is refused after them. */
-    memset(&M, 0, sizeof(M));
-    api(bearer_api(P_API_R), WS_A2);
-    assert_int_equal(decide_memo(), 400);
-    assert_int_equal(M.puts, 1);
+    q = R;
+    q.authorization = auth;
+    auth[n - 1] = '\0';
+    assert_int_equal(ka_memo_key_match(&k, &q), 0);
+    q.authorization = bearer_api(P_API_B);
+    assert_int_equal(ka_memo_key_match(&k, &q), 0);
+    q.authorization = NULL;
+    assert_int_equal(ka_memo_key_match(&k, &q), 0);
+    /* A workspace header added, another one, an empty one. */
+    q = R;
+    q.workspace = WS_A2;
+    assert_int_equal(ka_memo_key_match(&k, &q), 0);
+    api(bearer_api(P_API_A), WS_A2);
+    assert_int_equal(ka_memo_key_set(&k, &R), 1);
+    q = R;
+    q.workspace = WS_A1;
+    assert_int_equal(ka_memo_key_match(&k, &q), 0);
+    q.workspace = "";
+    assert_int_equal(ka_memo_key_match(&k, &q), 0);
+    q.workspace = NULL;
+    assert_int_equal(ka_memo_key_match(&k, &q), 0);
+    /* The workspace policy, the endpoint, a body. */
+    q = R;
+    q.ws_policy = KA_WS_REQUIRED;
+    assert_int_equal(ka_memo_key_match(&k, &q), 0);
+    q = R;
+    q.route.endpoint = KA_EP_INGESTION;
+    assert_int_equal(ka_memo_key_match(&k, &q), 0);
+    q.route.endpoint = KA_EP_SETTINGS;
+    assert_int_equal(ka_memo_key_match(&k, &q), 0);
+    q.route.endpoint = KA_EP_ORGS;
+    assert_int_equal(ka_memo_key_match(&k, &q), 0);
 }
 
-static void test_memo_hit_skips_key_lookups(void **state)
+static void test_memo_key_not_kept(void **state)
 {
+    ka_memo_key k;
+    char auth[KA_MEMO_AUTH_MAX + 2];
+    ka_body_fields body;
+
     (void)state;
-    memset(&M, 0, sizeof(M));
-    M.hit = 1;
-    M.rec.type = KA_KEY_API;
-    strcpy(M.rec.id, KID_API_A);
-    strcpy(M.rec.org, ORG_A);
-    /* Any API token: the memo answers for it (the module compares the token). */
-    api(bearer_api(P_UNKNOWN), NULL);
-    assert_int_equal(decide_memo(), KA_ACCEPT);
-    assert_int_equal(calls(), 0);
-    assert_int_equal(M.puts, 0);
-    assert_string_equal(D.id.key_id, KID_API_A);
-    assert_string_equal(D.id.org, ORG_A);
-    assert_string_equal(D.id.ws, "");
-    /* The workspace rows still run, with their own look-ups. */
-    api(bearer_api(P_UNKNOWN), WS_A2);
-    assert_int_equal(decide_memo(), KA_ACCEPT);
-    assert_int_equal(F.ws, 1);
-    assert_int_equal(F.api + F.org, 0);
-    assert_string_equal(D.id.ws, WS_A2);
-    api(bearer_api(P_UNKNOWN), WS_B1);
-    assert_int_equal(decide_memo(), 404);
-    strcpy(M.rec.ws, WS_A1);
-    api(bearer_api(P_UNKNOWN), WS_A1);
-    assert_int_equal(decide_memo(), 400);
-    assert_string_equal(D.message, "\"Krenalis-Workspace\" header cannot be provided with a "
-                                   "workspace restricted key");
-    /* Write keys do not go through the memo. */
-    M.gets = 0;
-    ingest(bearer(WK_A1), NULL);
-    assert_int_equal(decide_memo(), KA_ACCEPT);
-    assert_int_equal(M.gets, 0);
-    assert_string_equal(D.id.key_id, KID_WK_A1);
+    memset(&k, 0x5a, sizeof(k));
+    /* Other endpoints, a body, no Authorization: never kept. */
+    ingest(bearer_api(P_API_A), NULL);
+    assert_int_equal(ka_memo_key_set(&k, &R), 0);
+    R.route.endpoint = KA_EP_SETTINGS;
+    assert_int_equal(ka_memo_key_set(&k, &R), 0);
+    R.route.endpoint = KA_EP_ORGS;
+    assert_int_equal(ka_memo_key_set(&k, &R), 0);
+    api(bearer_api(P_API_A), NULL);
+    memset(&body, 0, sizeof(body));
+    R.body = &body;
+    assert_int_equal(ka_memo_key_set(&k, &R), 0);
+    api(NULL, NULL);
+    assert_int_equal(ka_memo_key_set(&k, &R), 0);
+    api("", NULL);
+    assert_int_equal(ka_memo_key_set(&k, &R), 0);
+    /* Longer values than any accepted decision has: 64 bytes is kept, 65 is not. */
+    memset(auth, 'a', sizeof(auth));
+    auth[KA_MEMO_AUTH_MAX + 1] = '\0';
+    api(auth, NULL);
+    assert_int_equal(ka_memo_key_set(&k, &R), 0);
+    auth[KA_MEMO_AUTH_MAX] = '\0';
+    assert_int_equal(ka_memo_key_set(&k, &R), 1);
+    assert_int_equal(ka_memo_key_match(&k, &R), 1);
+    api(bearer_api(P_API_A), "w0123456789ab");
+    assert_int_equal(ka_memo_key_set(&k, &R), 0);
+    api(bearer_api(P_API_A), "w0123456789a");
+    assert_int_equal(ka_memo_key_set(&k, &R), 1);
 }
 
 static void test_classify_api(void **state)
@@ -1511,8 +1516,9 @@ int run_decide_tests(void)
         T(test_classify_organizations),
         T(test_classify_api),
         T(test_classify_configured),
-        T(test_memo_put_after_key_checks),
-        T(test_memo_hit_skips_key_lookups),
+        T(test_memo_key_same_inputs),
+        T(test_memo_key_any_difference),
+        T(test_memo_key_not_kept),
     };
     return cmocka_run_group_tests_name("decide", tests, group_setup, NULL);
 }
