@@ -2,11 +2,11 @@
 #     make -f Makefile -f bench/bench.mk bench
 # Uses BUILD, CC, CSTD, WARN, CFLAGS, LIB_SRC, LIB_HDR, LIBS and PYTHON of the top Makefile.
 
-BENCH_PKGS := wrk apache2-utils
+BENCH_PKGS := wrk apache2-utils valgrind
 
 .PHONY: bench bench-large bench-deps
 
-# Installs wrk and apache2-utils (htpasswd, htdbm, httxt2dbm) when missing.
+# Installs wrk, apache2-utils (htpasswd, htdbm, httxt2dbm) and valgrind (callgrind) when missing.
 bench-deps:
 	$(call apt_install,$(BENCH_PKGS))
 

@@ -16,6 +16,7 @@ Every process it starts is stopped by PID; everything lives in a temporary direc
 """
 import argparse
 import base64
+import copy
 import hashlib
 import json
 import os
@@ -550,16 +551,18 @@ def all_proc_cpu():
     return out
 
 
-def wrk(bench, case, duration, srv=None, versus=None):
+def wrk(bench, case, duration, srv=None, versus=None, swap=False):
     """One wrk run of a case. With srv, also httpd's CPU time per request, and the share of the
     machine's CPU time used by other processes (noise) or stolen by the hypervisor. With versus
     (a case of the same status), a paired run: the load alternates between versus and case in
-    slices of --slice ms (rotate.lua), and r["paired"] holds each one's req/s and their ratio."""
+    slices of --slice ms (rotate.lua), and r["paired"] holds each one's req/s and their ratio
+    ("a": versus, "b": case). swap gives case the even slices instead of the odd ones."""
     cmd = ["wrk", "-t%d" % bench.args.threads, "-c%d" % bench.args.connections,
            "-d%ds" % duration, "--timeout", "10s", "-s", str(LUA),
            "http://127.0.0.1:%d/" % case.port, "--"]
     if versus:
-        cmd += [str(versus.file), str(case.file), str(bench.args.slice), str(bench.args.guard)]
+        first, second = (case, versus) if swap else (versus, case)
+        cmd += [str(first.file), str(second.file), str(bench.args.slice), str(bench.args.guard)]
     else:
         cmd += [str(case.file)]
     if srv and srv.proc.poll() is not None:
@@ -591,6 +594,8 @@ def wrk(bench, case, duration, srv=None, versus=None):
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     if versus:
         pr = r.get("paired") or {}
+        if swap and pr:
+            pr["a"], pr["b"], pr["a_ms"], pr["b_ms"] = pr["b"], pr["a"], pr["b_ms"], pr["a_ms"]
         if not pr.get("a") or not pr.get("b"):
             die("paired run %s / %s: nothing counted (%s)" % (case.name, versus.name, out))
         pr["a_rps"] = pr["a"] / (pr["a_ms"] / 1000)
@@ -639,6 +644,8 @@ class Bench:
         self.pairs = []
         self.memory = []
         self.micro = []
+        self.instr = {}           # case name -> {row label: instructions per request}
+        self.instr_note = None
         self.machine = {}
         self.load_before = os.getloadavg()
         self.dropped_rounds = 0
@@ -884,11 +891,14 @@ class Bench:
                 res = [None] * len(self.cases)
                 for i in order:
                     res[i] = wrk(self, self.cases[i], self.args.duration, srv)
-                # Then the paired runs, in the same alternating order.
+                # Then the paired runs, in the same alternating order; the two cases of a pair
+                # trade slices (even, odd) from one round to the next, so that nothing tied to
+                # the clock's phase favours one of them.
                 pres = [None] * len(self.pairs)
                 for i in range(len(self.pairs))[::-1 if done % 2 else 1]:
                     p = self.pairs[i]
-                    pres[i] = wrk(self, p.b, self.args.pair_duration, srv, versus=p.a)
+                    pres[i] = wrk(self, p.b, self.args.pair_duration, srv, versus=p.a,
+                                  swap=bool(done % 2))
                 round_time = max(round_time or 0, time.time() - t)
                 noise = max(r["foreign"] + r["steal"] for r in res + pres)
                 log("round %d/%d: %s  [other processes + steal: up to %.0f%% of the CPUs]" % (
@@ -1046,6 +1056,63 @@ class Bench:
             log("decision alone, %s store: valid %.0f ns, unknown %.0f ns, malformed %.0f ns" %
                 (s.name, r["api_ns"], r["unknown_ns"], r["malformed_ns"]))
 
+    # Inclusive instructions per request read from callgrind: (label, functions summed).
+    CG_ROWS = (("whole request (read + process)", ("ap_read_request", "ap_process_async_request")),
+               ("of which ap_process_request_internal", ("ap_process_request_internal",)),
+               ("of which check_user hooks", ("ap_run_check_user_id",)),
+               ("of which ka_check_user", ("ka_check_user",)),
+               ("of which fixups hooks", ("ap_run_fixups",)),
+               ("of which ka_fixups", ("ka_fixups",)),
+               ("of which location walk", ("ap_location_walk",)))
+
+    def count_instructions(self):
+        """open and api in one httpd process (-X) under callgrind: user-space instructions per
+        request, a figure this machine's changing speed does not move."""
+        if not (shutil.which("valgrind") and shutil.which("callgrind_annotate")):
+            self.instr_note = "valgrind is not installed: no instruction counts"
+            log(self.instr_note)
+            return
+        prim = self.store(self.args.primary)
+        for name in ("open", "api"):
+            case = self.case(name)
+            srv = Httpd(self, "cg-%s" % name, [prim])
+            case = copy.copy(case)
+            case.port = srv.port
+            out = self.root / "logs" / ("callgrind-%s.out" % name)
+            # Written at exit by a process that is www-data by then.
+            out.touch(mode=0o666)
+            os.chmod(out, 0o666)
+            logf = open(self.root / "logs" / ("cg-%s-stdout.log" % name), "ab")
+            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+            proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % out,
+                                     APACHE, "-X", "-f", str(srv.conf)], env=env, stdout=logf,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            logf.close()
+            PROCS.append(proc)
+            try:
+                if not wait_port(srv.port, proc, timeout=120):
+                    die("httpd under callgrind did not start:\n%s" % srv.log_tail())
+                srv.proc = proc
+                r = wrk(self, case, self.args.instr_duration)
+                if r["bad"]:
+                    die("callgrind run of %s: %d unexpected responses" % (name, r["bad"]))
+                os.kill(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=120)
+            finally:
+                stop_proc(proc)
+            text = run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)],
+                       timeout=300)
+            incl = {}
+            for line in text.splitlines():
+                m = re.match(r"^\s*([\d,]+)\s+\([^)]*\)\s+\S*:(\w+)(?: \[|$)", line)
+                if m:
+                    fn, n = m.group(2), int(m.group(1).replace(",", ""))
+                    incl[fn] = max(incl.get(fn, 0), n)  # debug info may split a function in two
+            self.instr[name] = {label: sum(incl.get(f, 0) for f in fns) / r["requests"]
+                                for label, fns in self.CG_ROWS}
+            log("instructions per request, %s: %.0f" % (name, self.instr[name][self.CG_ROWS[0][0]]))
+
     # -- results ---------------------------------------------------------------------------
 
     def case(self, name):
@@ -1166,7 +1233,8 @@ class Bench:
                  "them every %d ms of the clock (bench/rotate.lua), so that they share the "
                  "machine's slow and fast moments; each case's throughput is counted over its "
                  "own slices, leaving out the first %d ms of each slice, when responses to the "
-                 "other case's requests still arrive. *ratio* is the median over the rounds of "
+                 "other case's requests still arrive. A has the even slices in odd rounds and B in "
+                 "even ones. *ratio* is the median over the rounds of "
                  "the per-round ratio of B's req/s to A's; the A/A row is this measurement's own "
                  "resolution." % (a.slice, a.guard))
         L.append("")
@@ -1212,6 +1280,25 @@ class Bench:
                      (r["name"], st["parse"], st.get("no_store", float("nan")), st["digest"],
                       st["txn_renew"], st["txn_begin_abort"], st["get_key"], st["get_org"],
                       r["body_scan_ns"]))
+        L.append("")
+        L.append("## Instructions per request (callgrind)")
+        L.append("")
+        if self.instr_note or len(self.instr) < 2:
+            L.append(self.instr_note or "not measured")
+        else:
+            o, k = self.instr["open"], self.instr["api"]
+            L.append("httpd -X (one process) under valgrind's callgrind, %d s of the *open* and "
+                     "the *api* load (%s store) each: user-space instructions per request, "
+                     "inclusive (the kernel's share, about two thirds of a request's CPU time "
+                     "here, is not counted). Unlike req/s, these do not move with the machine's "
+                     "speed: they say where the difference between the two cases goes." %
+                     (a.instr_duration, self.store(a.primary).name))
+            L.append("")
+            L.append("| | open | api | api - open |")
+            L.append("|---|---:|---:|---:|")
+            for label, _ in self.CG_ROWS:
+                L.append("| %s | %.0f | %.0f | %+.0f |" % (label, o[label], k[label],
+                                                          k[label] - o[label]))
         L.append("")
         L.append("## Memory of the httpd children")
         L.append("")
@@ -1431,6 +1518,8 @@ def main():
     ap.add_argument("--mem-duration", type=int, default=3)
     ap.add_argument("--basic-users-dbm", type=int, default=10000)
     ap.add_argument("--basic-users-file", type=int, default=1000)
+    ap.add_argument("--instr-duration", type=int, default=6,
+                    help="seconds of load per case under callgrind (instruction counts)")
     ap.add_argument("--micro-sample", type=int, default=100000)
     ap.add_argument("--micro-iters", type=int, default=60000)
     ap.add_argument("--cases", default=None,
@@ -1482,6 +1571,7 @@ def main():
         b.measure()
         b.measure_memory()
         b.micro_bench()
+        b.count_instructions()
         text = b.report()
         sys.stdout.write(text + "\n")
         Path(args.output).write_text(text + "\n")
