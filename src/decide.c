@@ -473,9 +473,14 @@ int ka_decide(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
 
 /* decide_api reads the Authorization and Krenalis-Workspace values and the workspace policy,
  * nothing else of the request: they are the whole key. */
+static int memo_applies(const ka_request *req)
+{
+    return req->route.endpoint == KA_EP_API && req->body == NULL && req->authorization != NULL;
+}
+
 static int memo_keeps(const ka_request *req, size_t *auth_len, size_t *ws_len)
 {
-    if (req->route.endpoint != KA_EP_API || req->body != NULL || req->authorization == NULL)
+    if (!memo_applies(req))
         return 0;
     *auth_len = strnlen(req->authorization, KA_MEMO_AUTH_MAX + 1);
     *ws_len = req->workspace ? strnlen(req->workspace, KA_ID_LEN + 1) : 0;
@@ -502,9 +507,9 @@ int ka_memo_key_match(const ka_memo_key *k, const ka_request *req)
 {
     const char *a = req->authorization, *w = req->workspace;
 
-    /* k was set from a request memo_keeps accepted: equal values pass it too. */
-    if (k->auth_len == 0 || req->route.endpoint != KA_EP_API || req->body != NULL || a == NULL ||
-        (w != NULL) != k->has_ws || (unsigned)req->ws_policy != k->ws_policy)
+    /* k was set from a request memo_keeps accepted: equal values pass its length limits too. */
+    if (k->auth_len == 0 || !memo_applies(req) || (w != NULL) != k->has_ws ||
+        (unsigned)req->ws_policy != k->ws_policy)
         return 0;
     if (w != NULL && strcmp(w, k->ws) != 0)
         return 0;
