@@ -393,18 +393,23 @@ class Httpd:
             name=name, threads=threads, workers=2 * threads, vhosts="\n".join(vhosts)))
         os.chmod(self.conf, 0o644)
 
-    def start(self):
+    def start(self, wrap=(), single=False, timeout=20):
+        """Starts httpd: its two children, or with single one process (-X); wrap is a command
+        that runs it (valgrind)."""
         out = open(self.bench.root / "logs" / ("%s-stdout.log" % self.name), "ab")
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
-        self.proc = subprocess.Popen([APACHE, "-f", str(self.conf), "-DFOREGROUND"], env=env,
+        mode = "-X" if single else "-DFOREGROUND"
+        self.proc = subprocess.Popen(list(wrap) + [APACHE, "-f", str(self.conf), mode], env=env,
                                      preexec_fn=niced,
                                      stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
         PROCS.append(self.proc)
-        if not wait_port(self.port, self.proc):
+        if not wait_port(self.port, self.proc, timeout):
             self.stop()
             die("httpd %s did not start:\n%s" % (self.name, self.log_tail()))
+        if single:
+            return self
         # Wait for both children to be up with all their threads.
         end = time.time() + 10
         while time.time() < end and len(self.children()) < 2:
@@ -1082,25 +1087,15 @@ class Bench:
             # Written at exit by a process that is www-data by then.
             out.touch(mode=0o666)
             os.chmod(out, 0o666)
-            logf = open(self.root / "logs" / ("cg-%s-stdout.log" % name), "ab")
-            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
-            proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % out,
-                                     APACHE, "-X", "-f", str(srv.conf)], env=env, stdout=logf,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-            logf.close()
-            PROCS.append(proc)
+            srv.start(wrap=["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % out],
+                      single=True, timeout=120)
             try:
-                if not wait_port(srv.port, proc, timeout=120):
-                    die("httpd under callgrind did not start:\n%s" % srv.log_tail())
-                srv.proc = proc
                 r = wrk(self, case, self.args.instr_duration)
                 if r["bad"]:
                     die("callgrind run of %s: %d unexpected responses" % (name, r["bad"]))
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=120)
             finally:
-                stop_proc(proc)
+                # SIGTERM: httpd exits and callgrind writes its counts, which takes a while.
+                stop_proc(srv.proc, timeout=120)
             text = run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)],
                        timeout=300)
             incl = {}
