@@ -32,14 +32,16 @@
 
 #include "src/body.h"
 #include "src/cors.h"
+#include "src/crypto.h"
 #include "src/decide.h"
 #include "src/json.h"
 #include "src/keystore.h"
 #include "src/mapguard.h"
+#include "src/names.h"
 #include "src/token.h"
 
 #define AUTH_TYPE_NAME "Krenalis"
-#define DEFAULT_ORGS_ENV "KRENALIS_ORGANIZATIONS_API_KEY"
+#define DEFAULT_ORGS_ENV KA_ORGS_KEY_ENV
 #define DEFAULT_MAX_BODY 512000
 #define KEPT_BODY_FILTER "KRENALIS_KEPT_BODY"
 #define CORS_FILTER "KRENALIS_CORS"
@@ -66,7 +68,7 @@ typedef struct {
     int failing;                   /* the last open failed (logged once, not per request) */
     unsigned long opens;           /* how many times st was opened: a memo names the one */
     apr_thread_mutex_t *pool_lock; /* guards the idle transactions below */
-    MDB_txn **idle;                /* reset read transactions: renewing one keeps its */
+    ka_store_txn **idle;           /* reset read transactions: renewing one keeps its */
     int nidle;                     /* reader slot, so no reader-table lock per request */
 } ka_handle;
 
@@ -195,36 +197,24 @@ static const char *set_orgs_env(cmd_parms *cmd, void *dummy, const char *arg)
 static const char *set_endpoint(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ka_dir_cfg *c = dconf;
+    ka_endpoint ep;
 
-    if (!strcasecmp(arg, "auto"))
-        c->endpoint = KA_EP_AUTO;
-    else if (!strcasecmp(arg, "api"))
-        c->endpoint = KA_EP_API;
-    else if (!strcasecmp(arg, "ingestion"))
-        c->endpoint = KA_EP_INGESTION;
-    else if (!strcasecmp(arg, "settings"))
-        c->endpoint = KA_EP_SETTINGS;
-    else if (!strcasecmp(arg, "organizations"))
-        c->endpoint = KA_EP_ORGS;
-    else
+    if (!ka_endpoint_parse(arg, &ep))
         return apr_pstrcat(cmd->pool, "KrenalisAuthEndpoint: '", arg,
-                           "' is not one of auto, api, ingestion, settings, organizations", NULL);
+                           "' is not one of " KA_ENDPOINT_NAMES, NULL);
+    c->endpoint = ep;
     return NULL;
 }
 
 static const char *set_workspace(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ka_dir_cfg *c = dconf;
+    ka_ws_policy policy;
 
-    if (!strcasecmp(arg, "optional"))
-        c->ws_policy = KA_WS_OPTIONAL;
-    else if (!strcasecmp(arg, "required"))
-        c->ws_policy = KA_WS_REQUIRED;
-    else if (!strcasecmp(arg, "forbidden"))
-        c->ws_policy = KA_WS_FORBIDDEN;
-    else
+    if (!ka_ws_policy_parse(arg, &policy))
         return apr_pstrcat(cmd->pool, "KrenalisAuthWorkspace: '", arg,
-                           "' is not one of optional, required, forbidden", NULL);
+                           "' is not one of " KA_WS_POLICY_NAMES, NULL);
+    c->ws_policy = policy;
     return NULL;
 }
 
@@ -296,7 +286,11 @@ static const char *orgs_env_name(server_rec *s)
 
 static const char *secret_path_of(apr_pool_t *p, const ka_srv_cfg *c)
 {
-    return c->secret_path ? c->secret_path : apr_pstrcat(p, c->store_dir, "/secret", NULL);
+    apr_size_t len = strlen(c->store_dir) + sizeof("/secret");
+
+    if (c->secret_path)
+        return c->secret_path;
+    return ka_store_default_secret(c->store_dir, apr_palloc(p, len), len);
 }
 
 /* The lock file created by a root process must stay writable by the children's User. */
@@ -591,7 +585,7 @@ static int handle_open(ka_handle *h, server_rec *s)
 static void handle_close(ka_handle *h)
 {
     while (h->nidle > 0)
-        mdb_txn_abort(h->idle[--h->nidle]);
+        ka_store_abort(h->idle[--h->nidle]);
     ka_store_close(h->st);
     h->st = NULL;
 }
@@ -721,7 +715,7 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
         apr_thread_mutex_create(&h->open_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
         apr_thread_rwlock_create(&h->env_lock, pchild);
         apr_thread_mutex_create(&h->pool_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
-        h->idle = apr_pcalloc(pchild, IDLE_TXNS * sizeof(MDB_txn *));
+        h->idle = apr_pcalloc(pchild, IDLE_TXNS * sizeof(ka_store_txn *));
         h->checked = apr_time_now();
         handle_open(h, s);
     }
@@ -742,34 +736,35 @@ typedef struct {
     ka_identity id;
 } conn_memo;
 
-/* One request's access to a store: the read transaction is begun on the first look-up. */
+/* One request's access to a store: the read transaction is begun on the first look-up, and
+ * kept in lk (lk.txn) only. */
 typedef struct {
     request_rec *r;
     ka_handle *h;
-    MDB_txn *txn;
+    ka_store_lookup_ctx lk;
     int locked;      /* holds env_lock (shared, or alone while adopting a grown map) */
     conn_memo *memo; /* the connection's memo, NULL until a decision is kept on it */
 } ka_txn;
 
 /* A reset transaction from the idle list renewed, or a new one. */
-static int txn_get(ka_handle *h, MDB_txn **txn)
+static ka_store_status txn_get(ka_handle *h, ka_store_txn **txn, char *err, size_t errlen)
 {
-    MDB_txn *t = NULL;
-    int rc;
+    ka_store_txn *t = NULL;
+    ka_store_status rc;
 
     apr_thread_mutex_lock(h->pool_lock);
     if (h->nidle > 0)
         t = h->idle[--h->nidle];
     apr_thread_mutex_unlock(h->pool_lock);
     if (t == NULL)
-        return mdb_txn_begin(h->st->env, NULL, MDB_RDONLY, txn);
-    rc = mdb_txn_renew(t);
-    if (rc != 0) {
-        mdb_txn_abort(t);
+        return ka_store_read_begin(h->st, txn, err, errlen);
+    rc = ka_store_read_renew(t, err, errlen);
+    if (rc != KA_OK) {
+        ka_store_abort(t);
         return rc;
     }
     *txn = t;
-    return 0;
+    return KA_OK;
 }
 
 /* env_lock, shared (read) or alone, noted in t for the SIGBUS path of decide_once. */
@@ -791,11 +786,13 @@ static void txn_unlock(ka_txn *t)
 /* Begins the request's read transaction (ka_store_lookup_ctx.begin). LMDB reports a map
  * grown by krenalis-keys as MDB_MAP_RESIZED; adopting the new size needs no transaction of
  * this process to be active, hence the rwlock. */
-static int txn_begin(void *arg, const ka_store **st, MDB_txn **txn)
+static ka_store_status txn_begin(void *arg, const ka_store **st, ka_store_txn **txn)
 {
     ka_txn *t = arg;
     ka_handle *h = t->h;
-    int rc;
+    ka_store_txn *x = NULL;
+    char err[256] = "";
+    ka_store_status rc;
 
     if (h == NULL) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, t->r,
@@ -810,25 +807,29 @@ static int txn_begin(void *arg, const ka_store **st, MDB_txn **txn)
             return KA_FAIL;
         txn_lock(t, 1);
     }
-    rc = txn_get(h, &t->txn);
-    if (rc == MDB_MAP_RESIZED) {
+    rc = txn_get(h, &x, err, sizeof(err));
+    if (rc == KA_RESIZED) {
         txn_unlock(t);
         txn_lock(t, 0);
         if (h->st)
-            mdb_env_set_mapsize(h->st->env, 0);
+            ka_store_adopt_map(h->st);
         txn_unlock(t);
         txn_lock(t, 1);
-        rc = h->st ? txn_get(h, &t->txn) : MDB_PANIC; /* closed meanwhile: this request 503s */
+        if (h->st)
+            rc = txn_get(h, &x, err, sizeof(err));
+        else /* closed meanwhile: this request 503s */
+            snprintf(err, sizeof(err), "key store %s was closed", h->dir);
     }
-    if (rc != 0) {
+    if (rc != KA_OK) {
         txn_unlock(t);
-        t->txn = NULL;
+        if (rc == KA_RESIZED)
+            snprintf(err, sizeof(err), "key store %s: the map keeps growing", h->dir);
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, t->r, "key store %s cannot be read: %s", h->dir,
-                      mdb_strerror(rc));
+                      err);
         return KA_FAIL;
     }
     *st = h->st;
-    *txn = t->txn;
+    *txn = x;
     return KA_OK;
 }
 
@@ -837,18 +838,17 @@ static void txn_end(ka_txn *t)
 {
     ka_handle *h = t->h;
 
-    if (h == NULL || t->txn == NULL)
+    if (h == NULL || t->lk.txn == NULL)
         return;
-    mdb_txn_reset(t->txn);
+    ka_store_read_reset(t->lk.txn);
     apr_thread_mutex_lock(h->pool_lock);
     if (h->nidle < IDLE_TXNS) {
-        h->idle[h->nidle++] = t->txn;
-        t->txn = NULL;
+        h->idle[h->nidle++] = t->lk.txn;
+        t->lk.txn = NULL;
     }
     apr_thread_mutex_unlock(h->pool_lock);
-    if (t->txn)
-        mdb_txn_abort(t->txn);
-    t->txn = NULL;
+    ka_store_abort(t->lk.txn);
+    t->lk.txn = NULL;
     txn_unlock(t);
 }
 
@@ -867,7 +867,6 @@ static int memo_answer(ka_txn *t, const ka_request *req, ka_decision *dec)
 {
     const conn_memo *m = t->memo;
     ka_handle *h = t->h;
-    MDB_envinfo info;
     int hit;
 
     if (m == NULL || m->txnid == 0 || m->h != h || !ka_memo_key_match(&m->key, req))
@@ -875,12 +874,12 @@ static int memo_answer(ka_txn *t, const ka_request *req, ka_decision *dec)
     handle_recheck(h, t->r);
     txn_lock(t, 1);
     /* The last committed transaction, read from the meta pages (under the caller's map guard). */
-    hit = h->st && h->opens == m->opens && mdb_env_info(h->st->env, &info) == 0 &&
-          info.me_last_txnid == m->txnid;
+    hit = h->st && h->opens == m->opens && ka_store_last_commit(h->st) == m->txnid;
     txn_unlock(t);
     if (!hit)
         return 0;
-    dec->status = KA_ACCEPT;
+    dec->verdict = KA_VERDICT_ACCEPT;
+    dec->status = 0;
     dec->code = NULL;
     dec->message[0] = '\0';
     dec->token_presented = 1;
@@ -895,7 +894,7 @@ static void memo_keep(ka_txn *t, const ka_request *req, const ka_decision *dec)
     conn_memo *m = t->memo;
     ka_memo_key key;
 
-    if (t->txn == NULL || !ka_memo_key_set(&key, req))
+    if (t->lk.txn == NULL || !ka_memo_key_set(&key, req))
         return;
     if (m == NULL) {
         /* Once per connection, from its pool; wiped when the connection ends. */
@@ -905,7 +904,7 @@ static void memo_keep(ka_txn *t, const ka_request *req, const ka_decision *dec)
     }
     m->h = t->h;
     m->opens = t->h->opens;
-    m->txnid = mdb_txn_id(t->txn);
+    m->txnid = ka_store_txn_id(t->lk.txn);
     m->key = key;
     m->id = dec->id;
     OPENSSL_cleanse(&key, sizeof(key));
@@ -990,19 +989,20 @@ static int send_refusal(request_rec *r, const ka_req *q, const ka_decision *dec)
 {
     char body[512];
     size_t len = ka_json_error(body, sizeof(body), dec->code, dec->message);
+    int status = ka_verdict_status(dec); /* the one mapping of a verdict to HTTP */
 
-    r->status = dec->status;
+    r->status = status;
     r->status_line = NULL;
     ap_set_content_type(r, "application/json; charset=utf-8");
     ap_set_content_length(r, (apr_off_t)len);
     set_error_headers(r);
-    if (dec->status == HTTP_UNAUTHORIZED)
+    if (status == HTTP_UNAUTHORIZED)
         apr_table_setn(r->err_headers_out, "WWW-Authenticate",
                        apr_psprintf(r->pool, "Bearer realm=\"%s\"%s", realm_of(r),
                                     dec->token_presented ? ", error=\"invalid_token\"" : ""));
     if (q->cors)
         cors_apply(r, q);
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "refused: %d %s", dec->status, dec->code);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "refused: %d %s", status, dec->code);
     ap_rwrite(body, (int)len, r);
     return DONE;
 }
@@ -1254,44 +1254,44 @@ static int bad_content_length(request_rec *r, apr_off_t limit)
 
 /* The decision faulted on the map (mapguard.h): let go of the transaction and the lock it
  * held, close the store and answer 503. */
-static int decide_faulted(ka_txn *t, ka_decision *dec)
+static ka_verdict decide_faulted(ka_txn *t, ka_decision *dec)
 {
-    if (t->txn)
-        mdb_txn_abort(t->txn); /* a read transaction: touches lock.mdb, not the lost pages */
-    t->txn = NULL;
+    /* A read transaction: aborting it touches lock.mdb, not the lost pages. */
+    ka_store_abort(t->lk.txn);
+    t->lk.txn = NULL;
     if (t->locked)
         txn_unlock(t);
     handle_fault(t->h, t->r);
     ka_decision_unavailable(dec);
-    return dec->status;
+    return dec->verdict;
 }
 
-/* The decision under the SIGBUS guard. t and lctx change after sigsetjmp and are read after a
- * siglongjmp, so they live in the caller's frame (never inlined into it), not in this one. */
-static __attribute__((noinline)) int decide_guarded(ka_txn *t, ka_store_lookup_ctx *lctx,
-                                                    const ka_request *req, ka_decision *dec)
+/* The decision under the SIGBUS guard. t changes after sigsetjmp and is read after a
+ * siglongjmp, so it lives in the caller's frame (never inlined into it), not in this one. */
+static __attribute__((noinline)) ka_verdict decide_guarded(ka_txn *t, const ka_request *req,
+                                                           ka_decision *dec)
 {
     request_rec *r = t->r;
     ka_map_guard g;
     ka_lookup lk;
-    int rc;
+    ka_verdict rc;
 
-    ka_store_lookup(lctx, &lk);
+    ka_store_lookup(&t->lk, &lk);
     if (sigsetjmp(g.jb, 0) != 0) {
         ka_map_guard_recover();
         return decide_faulted(t, dec);
     }
     ka_map_guard_arm(&g);
     if (memo_answer(t, req, dec)) {
-        rc = KA_ACCEPT;
+        rc = KA_VERDICT_ACCEPT;
     } else {
         rc = ka_decide(req, &lk, dec);
-        if (rc == KA_ACCEPT)
+        if (rc == KA_VERDICT_ACCEPT)
             memo_keep(t, req, dec);
     }
     txn_end(t);
     ka_map_guard_disarm(&g);
-    if (lctx->read_failed)
+    if (t->lk.read_failed)
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "key store %s: a read failed (damaged data?)",
                       t->h->dir);
     return rc;
@@ -1300,38 +1300,42 @@ static __attribute__((noinline)) int decide_guarded(ka_txn *t, ka_store_lookup_c
 /* One pass of the decision tables over the store, guarded against a data.mdb truncated under
  * the map. On the stack, not in the request pool: nothing per request outgrows its first
  * block because of the module. */
-static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_decision *dec)
+typedef struct {
+    request_rec *r;
+    ka_handle *h;
+    apr_off_t limit;
+} decide_ctx;
+
+static ka_verdict decide_once(void *arg, const ka_request *req, ka_decision *dec)
 {
+    const decide_ctx *d = arg;
     ka_txn t;
-    ka_store_lookup_ctx lctx;
 
     memset(&t, 0, sizeof(t));
-    memset(&lctx, 0, sizeof(lctx));
-    t.r = r;
-    t.h = h;
-    t.memo = ap_get_module_config(r->connection->conn_config, &krenalis_auth_module);
-    lctx.begin = txn_begin;
-    lctx.begin_arg = &t;
-    return decide_guarded(&t, &lctx, req, dec);
+    t.r = d->r;
+    t.h = d->h;
+    t.memo = ap_get_module_config(d->r->connection->conn_config, &krenalis_auth_module);
+    t.lk.begin = txn_begin;
+    t.lk.begin_arg = &t;
+    return decide_guarded(&t, req, dec);
 }
 
-/* Decides, reading the body when the decision needs it. No transaction stays open while a
- * slow client sends its body. */
+static int read_ingestion_body(void *arg, ka_body_fields *fields)
+{
+    const decide_ctx *d = arg;
+    return capture_body(d->r, d->limit, fields);
+}
+
+/* Decides, reading the body when the decision needs it (ka_decide_with_body). No transaction
+ * stays open while a slow client sends its body. OK with dec decided, or the HTTP status of a
+ * body that could not be read. */
 static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka_request *req,
                         ka_decision *dec)
 {
-    apr_off_t limit = body_limit(dc);
-    ka_body_fields *fields;
-    int rc;
+    decide_ctx d = {r, sc->handle, body_limit(dc)};
+    ka_body_fields *fields = apr_pcalloc(r->pool, sizeof(*fields));
 
-    rc = decide_once(r, sc->handle, req, dec);
-    if (rc != KA_NEED_BODY)
-        return rc;
-    fields = apr_pcalloc(r->pool, sizeof(*fields));
-    if ((rc = capture_body(r, limit, fields)) != OK)
-        return rc;
-    req->body = fields;
-    return decide_once(r, sc->handle, req, dec);
+    return ka_decide_with_body(req, decide_once, &d, read_ingestion_body, &d, fields, dec);
 }
 
 static int ka_check_user(request_rec *r)
@@ -1375,9 +1379,10 @@ static int ka_check_user(request_rec *r)
         q->route.endpoint == KA_EP_ORGS ? NULL : apr_table_get(r->headers_in, "Krenalis-Workspace");
     req.ws_policy = dc->ws_policy == UNSET ? KA_WS_OPTIONAL : dc->ws_policy;
     req.orgs_key = sc->proc ? sc->proc->orgs_key : NULL;
-    rc = run_decision(r, sc, dc, &req, &dec);
-    if (rc != KA_ACCEPT)
-        return rc >= 400 && dec.status == rc ? send_refusal(r, q, &dec) : rc;
+    if ((rc = run_decision(r, sc, dc, &req, &dec)) != OK)
+        return rc;
+    if (dec.verdict != KA_VERDICT_ACCEPT)
+        return send_refusal(r, q, &dec);
     /* A chunked ingestion body the decision did not need is still held to the limit, whole,
      * so that an oversized one never reaches the backend. Content-Length was checked above. */
     if (q->route.endpoint == KA_EP_INGESTION && req.body == NULL &&
@@ -1497,7 +1502,8 @@ static const char *parse_words(cmd_parms *cmd, const char *line, const void **pa
 
 static int valid_key_type(const char *s)
 {
-    return !strcmp(s, "api") || !strcmp(s, "event-write") || !strcmp(s, "organizations");
+    ka_key_type t;
+    return ka_key_type_parse(s, &t);
 }
 
 static int valid_id_word(const char *s)

@@ -23,7 +23,6 @@
  * kind of token, and ns per step for the parts of a valid API key decision. Exits 1 when a
  * decision does not come out as expected (a valid key refused, an unknown one accepted...). */
 #include <errno.h>
-#include <lmdb.h>
 #include <openssl/opensslv.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -46,22 +45,23 @@ typedef struct {
     ka_store *st;
     pthread_rwlock_t resize_lock;
     pthread_mutex_t pool_lock;
-    MDB_txn *idle[64];
+    ka_store_txn *idle[64];
     int nidle;
 } txn_pool;
 
 typedef struct {
     txn_pool *p;
-    MDB_txn *txn;
+    ka_store_txn *txn;
     int began; /* transactions begun (to check that malformed tokens begin none) */
 } req_txn;
 
-static int pool_begin(void *arg, const ka_store **st, MDB_txn **txn)
+static ka_store_status pool_begin(void *arg, const ka_store **st, ka_store_txn **txn)
 {
     req_txn *t = arg;
     txn_pool *p = t->p;
-    MDB_txn *x = NULL;
-    int rc;
+    ka_store_txn *x = NULL;
+    char err[256];
+    ka_store_status rc;
 
     pthread_rwlock_rdlock(&p->resize_lock);
     pthread_mutex_lock(&p->pool_lock);
@@ -69,14 +69,14 @@ static int pool_begin(void *arg, const ka_store **st, MDB_txn **txn)
         x = p->idle[--p->nidle];
     pthread_mutex_unlock(&p->pool_lock);
     if (x == NULL) {
-        rc = mdb_txn_begin(p->st->env, NULL, MDB_RDONLY, &x);
-    } else if ((rc = mdb_txn_renew(x)) != 0) {
-        mdb_txn_abort(x);
+        rc = ka_store_read_begin(p->st, &x, err, sizeof(err));
+    } else if ((rc = ka_store_read_renew(x, err, sizeof(err))) != KA_OK) {
+        ka_store_abort(x);
         x = NULL;
     }
-    if (rc != 0) {
+    if (rc != KA_OK) {
         pthread_rwlock_unlock(&p->resize_lock);
-        fprintf(stderr, "decide_bench: cannot begin a read transaction: %s\n", mdb_strerror(rc));
+        fprintf(stderr, "decide_bench: cannot begin a read transaction: %s\n", err);
         return KA_FAIL;
     }
     t->txn = x;
@@ -92,35 +92,34 @@ static void pool_end(req_txn *t)
 
     if (t->txn == NULL)
         return;
-    mdb_txn_reset(t->txn);
+    ka_store_read_reset(t->txn);
     pthread_mutex_lock(&p->pool_lock);
     if (p->nidle < (int)(sizeof(p->idle) / sizeof(p->idle[0]))) {
         p->idle[p->nidle++] = t->txn;
         t->txn = NULL;
     }
     pthread_mutex_unlock(&p->pool_lock);
-    if (t->txn)
-        mdb_txn_abort(t->txn);
+    ka_store_abort(t->txn);
     t->txn = NULL;
     pthread_rwlock_unlock(&p->resize_lock);
 }
 
-/* One decision, as the module's decide_once. */
+/* One decision, as the module's decide_once; returns its HTTP status (ka_verdict_status: 200
+ * accepted, 0 the body is needed). */
 static int decide_once(txn_pool *p, const ka_request *req, ka_decision *dec, int *began)
 {
     req_txn t = {.p = p, .txn = NULL, .began = 0};
     ka_store_lookup_ctx c;
     ka_lookup lk;
-    int rc;
 
     memset(&c, 0, sizeof(c));
     c.begin = pool_begin;
     c.begin_arg = &t;
     ka_store_lookup(&c, &lk);
-    rc = ka_decide(req, &lk, dec);
+    ka_decide(req, &lk, dec);
     pool_end(&t);
     *began += t.began;
-    return rc;
+    return ka_verdict_status(dec);
 }
 
 /* ---- tokens ---- */
@@ -264,7 +263,7 @@ typedef struct {
     const char *name;
     ka_route route;
     const char *workspace;
-    int want;        /* expected result: KA_ACCEPT or an HTTP status */
+    int want;        /* expected HTTP status: 200 accepted, else the refusal's */
     int want_txn;    /* 1: a transaction must be begun; 0: none */
     const tokset *s; /* authorization values */
 } dcase;
@@ -320,13 +319,14 @@ typedef struct {
  * costs around the look-ups (parsing included, digest and LMDB excluded). */
 static ka_key_rec stub_rec;
 
-static int stub_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec)
+static ka_store_status stub_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN],
+                                    ka_key_rec *rec)
 {
     *rec = stub_rec;
     return KA_OK;
 }
 
-static int stub_entity(void *ctx, const char *id, ka_entity *e)
+static ka_store_status stub_entity(void *ctx, const char *id, ka_entity *e)
 {
     memset(e, 0, sizeof(*e));
     memcpy(e->id, id, KA_ID_LEN);
@@ -342,7 +342,8 @@ static steps bench_steps(txn_pool *p, const tokset *api)
     uint8_t(*digests)[KA_DIGEST_LEN] = malloc(n * KA_DIGEST_LEN);
     char(*orgs)[KA_ID_LEN + 1] = malloc(n * (KA_ID_LEN + 1));
     double runs[MAX_REPS] = {0};
-    MDB_txn *txn;
+    ka_store_txn *txn;
+    char err[256];
     ka_key_rec rec;
     ka_entity e;
 
@@ -356,7 +357,7 @@ static steps bench_steps(txn_pool *p, const tokset *api)
             die("a token of the API key file does not parse");
         ka_digest_api(p->st, payloads[i], digests[i]);
     }
-    if (mdb_txn_begin(p->st->env, NULL, MDB_RDONLY, &txn) != 0)
+    if (ka_store_read_begin(p->st, &txn, err, sizeof(err)) != KA_OK)
         die("cannot begin a read transaction");
     for (size_t i = 0; i < n; i++) {
         if (ka_get_key(txn, p->st, digests[i], &rec) != KA_OK)
@@ -378,7 +379,7 @@ static steps bench_steps(txn_pool *p, const tokset *api)
             runs[r] = (now_ns() - t0) / (double)g_iters;                                           \
             g_sink += acc;                                                                         \
         }                                                                                          \
-        out.field = best(runs, g_reps);                                                          \
+        out.field = best(runs, g_reps);                                                            \
     } while (0)
 
     {
@@ -415,18 +416,18 @@ static steps bench_steps(txn_pool *p, const tokset *api)
         acc += (unsigned)ka_get_org(txn, p->st, orgs[j], &e);
         acc += (unsigned)e.enabled;
     });
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
     TIME_LOOP(txn_renew, {
         req_txn t = {.p = p, .txn = NULL, .began = 0};
         const ka_store *st;
-        MDB_txn *x;
+        ka_store_txn *x;
         acc += (unsigned)pool_begin(&t, &st, &x);
         pool_end(&t);
     });
     TIME_LOOP(txn_begin_abort, {
-        MDB_txn *x;
-        acc += (unsigned)mdb_txn_begin(p->st->env, NULL, MDB_RDONLY, &x);
-        mdb_txn_abort(x);
+        ka_store_txn *x;
+        acc += (unsigned)ka_store_read_begin(p->st, &x, err, sizeof(err));
+        ka_store_abort(x);
     });
 #undef TIME_LOOP
     free(payloads);
@@ -459,6 +460,33 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
+/* The module's decide / read the body / decide again step (ka_decide_with_body). */
+typedef struct {
+    txn_pool *p;
+    int began;
+} body_decider;
+
+static ka_verdict decide_step(void *arg, const ka_request *req, ka_decision *dec)
+{
+    body_decider *d = arg;
+
+    decide_once(d->p, req, dec, &d->began);
+    return dec->verdict;
+}
+
+typedef struct {
+    const char *data;
+    size_t len;
+} body_source;
+
+static int scan_step(void *arg, ka_body_fields *fields)
+{
+    const body_source *b = arg;
+
+    ka_json_scan(b->data, b->len, fields);
+    return 0;
+}
+
 static body_result bench_body(txn_pool *p, const char *path, const tokset *wk, ka_route route)
 {
     body_result out;
@@ -488,14 +516,15 @@ static body_result bench_body(txn_pool *p, const char *path, const tokset *wk, k
         ka_json_scan(bodies[i], len, &fields);
         req.body = NULL;
         rc = decide_once(p, &req, &dec, &began);
-        if (rc != KA_NEED_BODY || began != 0) {
-            fprintf(stderr, "decide_bench: body: first decision %d, expected KA_NEED_BODY\n", rc);
+        if (rc != 0 || dec.verdict != KA_VERDICT_NEED_BODY || began != 0) {
+            fprintf(stderr, "decide_bench: body: first decision %d, expected the body needed\n",
+                    rc);
             g_failed = 1;
             break;
         }
         req.body = &fields;
         rc = decide_once(p, &req, &dec, &began);
-        if (rc != KA_ACCEPT) {
+        if (rc != 200) {
             fprintf(stderr, "decide_bench: body: decision %d (%s: %s), expected acceptance\n", rc,
                     dec.code ? dec.code : "-", dec.message);
             g_failed = 1;
@@ -517,12 +546,12 @@ static body_result bench_body(txn_pool *p, const char *path, const tokset *wk, k
         unsigned acc = 0;
         double t0 = now_ns();
         for (size_t i = 0; i < g_iters; i++) {
-            int began = 0;
-            ka_json_scan(bodies[i % nb], len, &fields);
+            body_decider d = {p, 0};
+            body_source b = {bodies[i % nb], len};
             req.body = NULL;
-            acc += (unsigned)decide_once(p, &req, &dec, &began);
-            req.body = &fields;
-            acc += (unsigned)decide_once(p, &req, &dec, &began);
+            acc +=
+                (unsigned)ka_decide_with_body(&req, decide_step, &d, scan_step, &b, &fields, &dec);
+            acc += (unsigned)dec.verdict;
         }
         runs[r] = (now_ns() - t0) / (double)g_iters;
         g_sink += acc;
@@ -555,7 +584,6 @@ int main(int argc, char **argv)
     ka_route api_route, ingest_route;
     tokset api, restricted, wk, unknown, malformed;
     steps st;
-    int major, minor, patch;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -603,30 +631,29 @@ int main(int argc, char **argv)
 
     printf("{\"store\":\"%s\",\"sample\":%zu,\"iters\":%zu,\"reps\":%d", store, api.n, g_iters,
            g_reps);
-    mdb_version(&major, &minor, &patch);
-    printf(",\"lmdb\":\"%d.%d.%d\",\"openssl\":\"%s\"", major, minor, patch,
+    printf(",\"lmdb\":\"%s\",\"openssl\":\"%s\"", ka_store_engine_version(err, sizeof(err)),
            OPENSSL_VERSION_TEXT);
     {
-        dcase c = {"api", api_route, NULL, KA_ACCEPT, 1, &api};
+        dcase c = {"api", api_route, NULL, 200, 1, &api};
         printf(",\"api_ns\":%.1f", bench_decide(&pool, &c));
     }
     if (workspace) {
-        dcase c = {"api_ws", api_route, workspace, KA_ACCEPT, 1, &api};
+        dcase c = {"api_ws", api_route, workspace, 200, 1, &api};
         printf(",\"api_ws_ns\":%.1f", bench_decide(&pool, &c));
     }
     if (restricted_path) {
         restricted = read_tokens(restricted_path, sample);
-        dcase c = {"restricted", api_route, NULL, KA_ACCEPT, 1, &restricted};
+        dcase c = {"restricted", api_route, NULL, 200, 1, &restricted};
         printf(",\"restricted_ns\":%.1f", bench_decide(&pool, &c));
     }
     if (wk_path) {
         wk = read_tokens(wk_path, sample);
-        dcase c = {"write_key", ingest_route, NULL, KA_ACCEPT, 1, &wk};
+        dcase c = {"write_key", ingest_route, NULL, 200, 1, &wk};
         printf(",\"write_key_ns\":%.1f", bench_decide(&pool, &c));
         if (body_path) {
             body_result br = bench_body(&pool, body_path, &wk, ingest_route);
-            printf(",\"body_bytes\":%zu,\"body_scan_ns\":%.1f,\"write_key_body_ns\":%.1f",
-                   br.bytes, br.scan, br.scan_decide);
+            printf(",\"body_bytes\":%zu,\"body_scan_ns\":%.1f,\"write_key_body_ns\":%.1f", br.bytes,
+                   br.scan, br.scan_decide);
         }
     }
     {
@@ -644,7 +671,7 @@ int main(int argc, char **argv)
            st.no_store);
     printf(",\"ok\":%s}\n", g_failed ? "false" : "true");
     for (int i = 0; i < pool.nidle; i++)
-        mdb_txn_abort(pool.idle[i]);
+        ka_store_abort(pool.idle[i]);
     ka_store_close(pool.st);
     return g_failed ? 1 : 0;
 }
