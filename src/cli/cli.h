@@ -208,11 +208,20 @@ typedef struct {
     char secret[KA_API_TOKEN_LEN + 1]; /* "api_…" token, or a 32-character write key */
 } new_key;
 
-/* Listing commands: what to list and the filter. */
+/* A listing command: the rows of the store under a filter that must exist when given. */
 typedef struct {
-    const cli *c;
-    const char *filter; /* organization, workspace or connection ID; NULL: all */
-} list_arg;
+    const char *filter_what; /* "organization", "workspace", "connection" */
+    entity_get filter_get;   /* finds the filter */
+    const char *member;      /* the JSON array: {"<member>":[…]} */
+    /* Calls list_row (through the store's listing) for each row. */
+    ka_store_status (*rows)(ka_store_txn *txn, const ka_store *st, const char *filter, lister *l);
+} listing;
+
+/* Runs a listing with filter (NULL: all; else checked, and it must exist). */
+int run_listing(cli *c, const listing *ls, const char *filter);
+
+/* Prints a new credential, {"id":…,"<member>":"<secret>"} or "ID SECRET", and wipes the line. */
+int emit_new_key(const cli *c, const char *id, const char *member, const char *secret);
 
 /* Creates an API key from tmpl (org, ws, name, created): a new payload, ID and hint. */
 int put_api_key(ka_store_txn *txn, ka_store *st, rng *r, const ka_key_rec *tmpl, new_key *out,

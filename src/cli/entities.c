@@ -249,20 +249,16 @@ static int org_item(const ka_entity *e, void *arg)
     return 0;
 }
 
-static int org_list_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
+static ka_store_status org_rows(ka_store_txn *txn, const ka_store *st, const char *unused,
+                                lister *l)
 {
-    lister l;
-
-    list_open(&l, arg, "organizations");
-    if (ka_list_orgs(txn, st, org_item, &l) != KA_OK)
-        return STEP_STORE;
-    list_close(&l);
-    return STEP_OK;
+    return ka_list_orgs(txn, st, org_item, l);
 }
 
 int cmd_org_list(cli *c)
 {
-    return with_read(c, org_list_step, c);
+    static const listing ls = {"organization", ka_get_org, "organizations", org_rows};
+    return run_listing(c, &ls, NULL);
 }
 
 static int ws_add_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
@@ -311,30 +307,15 @@ static int ws_item(const ka_entity *e, void *arg)
     return 0;
 }
 
-static int ws_list_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
+static ka_store_status ws_rows(ka_store_txn *txn, const ka_store *st, const char *org, lister *l)
 {
-    list_arg *a = arg;
-    ka_entity e;
-    lister l;
-    int rc;
-
-    if (a->filter &&
-        (rc = need(ka_get_org(txn, st, a->filter, &e), "organization", a->filter, err, errlen)))
-        return rc;
-    list_open(&l, a->c, "workspaces");
-    if (ka_list_ws(txn, st, a->filter, ws_item, &l) != KA_OK)
-        return STEP_STORE;
-    list_close(&l);
-    return STEP_OK;
+    return ka_list_ws(txn, st, org, ws_item, l);
 }
 
 int cmd_ws_list(cli *c)
 {
-    list_arg a = {c, c->a.opt[OPT_ORG]};
-
-    if (a.filter && check_id("organization", a.filter) != EXIT_OK)
-        return EXIT_FAIL;
-    return with_read(c, ws_list_step, &a);
+    static const listing ls = {"organization", ka_get_org, "workspaces", ws_rows};
+    return run_listing(c, &ls, c->a.opt[OPT_ORG]);
 }
 
 static int conn_add_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
@@ -356,7 +337,6 @@ static int conn_add_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, 
 int cmd_conn_add(cli *c)
 {
     add_arg a;
-    char line[KA_ID_LEN + 1 + KA_API_TOKEN_LEN + 1];
     int rc = add_init(c, &a, "connection");
 
     if (rc == EXIT_OK)
@@ -367,12 +347,9 @@ int cmd_conn_add(cli *c)
         rc = with_write(c, conn_add_step, &a, SMALL_WRITE);
     }
     rng_wipe(&a.r);
-    if (rc == EXIT_OK) {
-        snprintf(line, sizeof(line), "%s %s", a.e.id, a.key.secret);
-        rc = emit(c, jobj("id", jstr(a.e.id), "key", jstr(a.key.secret), END), line);
-    }
+    if (rc == EXIT_OK)
+        rc = emit_new_key(c, a.e.id, "key", a.key.secret);
     OPENSSL_cleanse(&a.key, sizeof(a.key));
-    OPENSSL_cleanse(line, sizeof(line));
     return rc;
 }
 
@@ -394,28 +371,13 @@ static int conn_item(const ka_entity *e, void *arg)
     return 0;
 }
 
-static int conn_list_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
+static ka_store_status conn_rows(ka_store_txn *txn, const ka_store *st, const char *ws, lister *l)
 {
-    list_arg *a = arg;
-    ka_entity e;
-    lister l;
-    int rc;
-
-    if (a->filter &&
-        (rc = need(ka_get_ws(txn, st, a->filter, &e), "workspace", a->filter, err, errlen)))
-        return rc;
-    list_open(&l, a->c, "connections");
-    if (ka_list_conns(txn, st, a->filter, conn_item, &l) != KA_OK)
-        return STEP_STORE;
-    list_close(&l);
-    return STEP_OK;
+    return ka_list_conns(txn, st, ws, conn_item, l);
 }
 
 int cmd_conn_list(cli *c)
 {
-    list_arg a = {c, c->a.opt[OPT_WS]};
-
-    if (a.filter && check_id("workspace", a.filter) != EXIT_OK)
-        return EXIT_FAIL;
-    return with_read(c, conn_list_step, &a);
+    static const listing ls = {"workspace", ka_get_ws, "connections", conn_rows};
+    return run_listing(c, &ls, c->a.opt[OPT_WS]);
 }

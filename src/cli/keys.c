@@ -134,7 +134,6 @@ static int api_create_step(ka_store_txn *txn, ka_store *st, void *arg, char *err
 int cmd_api_create(cli *c)
 {
     api_arg a;
-    char line[KA_ID_LEN + 1 + KA_API_TOKEN_LEN + 1];
     int rc;
 
     memset(&a, 0, sizeof(a));
@@ -146,12 +145,9 @@ int cmd_api_create(cli *c)
     a.tmpl.created = (uint64_t)time(NULL);
     rc = with_write(c, api_create_step, &a, SMALL_WRITE);
     rng_wipe(&a.r);
-    if (rc == EXIT_OK) {
-        snprintf(line, sizeof(line), "%s %s", a.key.id, a.key.secret);
-        rc = emit(c, jobj("id", jstr(a.key.id), "token", jstr(a.key.secret), END), line);
-    }
+    if (rc == EXIT_OK)
+        rc = emit_new_key(c, a.key.id, "token", a.key.secret);
     OPENSSL_cleanse(&a.key, sizeof(a.key));
-    OPENSSL_cleanse(line, sizeof(line));
     return rc;
 }
 
@@ -171,30 +167,16 @@ static int api_key_item(const ka_key_rec *k, void *arg)
     return 0;
 }
 
-static int api_list_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
+static ka_store_status api_key_rows(ka_store_txn *txn, const ka_store *st, const char *org,
+                                    lister *l)
 {
-    list_arg *a = arg;
-    ka_entity e;
-    lister l;
-    int rc;
-
-    if (a->filter &&
-        (rc = need(ka_get_org(txn, st, a->filter, &e), "organization", a->filter, err, errlen)))
-        return rc;
-    list_open(&l, a->c, "keys");
-    if (ka_list_api_keys(txn, st, a->filter, api_key_item, &l) != KA_OK)
-        return STEP_STORE;
-    list_close(&l);
-    return STEP_OK;
+    return ka_list_api_keys(txn, st, org, api_key_item, l);
 }
 
 int cmd_api_list(cli *c)
 {
-    list_arg a = {c, c->a.opt[OPT_ORG]};
-
-    if (a.filter && check_id("organization", a.filter) != EXIT_OK)
-        return EXIT_FAIL;
-    return with_read(c, api_list_step, &a);
+    static const listing ls = {"organization", ka_get_org, "keys", api_key_rows};
+    return run_listing(c, &ls, c->a.opt[OPT_ORG]);
 }
 
 static int api_delete_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
@@ -259,7 +241,6 @@ static int wk_create_step(ka_store_txn *txn, ka_store *st, void *arg, char *err,
 int cmd_wk_create(cli *c)
 {
     wk_arg a;
-    char line[KA_ID_LEN + 1 + KA_API_TOKEN_LEN + 1];
     int rc;
 
     memset(&a, 0, sizeof(a));
@@ -269,12 +250,9 @@ int cmd_wk_create(cli *c)
         return EXIT_FAIL;
     rc = with_write(c, wk_create_step, &a, SMALL_WRITE);
     rng_wipe(&a.r);
-    if (rc == EXIT_OK) {
-        snprintf(line, sizeof(line), "%s %s", a.key.id, a.key.secret);
-        rc = emit(c, jobj("id", jstr(a.key.id), "key", jstr(a.key.secret), END), line);
-    }
+    if (rc == EXIT_OK)
+        rc = emit_new_key(c, a.key.id, "key", a.key.secret);
     OPENSSL_cleanse(&a.key, sizeof(a.key));
-    OPENSSL_cleanse(line, sizeof(line));
     return rc;
 }
 
@@ -292,29 +270,16 @@ static int wk_item(const ka_key_rec *k, void *arg)
     return 0;
 }
 
-static int wk_list_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
+static ka_store_status wk_rows(ka_store_txn *txn, const ka_store *st, const char *conn, lister *l)
 {
-    list_arg *a = arg;
-    ka_entity e;
-    lister l;
-    int rc = need(ka_get_conn(txn, st, a->filter, &e), "connection", a->filter, err, errlen);
-
-    if (rc != STEP_OK)
-        return rc;
-    list_open(&l, a->c, "keys");
-    if (ka_list_write_keys(txn, st, a->filter, wk_item, &l) != KA_OK)
-        return STEP_STORE;
-    list_close(&l);
-    return STEP_OK;
+    return ka_list_write_keys(txn, st, conn, wk_item, l);
 }
 
+/* --connection is required: the filter is always there. */
 int cmd_wk_list(cli *c)
 {
-    list_arg a = {c, c->a.opt[OPT_CONN]};
-
-    if (check_id("connection", a.filter) != EXIT_OK)
-        return EXIT_FAIL;
-    return with_read(c, wk_list_step, &a);
+    static const listing ls = {"connection", ka_get_conn, "keys", wk_rows};
+    return run_listing(c, &ls, c->a.opt[OPT_CONN]);
 }
 
 static int wk_delete_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)

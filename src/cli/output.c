@@ -4,6 +4,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "cli.h"
 
 int fail(const char *fmt, ...)
@@ -79,6 +81,17 @@ void list_close(lister *l)
 {
     if (l->c->json)
         puts("]}");
+}
+
+int emit_new_key(const cli *c, const char *id, const char *member, const char *secret)
+{
+    char line[KA_ID_LEN + 1 + KA_API_TOKEN_LEN + 1];
+    int rc;
+
+    snprintf(line, sizeof(line), "%s %s", id, secret);
+    rc = emit(c, jobj("id", jstr(id), member, jstr(secret), END), line);
+    OPENSSL_cleanse(line, sizeof(line));
+    return rc;
 }
 
 /* RFC 3339 UTC time, e.g. 2026-11-26T07:00:00Z. */

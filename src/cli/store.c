@@ -114,6 +114,38 @@ int need(ka_store_status rc, const char *what, const char *id, char *err, size_t
     return STEP_STORE;
 }
 
+typedef struct {
+    const cli *c;
+    const listing *ls;
+    const char *filter;
+} listing_arg;
+
+static int listing_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
+{
+    const listing_arg *a = arg;
+    ka_entity e;
+    lister l;
+    int rc;
+
+    if (a->filter && (rc = need(a->ls->filter_get(txn, st, a->filter, &e), a->ls->filter_what,
+                                a->filter, err, errlen)) != STEP_OK)
+        return rc;
+    list_open(&l, a->c, a->ls->member);
+    if (a->ls->rows(txn, st, a->filter, &l) != KA_OK)
+        return STEP_STORE;
+    list_close(&l);
+    return STEP_OK;
+}
+
+int run_listing(cli *c, const listing *ls, const char *filter)
+{
+    listing_arg a = {c, ls, filter};
+
+    if (filter && check_id(ls->filter_what, filter) != EXIT_OK)
+        return EXIT_FAIL;
+    return with_read(c, listing_step, &a);
+}
+
 ka_store_status get_key_id(ka_store_txn *txn, const ka_store *st, const char *id, ka_entity *unused)
 {
     ka_key_rec rec;
