@@ -466,11 +466,13 @@ void ka_store_read_reset(ka_store_txn *txn)
 
 ka_store_status ka_store_read_renew(ka_store_txn *txn, char *err, size_t errlen)
 {
-    MDB_env *env = mdb_txn_env(TX(txn));
     const char *dir = "";
+    int rc = mdb_txn_renew(TX(txn));
 
-    mdb_env_get_path(env, &dir);
-    return txn_result(mdb_txn_renew(TX(txn)), "cannot renew a read transaction", dir, err, errlen);
+    if (rc == 0)
+        return KA_OK;
+    mdb_env_get_path(mdb_txn_env(TX(txn)), &dir); /* for the message only: a request path */
+    return txn_result(rc, "cannot renew a read transaction", dir, err, errlen);
 }
 
 void ka_store_adopt_map(ka_store *st)
