@@ -324,11 +324,9 @@ static int check_store(apr_pool_t *p, server_rec *s, const ka_srv_cfg *c)
                      c->secret_path ? "KrenalisAuthKeyStoreSecret" : "KrenalisAuthKeyStore", err);
         return !OK;
     }
-    rc = ka_store_open_secret(c->store_dir, secret, 1, &st, err, sizeof(err));
+    rc = ka_store_open_secret(c->store_dir, secret, spath, 1, &st, err, sizeof(err));
     OPENSSL_cleanse(secret, sizeof(secret));
     if (rc != KA_OK) {
-        if (rc == KA_BADSECRET)
-            ka_store_bad_secret_msg(c->store_dir, spath, err, sizeof(err));
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL, "%s: %s",
                      rc == KA_BADSECRET && c->secret_path ? "KrenalisAuthKeyStoreSecret"
                                                           : "KrenalisAuthKeyStore",
@@ -550,7 +548,7 @@ static int handle_open(ka_handle *h, server_rec *s)
         return KA_OK;
     if (sigsetjmp(g.jb, 0) == 0) {
         ka_map_guard_arm(&g);
-        rc = ka_store_open_secret(h->dir, h->secret, 1, &st, err, sizeof(err));
+        rc = ka_store_open_secret(h->dir, h->secret, h->secret_path, 1, &st, err, sizeof(err));
         ka_map_guard_disarm(&g);
     } else {
         /* Truncated between the size check and the reads: st is lost (a rare leak). */
@@ -564,8 +562,6 @@ static int handle_open(ka_handle *h, server_rec *s)
         rc = KA_FAIL;
     }
     if (rc != KA_OK) {
-        if (rc == KA_BADSECRET)
-            ka_store_bad_secret_msg(h->dir, h->secret_path, err, sizeof(err));
         handle_failing(
             h, s, rc == KA_BADSECRET ? "KrenalisAuthKeyStoreSecret" : "KrenalisAuthKeyStore", err);
         ka_store_close(st);

@@ -200,7 +200,7 @@ static ka_store_status check_format(ka_store *st, char *err, size_t errlen)
     return rc;
 }
 
-void ka_store_bad_secret_msg(const char *dir, const char *secret_path, char *err, size_t errlen)
+static void bad_secret_msg(const char *dir, const char *secret_path, char *err, size_t errlen)
 {
     snprintf(err, errlen,
              "the store secret %s does not match key store %s (the store was created with "
@@ -298,15 +298,14 @@ ka_store_status ka_store_open(const char *dir, const char *secret_path, int read
     default_secret(dir, secret_path, spath, sizeof(spath));
     if (ka_secret_read(spath, secret, err, errlen) != NULL)
         return KA_FAIL;
-    rc = ka_store_open_secret(dir, secret, readonly, out, err, errlen);
+    rc = ka_store_open_secret(dir, secret, spath, readonly, out, err, errlen);
     OPENSSL_cleanse(secret, sizeof(secret));
-    if (rc == KA_BADSECRET)
-        ka_store_bad_secret_msg(dir, spath, err, errlen);
     return rc;
 }
 
 ka_store_status ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN],
-                                     int readonly, ka_store **out, char *err, size_t errlen)
+                                     const char *secret_path, int readonly, ka_store **out,
+                                     char *err, size_t errlen)
 {
     ka_store *st;
     ka_store_status rc;
@@ -327,6 +326,8 @@ ka_store_status ka_store_open_secret(const char *dir, const uint8_t secret[KA_SE
         rc = check_format(st, err, errlen);
     if (rc != KA_OK) {
         ka_store_close(st);
+        if (rc == KA_BADSECRET && secret_path != NULL)
+            bad_secret_msg(dir, secret_path, err, errlen);
         return rc;
     }
     *out = st;

@@ -56,12 +56,12 @@ typedef struct {
  * the HMAC key), a per-process resource. */
 ka_store_status ka_store_open(const char *dir, const char *secret_path, int readonly,
                               ka_store **out, char *err, size_t errlen);
-/* The same with the secret in memory (the module reads it as root before it forks). */
+/* The same with the secret in memory (the module reads it as root before it forks);
+ * secret_path, when not NULL, is where it came from, for the KA_BADSECRET message. */
 ka_store_status ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN],
-                                     int readonly, ka_store **out, char *err, size_t errlen);
+                                     const char *secret_path, int readonly, ka_store **out,
+                                     char *err, size_t errlen);
 void ka_store_close(ka_store *st);
-/* The message for KA_BADSECRET when the caller knows the secret's path. */
-void ka_store_bad_secret_msg(const char *dir, const char *secret_path, char *err, size_t errlen);
 /* KA_FAIL, with a message, when a data.mdb of size bytes is shorter than the pages the store's
  * last commit uses (a truncated file: reading those pages through the map would be SIGBUS). */
 ka_store_status ka_store_check_size(const ka_store *st, long long size, char *err, size_t errlen);

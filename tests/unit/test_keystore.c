@@ -719,7 +719,7 @@ static void test_open_with_secret(void **state)
     assert_non_null(f);
     assert_int_equal(fread(secret, 1, sizeof(secret), f), sizeof(secret));
     fclose(f);
-    assert_int_equal(ka_store_open_secret(dir, secret, 1, &s, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_store_open_secret(dir, secret, NULL, 1, &s, err, sizeof(err)), KA_OK);
     st = s;
     payload_of(2, p);
     ka_digest_api(st, p, d1);
@@ -733,7 +733,8 @@ static void test_open_with_secret(void **state)
     secret[0] ^= 1;
     for (int ro = 0; ro <= 1; ro++) {
         s = (ka_store *)1;
-        assert_int_equal(ka_store_open_secret(dir, secret, ro, &s, err, sizeof(err)), KA_BADSECRET);
+        assert_int_equal(ka_store_open_secret(dir, secret, NULL, ro, &s, err, sizeof(err)),
+                         KA_BADSECRET);
         assert_null(s);
         snprintf(want, sizeof(want), "key store %s was created with another secret", dir);
         assert_string_equal(err, want);
@@ -754,7 +755,7 @@ static void test_open_with_secret(void **state)
     /* Not a directory. */
     snprintf(path, sizeof(path), "%s/secret", dir);
     s = (ka_store *)1;
-    assert_int_equal(ka_store_open_secret(path, secret, 1, &s, err, sizeof(err)), KA_FAIL);
+    assert_int_equal(ka_store_open_secret(path, secret, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
     assert_null(s);
 }
 
