@@ -27,6 +27,9 @@ LIB_SRC := src/token.c src/crypto.c src/keystore.c src/decide.c src/json.c src/c
 LIB_HDR := $(wildcard src/*.h)
 LIB := $(BUILD)/libkrenalis.a
 LIBS := -llmdb -lcrypto -lz
+# The Apache glue: mod_krenalis_auth.c over src/apache/ (ka_private.h).
+MOD_SRC := mod_krenalis_auth.c $(wildcard src/apache/*.c)
+MOD_HDR := $(wildcard src/apache/*.h)
 CLI_SRC := $(wildcard src/cli/*.c)
 CLI_HDR := $(wildcard src/cli/*.h)
 
@@ -85,9 +88,9 @@ $(eval $(call lib_rules,$(BUILD),$(CC),$(CSTD) $(WARN) $(CFLAGS)))
 
 # apxs links the archive before the libraries it needs (libtool notes in apxs.log that a
 # non-libtool archive is not portable: it is PIC, made for this).
-$(BUILD)/mod_krenalis_auth.so: mod_krenalis_auth.c $(LIB) $(LIB_HDR) | $(BUILD) check-build-deps
+$(BUILD)/mod_krenalis_auth.so: $(MOD_SRC) $(MOD_HDR) $(LIB) $(LIB_HDR) | $(BUILD) check-build-deps
 	$(APXS) -c -o mod_krenalis_auth.la $(addprefix -Wc$(comma),$(CSTD) $(WARN)) \
-	  mod_krenalis_auth.c $(LIB) $(LIBS) >$(BUILD)/apxs.log 2>&1 || { cat $(BUILD)/apxs.log; exit 1; }
+	  $(MOD_SRC) $(LIB) $(LIBS) >$(BUILD)/apxs.log 2>&1 || { cat $(BUILD)/apxs.log; exit 1; }
 	@! grep -E "(warning|error):" $(BUILD)/apxs.log
 	install -m 0755 .libs/mod_krenalis_auth.so $@
 
@@ -158,7 +161,8 @@ lint:
 	  tests/common
 
 clean:
-	rm -rf $(BUILD) .libs *.la *.lo *.slo *.o src/*.lo src/*.slo src/*.o src/.libs
+	rm -rf $(BUILD) .libs *.la *.lo *.slo *.o src/*.lo src/*.slo src/*.o src/.libs \
+	  src/apache/*.lo src/apache/*.slo src/apache/*.o src/apache/.libs
 
 # Benchmark (bench/), fuzzing and sanitizer runs (tests/fuzz/).
 -include bench/bench.mk

@@ -10,8 +10,13 @@ BENCH_PKGS := wrk apache2-utils valgrind
 bench-deps:
 	$(call apt_install,$(BENCH_PKGS))
 
-$(BUILD)/decide_bench: bench/decide_bench.c $(LIB) $(LIB_HDR) | $(BUILD)
-	$(CC) $(CSTD) $(WARN) $(CFLAGS) -Isrc -o $@ bench/decide_bench.c $(LIB) $(LIBS) -lpthread
+# The bench links the module's own store code (src/apache/store.c) over APR, outside httpd.
+BENCH_APR_CFLAGS = $(shell $(APXS) -q EXTRA_CPPFLAGS) -I$(shell $(APXS) -q INCLUDEDIR) \
+                   -I$(shell $(APXS) -q APR_INCLUDEDIR)
+
+$(BUILD)/decide_bench: bench/decide_bench.c src/apache/store.c $(MOD_HDR) $(LIB) $(LIB_HDR) | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(BENCH_APR_CFLAGS) -Isrc -o $@ bench/decide_bench.c \
+	  src/apache/store.c $(LIB) $(LIBS) -lapr-1 -lpthread
 
 # 10 thousand and 1 million keys; under 10 minutes on 2 CPUs. Writes bench/RESULTS.md.
 bench: deps bench-deps

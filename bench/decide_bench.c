@@ -8,11 +8,11 @@
  * The first --sample lines of each are loaded (bulk-created keys are random, so any lines are a
  * random sample of the store) and shuffled; every decision takes the next token of the set.
  *
- * Each decision reproduces the module's request path (mod_krenalis_auth.c decide_once): a
- * ka_store_lookup_ctx whose transaction is begun on the first look-up by renewing a reset read
- * transaction from an idle list (rwlock + mutex, as the module does), ka_decide, then the
- * transaction reset and put back. Malformed tokens are refused before any look-up, so they never
- * begin a transaction, as in the module.
+ * Each decision is the module's own (src/apache/store.c, linked here): ka_store_decide over a
+ * store handle, whose read transaction is begun on the first look-up by renewing a reset one
+ * from the child's pool (rwlock + mutex), under the SIGBUS guard, then reset and put back. The
+ * connection memo is left out: every decision runs the tables. Malformed tokens are refused
+ * before any look-up, so they never begin a transaction, as in the module.
  *
  * --body: a JSON ingestion body holding the 32-character placeholder WRITE_KEY_PLACEHOLDER (see
  * PLACEHOLDER below) where the write key goes; with --wk, the body path is timed too: the body
@@ -24,13 +24,14 @@
  * decision does not come out as expected (a valid key refused, an unknown one accepted...). */
 #include <errno.h>
 #include <openssl/opensslv.h>
-#include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "apache/ka_private.h"
 #include "crypto.h"
 #include "decide.h"
 #include "keystore.h"
@@ -39,86 +40,52 @@
 #define MAX_REPS 15
 #define PLACEHOLDER "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@" /* 32 characters, in --body */
 
-/* ---- a module-like transaction pool ---- */
+/* ---- the module's store code, outside httpd ---- */
 
-typedef struct {
-    ka_store *st;
-    pthread_rwlock_t resize_lock;
-    pthread_mutex_t pool_lock;
-    ka_store_txn *idle[64];
-    int nidle;
-} txn_pool;
+/* What src/apache/store.c needs of httpd: the module (its log index) and the log functions,
+ * which httpd itself exports. */
+module AP_MODULE_DECLARE_DATA krenalis_auth_module = {STANDARD20_MODULE_STUFF};
 
-typedef struct {
-    txn_pool *p;
-    ka_store_txn *txn;
-    int began; /* transactions begun (to check that malformed tokens begin none) */
-} req_txn;
-
-static ka_store_status pool_begin(void *arg, const ka_store **st, ka_store_txn **txn)
+void ap_log_error_(const char *file, int line, int module_index, int level, apr_status_t status,
+                   const server_rec *s, const char *fmt, ...)
 {
-    req_txn *t = arg;
-    txn_pool *p = t->p;
-    ka_store_txn *x = NULL;
-    char err[256];
-    ka_store_status rc;
+    va_list ap;
 
-    pthread_rwlock_rdlock(&p->resize_lock);
-    pthread_mutex_lock(&p->pool_lock);
-    if (p->nidle > 0)
-        x = p->idle[--p->nidle];
-    pthread_mutex_unlock(&p->pool_lock);
-    if (x == NULL) {
-        rc = ka_store_read_begin(p->st, &x, err, sizeof(err));
-    } else if ((rc = ka_store_read_renew(x, err, sizeof(err))) != KA_OK) {
-        ka_store_abort(x);
-        x = NULL;
-    }
-    if (rc != KA_OK) {
-        pthread_rwlock_unlock(&p->resize_lock);
-        fprintf(stderr, "decide_bench: cannot begin a read transaction: %s\n", err);
-        return KA_FAIL;
-    }
-    t->txn = x;
-    t->began++;
-    *st = p->st;
-    *txn = x;
-    return KA_OK;
+    fputs("decide_bench: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
 }
 
-static void pool_end(req_txn *t)
+void ap_log_rerror_(const char *file, int line, int module_index, int level, apr_status_t status,
+                    const request_rec *r, const char *fmt, ...)
 {
-    txn_pool *p = t->p;
+    va_list ap;
 
-    if (t->txn == NULL)
-        return;
-    ka_store_read_reset(t->txn);
-    pthread_mutex_lock(&p->pool_lock);
-    if (p->nidle < (int)(sizeof(p->idle) / sizeof(p->idle[0]))) {
-        p->idle[p->nidle++] = t->txn;
-        t->txn = NULL;
-    }
-    pthread_mutex_unlock(&p->pool_lock);
-    ka_store_abort(t->txn);
-    t->txn = NULL;
-    pthread_rwlock_unlock(&p->resize_lock);
+    fputs("decide_bench: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
 }
 
-/* One decision, as the module's decide_once; returns its HTTP status (ka_verdict_status: 200
- * accepted, 0 the body is needed). */
-static int decide_once(txn_pool *p, const ka_request *req, ka_decision *dec, int *began)
-{
-    req_txn t = {.p = p, .txn = NULL, .began = 0};
-    ka_store_lookup_ctx c;
-    ka_lookup lk;
+/* A child's store handle and a request record for it. */
+typedef struct {
+    ka_handle *h;
+    const ka_store *st; /* the handle's open store, for the step timings */
+    server_rec s;
+    request_rec r;
+} bench_store;
 
-    memset(&c, 0, sizeof(c));
-    c.begin = pool_begin;
-    c.begin_arg = &t;
-    ka_store_lookup(&c, &lk);
-    ka_decide(req, &lk, dec);
-    pool_end(&t);
-    *began += t.began;
+/* One decision, as the module's; returns its HTTP status (ka_verdict_status: 200 accepted, 0
+ * the body is needed) and adds to *began the transactions it began. */
+static int decide_once(bench_store *p, const ka_request *req, ka_decision *dec, int *began)
+{
+    int b = 0;
+
+    ka_store_decide(p->h, &p->r, 0, req, dec, &b);
+    *began += b;
     return ka_verdict_status(dec);
 }
 
@@ -269,7 +236,7 @@ typedef struct {
 } dcase;
 
 /* ns per decision, best of g_reps runs over the set (after one warm-up pass). */
-static double bench_decide(txn_pool *p, const dcase *dc)
+static double bench_decide(bench_store *p, const dcase *dc)
 {
     ka_request req;
     ka_decision dec;
@@ -334,7 +301,7 @@ static ka_store_status stub_entity(void *ctx, const char *id, ka_entity *e)
     return KA_OK;
 }
 
-static steps bench_steps(txn_pool *p, const tokset *api)
+static steps bench_steps(bench_store *p, const tokset *api)
 {
     steps out;
     size_t n = api->n;
@@ -417,13 +384,7 @@ static steps bench_steps(txn_pool *p, const tokset *api)
         acc += (unsigned)e.enabled;
     });
     ka_store_abort(txn);
-    TIME_LOOP(txn_renew, {
-        req_txn t = {.p = p, .txn = NULL, .began = 0};
-        const ka_store *st;
-        ka_store_txn *x;
-        acc += (unsigned)pool_begin(&t, &st, &x);
-        pool_end(&t);
-    });
+    TIME_LOOP(txn_renew, { acc += (unsigned)ka_store_txn_cycle(p->h, &p->r); });
     TIME_LOOP(txn_begin_abort, {
         ka_store_txn *x;
         acc += (unsigned)ka_store_read_begin(p->st, &x, err, sizeof(err));
@@ -462,7 +423,7 @@ static char *read_file(const char *path, size_t *len)
 
 /* The module's decide / read the body / decide again step (ka_decide_with_body). */
 typedef struct {
-    txn_pool *p;
+    bench_store *p;
     int began;
 } body_decider;
 
@@ -487,7 +448,7 @@ static int scan_step(void *arg, ka_body_fields *fields)
     return 0;
 }
 
-static body_result bench_body(txn_pool *p, const char *path, const tokset *wk, ka_route route)
+static body_result bench_body(bench_store *p, const char *path, const tokset *wk, ka_route route)
 {
     body_result out;
     size_t len, nb = wk->n < 4096 ? wk->n : 4096;
@@ -579,8 +540,9 @@ int main(int argc, char **argv)
     const char *store = NULL, *api_path = NULL, *restricted_path = NULL, *wk_path = NULL,
                *workspace = NULL, *body_path = NULL;
     size_t sample = 100000;
-    txn_pool pool;
-    char err[512];
+    bench_store pool;
+    apr_pool_t *apool;
+    char err[512], spath[4200];
     ka_route api_route, ingest_route;
     tokset api, restricted, wk, unknown, malformed;
     steps st;
@@ -616,12 +578,17 @@ int main(int argc, char **argv)
         usage();
 
     memset(&pool, 0, sizeof(pool));
-    if (ka_store_open(store, NULL, 1, &pool.st, err, sizeof(err)) != KA_OK) {
-        fprintf(stderr, "decide_bench: %s\n", err);
+    apr_initialize();
+    apr_pool_create(&apool, NULL);
+    pool.r.server = &pool.s;
+    pool.r.request_time = apr_time_now();
+    pool.h = ka_handle_make(apool, store, ka_store_default_secret(store, spath, sizeof(spath)), err,
+                            sizeof(err));
+    if (pool.h == NULL || ka_handle_child_init(pool.h, apool, &pool.s) != APR_SUCCESS ||
+        (pool.st = ka_handle_store(pool.h)) == NULL) {
+        fprintf(stderr, "decide_bench: %s\n", pool.h ? "cannot open the store" : err);
         return 2;
     }
-    pthread_rwlock_init(&pool.resize_lock, NULL);
-    pthread_mutex_init(&pool.pool_lock, NULL);
     ka_classify("GET", "/v1/ping.txt", KA_EP_AUTO, &api_route);
     ka_classify("POST", "/v1/events", KA_EP_AUTO, &ingest_route);
 
@@ -670,8 +637,8 @@ int main(int argc, char **argv)
            st.parse, st.digest, st.txn_renew, st.txn_begin_abort, st.get_key, st.get_org,
            st.no_store);
     printf(",\"ok\":%s}\n", g_failed ? "false" : "true");
-    for (int i = 0; i < pool.nidle; i++)
-        ka_store_abort(pool.idle[i]);
-    ka_store_close(pool.st);
+    ka_handle_close(pool.h);
+    apr_pool_destroy(apool);
+    apr_terminate();
     return g_failed ? 1 : 0;
 }

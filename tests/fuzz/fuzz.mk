@@ -93,10 +93,10 @@ $(SAN_DIR)/krenalis-keys: $(CLI_SRC) $(CLI_HDR) $(SAN_DIR)/libkrenalis.a $(LIB_H
 
 # Built directly (not through apxs/libtool) so that nothing lands in src/; linked against
 # libasan/libubsan, which httpd gets through LD_PRELOAD.
-$(SAN_DIR)/mod_krenalis_auth.so: mod_krenalis_auth.c $(SAN_DIR)/libkrenalis.a $(LIB_HDR)
+$(SAN_DIR)/mod_krenalis_auth.so: $(MOD_SRC) $(MOD_HDR) $(SAN_DIR)/libkrenalis.a $(LIB_HDR)
 	@mkdir -p $(SAN_DIR)
 	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) -shared -fPIC $(SAN_APXS_CFLAGS) -Isrc -o $@ \
-	  mod_krenalis_auth.c $(SAN_DIR)/libkrenalis.a $(LIBS)
+	  $(MOD_SRC) $(SAN_DIR)/libkrenalis.a $(LIBS)
 	@ldd $@ | grep -q libasan || { echo "$@ is not linked against libasan"; exit 1; }
 
 $(SAN_DIR)/unit_tests: $(UNIT_SRC) $(UNIT_HDR) tests/unit/main.c $(SAN_DIR)/libkrenalis.a $(LIB_HDR)
