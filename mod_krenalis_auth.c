@@ -35,9 +35,10 @@ static void *create_srv_cfg(apr_pool_t *p, server_rec *s)
     return apr_pcalloc(p, sizeof(ka_srv_cfg));
 }
 
-/* The server-config merge rule. A virtual host inherits the main server's store and secret
- * unless it names a store of its own: then its secret is its own KrenalisAuthKeyStoreSecret,
- * or DIR/secret of that store, never the main server's file (a secret belongs to one store).
+/* The server-config merge rule. A virtual host without KrenalisAuthKeyStore inherits the main
+ * server's store, with its own KrenalisAuthKeyStoreSecret if it names one, else the main
+ * server's. One that names a store of its own reads its own KrenalisAuthKeyStoreSecret, or
+ * DIR/secret of that store, never the main server's file (a secret belongs to one store).
  * KrenalisAuthOrganizationsKeyEnv is main-server only (GLOBAL_ONLY): one key per installation. */
 static void *merge_srv_cfg(apr_pool_t *p, void *basev, void *addv)
 {
