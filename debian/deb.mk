@@ -1,6 +1,6 @@
 # Debian packages (included by the Makefile).
 #   make deb           builds libapache2-mod-krenalis-auth and krenalis-keys into build/deb/
-#   make lintian       checks them (fails on any lintian error)
+#   make lintian       checks them (fails on any lintian error or warning)
 #   make package-test  installs them on this machine's own Apache and removes them again
 #                      (tests/package/run.py; root)
 # `make test` runs lintian and package-test. The packages are built by dpkg-buildpackage in a
@@ -43,7 +43,7 @@ deb:
 	@ls $(DEB_OUT)
 
 lintian: deb
-	lintian --fail-on error --display-info $(DEB_OUT)/*.deb
+	lintian --fail-on error,warning --display-info $(DEB_OUT)/*.deb
 
 package-test: deb
 	$(PYTHON) tests/package/run.py $(DEB_OUT)

@@ -33,11 +33,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "tests" / "reliability"))
 sys.dont_write_bytecode = True
 
 from harness import (BACKENDS, Failure, assert_error, assert_identity, backend, check,  # noqa: E402
                      eq, free_port, hdrs, http, identity, project_version, random_api_token,
                      terminate, wait_port)
+from common import pid_alive  # noqa: E402  (tests/reliability)
 
 PKGS = ("libapache2-mod-krenalis-auth", "krenalis-keys")
 SITE = "krenalis-package-test"
@@ -83,14 +85,6 @@ def status(pkg):
 
 def installed(pkg):
     return status(pkg) == "install ok installed"
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def system_apache_pid():
