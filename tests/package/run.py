@@ -189,8 +189,8 @@ class PackageTest:
         self.f = {}
 
     def step(self, name, fn):
-        """Runs one check; a failure is reported and ends the run (later checks depend on
-        the earlier ones), except where the caller catches it."""
+        """Runs one check and reports it; a failure ends the run (each check builds on the
+        ones before it) and goes on to the cleanup."""
         try:
             fn()
         except Failure as e:
