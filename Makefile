@@ -108,3 +108,5 @@ clean:
 -include bench/bench.mk
 -include tests/fuzz/fuzz.mk
 -include tests/reliability/reliability.mk
+# Debian packages (make deb), lintian and the package test, which `make test` runs too.
+-include debian/deb.mk

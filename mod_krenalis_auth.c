@@ -37,6 +37,7 @@
 #include "src/keystore.h"
 #include "src/mapguard.h"
 #include "src/token.h"
+#include "src/version.h"
 
 #define AUTH_TYPE_NAME "Krenalis"
 #define DEFAULT_ORGS_ENV "KRENALIS_ORGANIZATIONS_API_KEY"
@@ -531,6 +532,9 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if (proc->orgs_key == NULL)
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                      "%s is not set: the Organizations API stays closed", orgs_env_name(s));
+    /* Once per configuration load: not on the first of the two passes of a start. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG)
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "mod_krenalis_auth/" KA_VERSION " configured");
     return OK;
 }
 
