@@ -22,6 +22,7 @@
 
 #include "src/cors.h"
 #include "src/crypto.h"
+#include "src/version.h"
 
 #define DEFAULT_ORGS_ENV KA_ORGS_KEY_ENV
 
@@ -311,6 +312,10 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                      KA_LOGNO(00005) "%s is not set: the Organizations API stays closed",
                      ka_cfg_orgs_env(s));
+    /* Once per configuration load: not on the first of the two passes of a start. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG)
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                     KA_LOGNO(00019) "mod_krenalis_auth/" KA_VERSION " configured");
     return OK;
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "version.h"
 
 /* ---- options ---- */
 
@@ -90,7 +91,8 @@ static void print_help(FILE *f)
     fputs("usage: " PROG " [--store DIR] [--secret FILE] [--json] COMMAND [ARGS]\n\n"
           "  --store DIR    the key store (default $" STORE_ENV ", else " DEFAULT_STORE ")\n"
           "  --secret FILE  the store secret (default DIR/secret)\n"
-          "  --json         print results as one JSON object\n\ncommands:\n",
+          "  --json         print results as one JSON object\n"
+          "  --version      print the version and exit\n\ncommands:\n",
           f);
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %s\n", COMMANDS[i].synopsis);
@@ -236,6 +238,10 @@ int main(int argc, char **argv)
     cli c;
     int used = 0;
 
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        puts(PROG " " KA_VERSION);
+        return EXIT_OK;
+    }
     memset(&c, 0, sizeof(c));
     if (parse_args(argc, argv, &c.a, err, sizeof(err)) != 0)
         return usage(NULL, err);
