@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 # Debian packages the build, the tests, the demo and the benchmark need.
 PKGS := apache2 apache2-dev libapr1-dev libaprutil1-dev liblmdb-dev lmdb-utils libjson-c-dev \
-        libssl-dev zlib1g-dev libcmocka-dev python3 curl chromium
+        libssl-dev zlib1g-dev libcmocka-dev python3 curl chromium postgresql libpq-dev
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 CSTD := -std=c11 -D_GNU_SOURCE
 CFLAGS ?= -O2 -g
@@ -14,6 +14,9 @@ LIB_SRC := src/token.c src/crypto.c src/keystore.c src/decide.c src/json.c src/c
            src/mapguard.c
 LIB_HDR := $(wildcard src/*.h)
 LIBS := -llmdb -lcrypto -lz
+# krenalis-keys mirror (src/mirror*.c, src/kms.c): libpq; the module does not link it.
+MIRROR_SRC := src/mirror.c src/mirror_apply.c src/kms.c
+PQ_CFLAGS := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 
 
 
@@ -46,8 +49,9 @@ $(BUILD)/mod_krenalis_auth.so: mod_krenalis_auth.c $(LIB_SRC) $(LIB_HDR) | $(BUI
 	@! grep -E "(warning|error):" $(BUILD)/apxs.log
 	install -m 0755 .libs/mod_krenalis_auth.so $@
 
-$(BUILD)/krenalis-keys: src/cli.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
-	$(CC) $(CSTD) $(WARN) $(CFLAGS) -o $@ src/cli.c $(LIB_SRC) $(LIBS) -ljson-c
+$(BUILD)/krenalis-keys: src/cli.c $(MIRROR_SRC) $(LIB_SRC) $(LIB_HDR) | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(PQ_CFLAGS) -o $@ src/cli.c $(MIRROR_SRC) $(LIB_SRC) \
+	  $(LIBS) -ljson-c -lpq
 
 comma := ,
 
@@ -60,8 +64,10 @@ install: all
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-$(BUILD)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
-	$(CC) $(CSTD) $(WARN) $(CFLAGS) -Isrc -o $@ tests/unit/main.c $(UNIT_SRC) $(LIB_SRC) $(LIBS) -lcmocka
+$(BUILD)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) src/mirror_apply.c src/kms.c \
+                     $(LIB_HDR) | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) -Isrc -o $@ tests/unit/main.c $(UNIT_SRC) $(LIB_SRC) \
+	  src/mirror_apply.c src/kms.c $(LIBS) -ljson-c -lcmocka
 
 unit: deps $(BUILD)/unit_tests
 	$(BUILD)/unit_tests

@@ -19,6 +19,7 @@
 #include "decide.h"
 #include "json.h"
 #include "keystore.h"
+#include "mirror.h"
 #include "token.h"
 
 #define PROG "krenalis-keys"
@@ -384,6 +385,12 @@ static ka_store *open_store(const cli *c, int readonly)
         return NULL;
     }
     if (ka_store_open(c->dir, c->a.opt[OPT_SECRET], readonly, &st, err, sizeof(err)) != KA_OK) {
+        fail("%s", err);
+        return NULL;
+    }
+    /* Keys of a mirrored store change in Krenalis only (SPEC §11.2). */
+    if (!readonly && ka_store_refuse_mirror(st, err, sizeof(err)) != KA_OK) {
+        ka_store_close(st);
         fail("%s", err);
         return NULL;
     }
@@ -1779,6 +1786,10 @@ static void print_help(FILE *f)
           f);
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %s\n", COMMANDS[i].synopsis);
+    fputs("  mirror --postgres CONNINFO [--schema NAME] [--pepper-file FILE | --kms key:BASE64]\n"
+          "         [--poll-interval MS] [--once]\n"
+          "  upgrade\n",
+          f);
     fputs("\nSee docs/krenalis-keys.md.\n", f);
 }
 
@@ -1921,6 +1932,9 @@ int main(int argc, char **argv)
     cli c;
     int used = 0;
 
+    if ((used = ka_mirror_cli(argc, argv)) >= 0) /* mirror, upgrade: src/mirror.c */
+        return used;
+    used = 0;
     memset(&c, 0, sizeof(c));
     if (parse_args(argc, argv, &c.a, err, sizeof(err)) != 0)
         return usage(NULL, err);
