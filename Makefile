@@ -20,7 +20,7 @@ PQ_CFLAGS := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/p
 
 
 
-.PHONY: all deps install test unit integration demo demo-stop clean format lint
+.PHONY: all deps install test unit integration mirror demo demo-stop clean format lint
 
 all: deps $(BUILD)/mod_krenalis_auth.so $(BUILD)/krenalis-keys
 
@@ -81,7 +81,14 @@ integration: all
 # ASan+UBSan preloaded into httpd (tests/fuzz/fuzz.mk), and the short reliability suites
 # (hostile input, key churn under load, store faults, restarts, the secret scan; about 75 s,
 # tests/reliability/reliability.mk).
-test: all unit integration test-sanitize reliability
+test: all unit integration test-sanitize reliability mirror
+
+# krenalis-keys mirror against a throwaway PostgreSQL cluster and a real httpd (tests/mirror/).
+$(BUILD)/kms_seal: tests/mirror/kms_seal.c | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) -o $@ $< -lcrypto
+
+mirror: all $(BUILD)/kms_seal
+	$(PYTHON) tests/mirror/run.py
 
 demo: all
 	@$(PYTHON) conf/demo/demo.py start
