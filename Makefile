@@ -64,10 +64,12 @@ install: all
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-$(BUILD)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) src/mirror_apply.c src/kms.c \
-                     $(LIB_HDR) | $(BUILD)
+# The mirror's code that needs no PostgreSQL is unit-tested too.
+UNIT_LIB_SRC := src/mirror_apply.c src/kms.c
+
+$(BUILD)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) $(UNIT_LIB_SRC) $(LIB_HDR) | $(BUILD)
 	$(CC) $(CSTD) $(WARN) $(CFLAGS) -Isrc -o $@ tests/unit/main.c $(UNIT_SRC) $(LIB_SRC) \
-	  src/mirror_apply.c src/kms.c $(LIBS) -ljson-c -lcmocka
+	  $(UNIT_LIB_SRC) $(LIBS) -ljson-c -lcmocka
 
 unit: deps $(BUILD)/unit_tests
 	$(BUILD)/unit_tests

@@ -982,8 +982,8 @@ int ka_mirror_version_put(MDB_txn *txn, ka_store *st, uint64_t version)
 int ka_mirror_meta_put(MDB_txn *txn, ka_store *st, const ka_mirror_meta *m)
 {
     if (m->source[0] == '\0' ||
-        meta_put(txn, st, META_MIRROR_SOURCE, m->source, strnlen(m->source, KA_MIRROR_SOURCE_MAX)) !=
-            KA_OK ||
+        meta_put(txn, st, META_MIRROR_SOURCE, m->source,
+                 strnlen(m->source, KA_MIRROR_SOURCE_MAX)) != KA_OK ||
         meta_put(txn, st, META_MIRROR_CONNINFO, m->conninfo,
                  strnlen(m->conninfo, KA_MIRROR_CONNINFO_MAX)) != KA_OK)
         return KA_FAIL;

@@ -195,17 +195,17 @@ static const char *command_word(int argc, char **argv, int *at)
 static int parse(int argc, char **argv, mirror *m, int is_mirror)
 {
     const char *poll = NULL, *once = NULL, *json = NULL;
-    opt opts[] = {{"store", &m->dir},         {"secret", &m->secret_path},
-                  {"json", &json},            {"postgres", &m->conninfo},
-                  {"schema", &m->schema},     {"pepper-file", &m->pepper_file},
-                  {"kms", &m->kms},           {"poll-interval", &poll},
-                  {"once", &once}};
+    opt opts[] = {
+        {"store", &m->dir},         {"secret", &m->secret_path}, {"json", &json},
+        {"postgres", &m->conninfo}, {"schema", &m->schema},      {"pepper-file", &m->pepper_file},
+        {"kms", &m->kms},           {"poll-interval", &poll},    {"once", &once}};
     size_t nopts = sizeof(opts) / sizeof(opts[0]);
     int words = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *eq;
-        size_t k, len;
+        size_t len;
+        opt *o = NULL;
 
         if (s[0] != '-' || s[1] != '-') {
             if (++words > 1)
@@ -214,26 +214,27 @@ static int parse(int argc, char **argv, mirror *m, int is_mirror)
         }
         eq = strchr(s + 2, '=');
         len = eq ? (size_t)(eq - s - 2) : strlen(s + 2);
-        for (k = 0; k < nopts; k++)
-            if (strlen(opts[k].name) == len && strncmp(s + 2, opts[k].name, len) == 0)
-                break;
-        /* mirror takes the global --store and --json; upgrade also --secret. */
-        if (k == nopts || (is_mirror && opts[k].dst == &m->secret_path) ||
-            (!is_mirror && k > 2))
+        /* mirror takes the global --store and --json (options 0 and 2); upgrade also --secret
+         * (1), and nothing else. */
+        for (size_t k = 0; k < nopts && o == NULL; k++)
+            if (strlen(opts[k].name) == len && strncmp(s + 2, opts[k].name, len) == 0 &&
+                (is_mirror ? k != 1 : k <= 2))
+                o = &opts[k];
+        if (o == NULL)
             return usage("unknown option %.*s for %s", (int)(len + 2), s,
                          is_mirror ? "mirror" : "upgrade");
-        if (*opts[k].dst != NULL)
-            return usage("option --%s given twice", opts[k].name);
-        if (opts[k].dst == &once || opts[k].dst == &json) {
+        if (*o->dst != NULL)
+            return usage("option --%s given twice", o->name);
+        if (o->dst == &once || o->dst == &json) {
             if (eq)
-                return usage("option --%s takes no value", opts[k].name);
-            *opts[k].dst = "";
+                return usage("option --%s takes no value", o->name);
+            *o->dst = "";
         } else if (eq)
-            *opts[k].dst = eq + 1;
+            *o->dst = eq + 1;
         else if (i + 1 < argc)
-            *opts[k].dst = argv[++i];
+            *o->dst = argv[++i];
         else
-            return usage("option --%s needs a value", opts[k].name);
+            return usage("option --%s needs a value", o->name);
     }
     if (m->dir == NULL) {
         const char *env = getenv("KRENALIS_KEY_STORE");
@@ -425,8 +426,7 @@ static int load_pepper(mirror *m, PGconn *c, char *err, size_t errlen)
     }
     if (ka_kms_parse(m->kms, key, err, errlen) != 0)
         return -1;
-    snprintf(sql, sizeof(sql), "SELECT kms_encrypted_api_key_pepper FROM %s",
-             table(m, "metadata"));
+    snprintf(sql, sizeof(sql), "SELECT kms_encrypted_api_key_pepper FROM %s", table(m, "metadata"));
     r = PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char buf[512];
@@ -603,8 +603,7 @@ static int build_snapshot(mirror *m, PGconn *c, uint64_t *version, builder *b, c
             {"SELECT id, organization, COALESCE(workspace, ''), name, encode(hmac, 'hex'), "
              "hint, EXTRACT(EPOCH FROM created_at)::bigint FROM %s WHERE type::text = 'API'",
              row_key},
-            {"SELECT connection, key, EXTRACT(EPOCH FROM created_at)::bigint FROM %s",
-             row_wkey},
+            {"SELECT connection, key, EXTRACT(EPOCH FROM created_at)::bigint FROM %s", row_wkey},
         };
         const char *tables[] = {"organizations", "workspaces", "connections", "access_keys",
                                 "event_write_keys"};
@@ -724,7 +723,7 @@ static int snapshot(mirror *m, const char *why)
 static int follow(mirror *m, char *why, size_t whylen)
 {
     static char sql[4096];
-    char ver[32], err[1024] = "", buf[512];
+    char ver[32], err[512] = "", buf[512];
     const char *params[1] = {ver};
     PGresult *r;
     MDB_txn *txn;
@@ -778,13 +777,11 @@ static int follow(mirror *m, char *why, size_t whylen)
         uint64_t v = u64(PQgetvalue(r, i, 0));
         const char *name = PQgetvalue(r, i, 1);
         if (v != expect) {
-            snprintf(why, whylen, "a gap in versions: %" PRIu64 " follows %" PRIu64, v,
-                     expect - 1);
+            snprintf(why, whylen, "a gap in versions: %" PRIu64 " follows %" PRIu64, v, expect - 1);
             rc = -3;
         } else if (ka_mirror_apply(txn, m->st, name,
                                    PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2),
-                                   (size_t)PQgetlength(r, i, 2), now, err,
-                                   sizeof(err)) != KA_OK) {
+                                   (size_t)PQgetlength(r, i, 2), now, err, sizeof(err)) != KA_OK) {
             snprintf(why, whylen, "version %" PRIu64 ": %s", v, err);
             rc = -3;
         }
@@ -883,6 +880,7 @@ static int connect_and_check(mirror *m)
     }
     m->listening = !standby;
     rc = KA_NOTFOUND;
+    memset(&meta, 0, sizeof(meta));
     if (m->st) {
         MDB_txn *txn;
         if (mdb_txn_begin(m->st->env, NULL, MDB_RDONLY, &txn) != 0)
@@ -1001,8 +999,7 @@ static int cmd_mirror(mirror *m)
         n--;
     snprintf(m->newdir, sizeof(m->newdir), "%.*s.mirror-new", (int)n, m->dir);
     snprintf(m->lockpath, sizeof(m->lockpath), "%.*s.mirror-lock", (int)n, m->dir);
-    snprintf(m->confirmed, sizeof(m->confirmed), "%.*s/" KA_MIRROR_CONFIRMED_FILE, (int)n,
-             m->dir);
+    snprintf(m->confirmed, sizeof(m->confirmed), "%.*s/" KA_MIRROR_CONFIRMED_FILE, (int)n, m->dir);
     snprintf(m->datapath, sizeof(m->datapath), "%.*s/data.mdb", (int)n, m->dir);
     elide_conninfo(m->conninfo, m->elided, sizeof(m->elided));
     m->pepper = ka_secure_alloc(KA_SECRET_LEN);

@@ -10,12 +10,23 @@
 #include "kms.h"
 #include "token.h"
 
-const char *const ka_mirror_names[] = {
-    "CreateOrganization", "SetOrganizationStatus", "UpdateOrganization", "DeleteOrganization",
-    "CreateWorkspace",    "RenameWorkspace",       "UpdateWorkspace",    "DeleteWorkspace",
-    "CreateConnection",   "UpdateConnection",      "RenameConnection",   "DeleteConnection",
-    "CreateAccessKey",    "DeleteAccessKey",       "CreateEventWriteKey", "DeleteEventWriteKey",
-    NULL};
+const char *const ka_mirror_names[] = {"CreateOrganization",
+                                       "SetOrganizationStatus",
+                                       "UpdateOrganization",
+                                       "DeleteOrganization",
+                                       "CreateWorkspace",
+                                       "RenameWorkspace",
+                                       "UpdateWorkspace",
+                                       "DeleteWorkspace",
+                                       "CreateConnection",
+                                       "UpdateConnection",
+                                       "RenameConnection",
+                                       "DeleteConnection",
+                                       "CreateAccessKey",
+                                       "DeleteAccessKey",
+                                       "CreateEventWriteKey",
+                                       "DeleteEventWriteKey",
+                                       NULL};
 
 int ka_mirror_name_relevant(const char *name)
 {
@@ -84,8 +95,8 @@ int ka_mirror_conn(MDB_txn *txn, ka_store *st, const char *id, const char *ws, c
 }
 
 int ka_mirror_access_key(MDB_txn *txn, ka_store *st, const char *id, const char *org,
-                         const char *ws, const uint8_t *digest, size_t digest_len,
-                         const char *hint, const char *name, uint64_t created)
+                         const char *ws, const uint8_t *digest, size_t digest_len, const char *hint,
+                         const char *name, uint64_t created)
 {
     ka_key_rec r;
 
@@ -375,7 +386,9 @@ int ka_mirror_apply(MDB_txn *txn, ka_store *st, const char *name, const char *pa
         rc = apply_key(txn, st, name, o, now);
     json_object_put(o);
     if (rc != KA_OK)
-        snprintf(err, errlen, "a %s notification cannot be applied (a payload without the fields "
-                 "of SPEC 11.1, or the store failed)", name);
+        snprintf(err, errlen,
+                 "a %s notification cannot be applied (a payload without the fields "
+                 "of SPEC 11.1, or the store failed)",
+                 name);
     return rc;
 }

@@ -28,8 +28,8 @@ int ka_mirror_conn(MDB_txn *txn, ka_store *st, const char *id, const char *ws, c
                    unsigned flags);
 /* ws "" when unrestricted; digest: access_keys.hmac. */
 int ka_mirror_access_key(MDB_txn *txn, ka_store *st, const char *id, const char *org,
-                         const char *ws, const uint8_t *digest, size_t digest_len,
-                         const char *hint, const char *name, uint64_t created);
+                         const char *ws, const uint8_t *digest, size_t digest_len, const char *hint,
+                         const char *name, uint64_t created);
 int ka_mirror_write_key(MDB_txn *txn, ka_store *st, const char *conn, const char *key, size_t len,
                         uint64_t created);
 

@@ -518,7 +518,9 @@ def _(e):
         proc = subprocess.Popen(e.mirror_cmd(), env=e.mirror_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         e.h.procs.append(proc)
-        time.sleep(rnd.uniform(0.01, 0.06))
+        # Later the longer it made no progress (a slow start-up, a sanitizer build).
+        stuck = len(seen) - seen.index(seen[-1]) if seen else 0
+        time.sleep(rnd.uniform(0.01, 0.06) + 0.02 * stuck)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
         e.h.procs.remove(proc)

@@ -23,7 +23,7 @@
 #define CN_A2 "cnA223456789"
 #define CN_B1 "cnB123456789"
 #define CN_C1 "cnC123456789"
-#define CN_G "cnG123456789" /* gone */
+#define CN_G "cnG123456789"  /* gone */
 #define CN_AD "cnD123456789" /* ORG_A, WS_A1, role Destination */
 #define CN_AN "cnN123456789" /* ORG_A, WS_A1, Source without a strategy */
 
@@ -59,13 +59,12 @@ typedef struct {
 
 static const f_org ORGS[] = {{ORG_A, 1}, {ORG_B, 0}, {ORG_C, 1}};
 static const f_ws WSS[] = {{WS_A1, ORG_A}, {WS_A2, ORG_A}, {WS_B1, ORG_B}, {WS_C1, ORG_C}};
-static const f_conn CONNS[] = {
-    {CN_A1, WS_A1, ORG_A},
-    {CN_A2, WS_A2, ORG_A},
-    {CN_B1, WS_B1, ORG_B},
-    {CN_C1, WS_C1, ORG_C},
-    {CN_AD, WS_A1, ORG_A, KA_CONN_DESTINATION},
-    {CN_AN, WS_A1, ORG_A, KA_CONN_NO_STRATEGY}};
+static const f_conn CONNS[] = {{CN_A1, WS_A1, ORG_A},
+                               {CN_A2, WS_A2, ORG_A},
+                               {CN_B1, WS_B1, ORG_B},
+                               {CN_C1, WS_C1, ORG_C},
+                               {CN_AD, WS_A1, ORG_A, KA_CONN_DESTINATION},
+                               {CN_AN, WS_A1, ORG_A, KA_CONN_NO_STRATEGY}};
 
 /* Payload bytes of the API keys (all 32 bytes the same value). */
 enum {
