@@ -629,6 +629,17 @@ static int build_snapshot(mirror *m, PGconn *c, uint64_t *version, builder *b, c
     return b_commit(b) == 0 && mdb_env_sync(b->st->env, 1) == 0 ? 0 : -1;
 }
 
+/* The live store, for writing. A commit syncs the data but not the meta page: a crash may undo
+ * the last batch, and its version with it, which the next run applies again. */
+static int open_live(mirror *m, char *err, size_t errlen)
+{
+    int rc = ka_store_open_secret(m->dir, m->pepper, 0, &m->st, err, errlen);
+
+    if (rc == KA_OK)
+        mdb_env_set_flags(m->st->env, MDB_NOMETASYNC, 1);
+    return rc;
+}
+
 static void close_live(mirror *m)
 {
     ka_store_close(m->st);
@@ -704,7 +715,7 @@ static int snapshot(mirror *m, const char *why)
         rm_tree(m->newdir);
         return -1;
     }
-    if (ka_store_open_secret(m->dir, m->pepper, 0, &m->st, err, sizeof(err)) != KA_OK) {
+    if (open_live(m, err, sizeof(err)) != KA_OK) {
         logm("cannot open the new store: %s", err);
         return -1;
     }
@@ -862,7 +873,7 @@ static int connect_and_check(mirror *m)
         return -2;
     }
     if (m->st == NULL && stat(m->datapath, &sb) == 0) {
-        rc = ka_store_open_secret(m->dir, m->pepper, 0, &m->st, err, sizeof(err));
+        rc = open_live(m, err, sizeof(err));
         if (rc == KA_BADSECRET)
             return fatal("key store %s was created with another secret: the pepper given is not "
                          "its secret (a wrong --pepper-file or KMS key?); the store is left as "

@@ -75,7 +75,7 @@ class Cluster:
     def conf_lines(self, statement_log):
         return ["listen_addresses = '127.0.0.1'", "port = %d" % self.port,
                 "unix_socket_directories = '%s'" % self.sock, "fsync = off",
-                "synchronous_commit = off", "full_page_writes = off", "max_connections = 40",
+                "full_page_writes = off", "max_connections = 40",
                 "shared_buffers = 32MB", "wal_level = replica", "max_wal_senders = 4",
                 "hot_standby = on", "log_line_prefix = '%m [%p] %u '",
                 "log_statement = '%s'" % ("all" if statement_log else "none"),
@@ -87,15 +87,16 @@ class Cluster:
                  "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync")
         with open(self.data / "postgresql.conf", "a") as f:
             f.write("\n".join(self.conf_lines(statement_log)) + "\n")
-        with open(self.data / "pg_hba.conf", "a") as f:
-            f.write("host replication postgres 127.0.0.1/32 trust\n")
         return self
 
     def replica_of(self, primary):
         """A streaming replica of primary (pg_basebackup over loopback)."""
         self._mkdir()
-        self.run(self.bin / "pg_basebackup", "-h", "127.0.0.1", "-p", primary.port, "-U",
-                 "postgres", "-D", self.data, "-R", "-X", "stream", "--no-sync", timeout=120)
+        # Over the primary's unix socket (local connections are trusted; TCP ones need a
+        # password), streaming from it afterwards the same way (-R writes primary_conninfo).
+        self.run(self.bin / "pg_basebackup", "-h", primary.sock, "-p", primary.port, "-U",
+                 "postgres", "-D", self.data, "-R", "-X", "stream", "-c", "fast", "--no-sync",
+                 "-w", timeout=60)
         with open(self.data / "postgresql.conf", "a") as f:
             f.write("\n".join(self.conf_lines(False)) + "\n")
         return self
