@@ -20,7 +20,7 @@ PQ_CFLAGS := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/p
 
 
 
-.PHONY: all deps install test unit integration mirror demo demo-stop clean format lint
+.PHONY: all deps install test unit integration mirror mirror-bench demo demo-stop clean format lint
 
 all: deps $(BUILD)/mod_krenalis_auth.so $(BUILD)/krenalis-keys
 
@@ -91,6 +91,11 @@ $(BUILD)/kms_seal: tests/mirror/kms_seal.c | $(BUILD)
 
 mirror: all $(BUILD)/kms_seal
 	$(PYTHON) tests/mirror/run.py
+
+# A snapshot of 1 000 000 API keys and 100 000 write keys in under 20 s, Apache answering from
+# the old store until the swap (about 1 min, 1.5 GB of /tmp; not part of make test).
+mirror-bench: all $(BUILD)/kms_seal
+	$(PYTHON) tests/mirror/bench.py
 
 demo: all
 	@$(PYTHON) conf/demo/demo.py start

@@ -34,7 +34,8 @@
 #define DEFAULT_STORE "/var/lib/krenalis-auth"
 #define PATH_LEN 4200
 #define BATCH_ROWS 1000      /* notifications per poll, and per LMDB write transaction */
-#define SNAPSHOT_ROWS 20000  /* rows per FETCH and per LMDB write transaction */
+#define SNAPSHOT_ROWS 20000  /* rows per FETCH */
+#define SNAPSHOT_TXN 200000  /* rows per LMDB write transaction of a snapshot */
 #define BACKOFF_FIRST_MS 250 /* then doubled, up to BACKOFF_MAX_MS */
 #define BACKOFF_MAX_MS 5000
 #define ROOM_SLACK ((size_t)64 << 20)
@@ -456,19 +457,25 @@ typedef struct {
     ka_store *st;
     MDB_txn *txn;
     size_t rows, skipped;
+    size_t in_txn; /* rows in the open transaction */
     const mirror *m;
 } builder;
 
+/* A write transaction, begun when none is open. Large ones: a row of a random-keyed table
+ * dirties a page of its own, and each commit writes every dirty page. */
 static int b_begin(builder *b)
 {
-    if (ensure_room(b->st, SNAPSHOT_ROWS) != 0)
+    if (b->txn)
+        return 0;
+    b->in_txn = 0;
+    if (ensure_room(b->st, SNAPSHOT_TXN) != 0)
         return -1;
     return mdb_txn_begin(b->st->env, NULL, 0, &b->txn) == 0 ? 0 : -1;
 }
 
 static int b_commit(builder *b)
 {
-    int rc = mdb_txn_commit(b->txn);
+    int rc = b->txn ? mdb_txn_commit(b->txn) : 0;
     b->txn = NULL;
     return rc == 0 ? 0 : -1;
 }
@@ -500,6 +507,15 @@ static int row_conn(builder *b, PGresult *r, int i)
                           PQgetvalue(r, i, 2), flags);
 }
 
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
 static int row_key(builder *b, PGresult *r, int i)
 {
     uint8_t digest[KA_DIGEST_LEN];
@@ -509,14 +525,14 @@ static int row_key(builder *b, PGresult *r, int i)
     if (PQgetlength(r, i, 4) != 2 * KA_DIGEST_LEN)
         return KA_NOTFOUND;
     for (int k = 0; k < KA_DIGEST_LEN; k++) {
-        unsigned v;
-        if (sscanf(hex + 2 * k, "%2x", &v) != 1)
+        int hi = hex_value(hex[2 * k]), lo = hex_value(hex[2 * k + 1]);
+        if (hi < 0 || lo < 0)
             return KA_NOTFOUND;
-        digest[k] = (uint8_t)v;
+        digest[k] = (uint8_t)(hi << 4 | lo);
     }
     rc = ka_mirror_access_key(b->txn, b->st, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
                               PQgetvalue(r, i, 2), digest, sizeof(digest), PQgetvalue(r, i, 5),
-                              PQgetvalue(r, i, 3), u64(PQgetvalue(r, i, 6)));
+                              PQgetvalue(r, i, 3), u64(PQgetvalue(r, i, 6)), 0);
     OPENSSL_cleanse(digest, sizeof(digest));
     return rc;
 }
@@ -559,9 +575,11 @@ static int each_row(PGconn *c, builder *b, const char *query, row_fn fn, char *e
             if (rc == KA_NOTFOUND)
                 b->skipped++;
             b->rows++;
+            b->in_txn++;
         }
         PQclear(r);
-        if (b_commit(b) != 0) {
+        /* Whole tables before the next one reads them (connections find their workspace). */
+        if ((b->in_txn >= SNAPSHOT_TXN || n < SNAPSHOT_ROWS) && b_commit(b) != 0) {
             snprintf(err, errlen, "cannot commit to the new store (disk full?)");
             return -1;
         }
@@ -695,6 +713,8 @@ static int snapshot(mirror *m, const char *why)
         rm_tree(m->newdir);
         return -1;
     }
+    /* Built unsynced, synced once at the end (mdb_env_sync): nothing reads it before. */
+    mdb_env_set_flags(st->env, MDB_NOSYNC, 1);
     memset(&b, 0, sizeof(b));
     b.st = st;
     b.m = m;

@@ -96,7 +96,7 @@ int ka_mirror_conn(MDB_txn *txn, ka_store *st, const char *id, const char *ws, c
 
 int ka_mirror_access_key(MDB_txn *txn, ka_store *st, const char *id, const char *org,
                          const char *ws, const uint8_t *digest, size_t digest_len, const char *hint,
-                         const char *name, uint64_t created)
+                         const char *name, uint64_t created, int replace)
 {
     ka_key_rec r;
 
@@ -112,7 +112,7 @@ int ka_mirror_access_key(MDB_txn *txn, ka_store *st, const char *id, const char 
     set_text(r.name, sizeof(r.name), name);
     r.created = created;
     /* A key ID names one key: a re-created ID must not leave its old digest behind. */
-    if (ka_del_key(txn, st, r.id) == KA_FAIL)
+    if (replace && ka_del_key(txn, st, r.id) == KA_FAIL)
         return KA_FAIL;
     return ka_put_key(txn, st, digest, &r);
 }
@@ -335,7 +335,7 @@ static int apply_key(MDB_txn *txn, ka_store *st, const char *name, json_object *
         n = ka_base64_decode(hmac, strlen(hmac), digest, sizeof(digest));
         if (n != KA_DIGEST_LEN)
             return KA_FAIL;
-        rc = ka_mirror_access_key(txn, st, id, org, ws, digest, (size_t)n, "", "", now);
+        rc = ka_mirror_access_key(txn, st, id, org, ws, digest, (size_t)n, "", "", now, 1);
         OPENSSL_cleanse(digest, sizeof(digest));
         return done(rc);
     }

@@ -26,10 +26,11 @@ int ka_mirror_ws(MDB_txn *txn, ka_store *st, const char *id, const char *org, co
 /* flags: KA_CONN_DESTINATION, KA_CONN_NO_STRATEGY. */
 int ka_mirror_conn(MDB_txn *txn, ka_store *st, const char *id, const char *ws, const char *name,
                    unsigned flags);
-/* ws "" when unrestricted; digest: access_keys.hmac. */
+/* ws "" when unrestricted; digest: access_keys.hmac. replace: remove a key of the same ID
+ * first (0 when building a snapshot, where an ID cannot be there yet). */
 int ka_mirror_access_key(MDB_txn *txn, ka_store *st, const char *id, const char *org,
                          const char *ws, const uint8_t *digest, size_t digest_len, const char *hint,
-                         const char *name, uint64_t created);
+                         const char *name, uint64_t created, int replace);
 int ka_mirror_write_key(MDB_txn *txn, ka_store *st, const char *conn, const char *key, size_t len,
                         uint64_t created);
 

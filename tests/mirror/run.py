@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -518,24 +519,37 @@ def _(e):
     lat = {"main": [], "replica": []}
     late = []
     group = 5  # revocations in flight at once, each its own Krenalis change
-    for i in range(0, n, group):
-        pending = {}
-        for kid, tok in keys[i:i + group]:
-            k.delete_access_key(kid)
-            t0 = time.monotonic()
-            for node in (e.p, e.r):
-                pending[(node.name, tok)] = (node, t0)
+
+    def watch(node, pending, errors):
+        """Polls node until it refuses every pending token; one thread per node."""
         while pending:
-            for (name, tok), (node, t0) in list(pending.items()):
+            for tok, t0 in list(pending.items()):
                 r = node.api(tok)
                 dt = time.monotonic() - t0
                 if r.status == 401:
-                    lat[name].append(dt)
-                    del pending[(name, tok)]
-                elif dt > bounds[name]:
-                    late.append((name, dt))
+                    lat[node.name].append(dt)
+                    del pending[tok]
+                elif dt > bounds[node.name]:
+                    late.append((node.name, dt))
                 if dt > 5:
-                    raise Failure("revoked key still accepted by %s after 5 s" % name)
+                    errors.append("revoked key still accepted by %s after 5 s" % node.name)
+                    return
+
+    for i in range(0, n, group):
+        pending = {"main": {}, "replica": {}}
+        for kid, tok in keys[i:i + group]:
+            k.delete_access_key(kid)
+            t0 = time.monotonic()
+            pending["main"][tok] = pending["replica"][tok] = t0
+        errors = []
+        threads = [threading.Thread(target=watch, args=(node, pending[node.name], errors))
+                   for node in (e.p, e.r)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise Failure(errors[0])
     for name, v in lat.items():
         v.sort()
         p99 = v[int(0.99 * (len(v) - 1))]

@@ -308,10 +308,10 @@ static void test_snapshot_rows(void **state)
     assert_int_equal(ka_mirror_conn(txn, st, CONN, WS, "x", KA_CONN_DESTINATION), KA_OK);
     assert_int_equal(ka_mirror_write_key(txn, st, CONN, WKEY, 32, 5), KA_OK);
     assert_int_equal(ka_mirror_write_key(txn, st, CONN, "short", 5, 5), KA_NOTFOUND);
-    assert_int_equal(ka_mirror_access_key(txn, st, KEY_ID, ORG, "", digest, 31, "", "", 1),
+    assert_int_equal(ka_mirror_access_key(txn, st, KEY_ID, ORG, "", digest, 31, "", "", 1, 1),
                      KA_NOTFOUND);
     assert_int_equal(ka_mirror_access_key(txn, st, KEY_ID, ORG, "", digest, sizeof(digest),
-                                          "abcd...efghij", "name", 1600000000),
+                                          "abcd...efghij", "name", 1600000000, 0),
                      KA_OK);
     assert_int_equal(mdb_txn_commit(txn), 0);
     assert_int_equal(get_api(digest, &r), KA_OK);
