@@ -37,6 +37,7 @@
 #include "src/keystore.h"
 #include "src/mapguard.h"
 #include "src/token.h"
+#include "src/version.h"
 
 #define AUTH_TYPE_NAME "Krenalis"
 #define DEFAULT_ORGS_ENV "KRENALIS_ORGANIZATIONS_API_KEY"
@@ -115,6 +116,9 @@ typedef struct {
     int forward_headers;
     int pass_authorization;
     int env_done;
+    const ka_body_fields *body; /* the body the decision read (NULL: none), for redirects */
+    const char *authorization;  /* the value decided on: KrenalisAuthPassAuthorization Off
+                                   removes it from the headers an internal redirect shares */
 } ka_req;
 
 static void *create_srv_cfg(apr_pool_t *p, server_rec *s)
@@ -560,6 +564,9 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if (proc->orgs_key == NULL)
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                      "%s is not set: the Organizations API stays closed", orgs_env_name(s));
+    /* Once per configuration load: not on the first of the two passes of a start. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG)
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "mod_krenalis_auth/" KA_VERSION " configured");
     return OK;
 }
 
@@ -1068,6 +1075,19 @@ static ka_req *req_state(request_rec *r)
     return NULL;
 }
 
+/* The record whose route answers for the response's CORS headers: the first request of an
+ * internal redirect chain (the URL the client asked for), else the request's own. */
+static ka_req *response_state(request_rec *r)
+{
+    request_rec *first = r;
+    ka_req *q;
+
+    while (first->prev)
+        first = first->prev;
+    q = ap_get_module_config(first->request_config, &krenalis_auth_module);
+    return q ? q : req_state(r);
+}
+
 static void set_env(apr_table_t *t, const char *name, const char *value)
 {
     if (value[0] != '\0')
@@ -1257,20 +1277,52 @@ static int is_identity_header(const char *name)
     return 1;
 }
 
-/* Client-sent Krenalis-Auth-* headers never reach a backend (any case, '-' or '_'). */
+/* Drops Krenalis-Auth-* fields (any case, '-' or '_') from *tp. One pass; a table without them
+ * is built only when there is one to drop (apr_table_unset per name is quadratic in the number
+ * of fields). */
+static void drop_identity_headers(request_rec *r, apr_table_t **tp)
+{
+    const apr_array_header_t *arr = apr_table_elts(*tp);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+    apr_table_t *kept;
+    int i;
+
+    for (i = 0; i < arr->nelts; i++)
+        if (e[i].key && is_identity_header(e[i].key))
+            break;
+    if (i == arr->nelts)
+        return;
+    kept = apr_table_make(r->pool, arr->nelts);
+    for (i = 0; i < arr->nelts; i++)
+        if (e[i].key && !is_identity_header(e[i].key))
+            apr_table_addn(kept, e[i].key, e[i].val);
+    *tp = kept;
+}
+
+/* Client-sent Krenalis-Auth-* headers never reach a backend. */
 static int strip_identity_headers(request_rec *r)
 {
-    const apr_array_header_t *arr = apr_table_elts(r->headers_in);
-    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
-    int i = 0;
-
-    while (i < arr->nelts) {
-        if (e[i].key && is_identity_header(e[i].key))
-            apr_table_unset(r->headers_in, e[i].key); /* compacts: look at i again */
-        else
-            i++;
-    }
+    drop_identity_headers(r, &r->headers_in);
     return DECLINED;
+}
+
+/* Trailers come with the end of a chunked body, after the decision, and MergeTrailers On merges
+ * them into the headers a backend sees: identity names are dropped again, and a credential or a
+ * workspace among them is a second copy of what was decided on (SPEC §2: sent more than once).
+ * Returns 1 with dec filled when the request is to be refused. */
+static int trailers_refused(request_rec *r, const ka_req *q, ka_decision *dec)
+{
+    int ws;
+
+    if (r->trailers_in == NULL || apr_is_empty_table(r->trailers_in))
+        return 0;
+    drop_identity_headers(r, &r->trailers_in);
+    drop_identity_headers(r, &r->headers_in);
+    ws = q->route.endpoint != KA_EP_ORGS && apr_table_get(r->trailers_in, "Krenalis-Workspace");
+    if (!ws && apr_table_get(r->trailers_in, "Authorization") == NULL)
+        return 0;
+    ka_decision_repeated(dec, &q->route, ws && !apr_table_get(r->trailers_in, "Authorization"));
+    return 1;
 }
 
 static apr_off_t body_limit(const ka_dir_cfg *dc)
@@ -1393,6 +1445,86 @@ static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka
     return decide_once(r, sc->handle, req, dec);
 }
 
+/* The module's record for a request: its route and CORS answer from its own path and place. */
+static ka_req *req_begin(request_rec *r, const ka_dir_cfg *dc)
+{
+    ka_req *q = apr_pcalloc(r->pool, sizeof(*q));
+
+    ap_set_module_config(r->request_config, &krenalis_auth_module, q);
+    ka_classify(r->method, r->uri, dc->endpoint == UNSET ? KA_EP_AUTO : dc->endpoint, &q->route);
+    q->forward_headers = dc->forward_headers == 1;
+    q->pass_authorization = dc->pass_authorization != 0;
+    q->cors = q->route.endpoint == KA_EP_INGESTION || q->route.endpoint == KA_EP_SETTINGS;
+    if (q->cors) {
+        const apr_array_header_t *o = dc->cors_origins;
+        q->allow_origin =
+            ka_cors_allow_origin(o ? (const char *const *)o->elts : NULL, o ? (size_t)o->nelts : 0,
+                                 apr_table_get(r->headers_in, "Origin"));
+    }
+    return q;
+}
+
+static void request_inputs(request_rec *r, const ka_srv_cfg *sc, const ka_dir_cfg *dc,
+                           const ka_req *q, ka_request *req)
+{
+    memset(req, 0, sizeof(*req));
+    req->route = q->route;
+    req->authorization = apr_table_get(r->headers_in, "Authorization");
+    req->workspace =
+        q->route.endpoint == KA_EP_ORGS ? NULL : apr_table_get(r->headers_in, "Krenalis-Workspace");
+    req->ws_policy = dc->ws_policy == UNSET ? KA_WS_OPTIONAL : dc->ws_policy;
+    req->orgs_key = sc->proc ? sc->proc->orgs_key : NULL;
+}
+
+static int accepted(request_rec *r, ka_req *q, const ka_decision *dec)
+{
+    q->authenticated = 1;
+    q->id = dec->id;
+    r->user = q->id.key_id; /* q lives as long as r */
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "authenticated %s key %s",
+                  ka_key_type_name(dec->id.type), dec->id.key_id);
+    return OK;
+}
+
+/* An internal redirect or subrequest of an authenticated request (ErrorDocument, SSI, mod_dir,
+ * mod_rewrite): the same credential is decided again for the target's own route and rules, on
+ * the body the first decision read, so the target gets the identity only where the credential
+ * sent to it directly would be accepted. A subrequest is refused without a body of its own. */
+static int recheck_redirect(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc,
+                            const ka_req *first)
+{
+    static const ka_body_fields no_body; /* a body nobody read: no writeKey, no connectionId */
+    ka_req *q = req_begin(r, dc);
+    ka_request req;
+    ka_decision dec;
+    int rc;
+
+    if (r->prev != NULL) {
+        /* The client asked for the first URL: its CORS answer stands. */
+        const ka_req *o = response_state(r->prev);
+        q->cors = o->cors;
+        q->allow_origin = o->allow_origin;
+    }
+    request_inputs(r, sc, dc, q, &req);
+    req.authorization = first->authorization;
+    req.body = first->body;
+    q->body = first->body;
+    q->authorization = first->authorization;
+    rc = decide_once(r, sc->handle, &req, &dec);
+    if (rc == KA_NEED_BODY) {
+        req.body = &no_body;
+        rc = decide_once(r, sc->handle, &req, &dec);
+    }
+    if (rc == KA_ACCEPT)
+        return accepted(r, q, &dec);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  "refused for the target of an internal redirect or subrequest: %d %s", dec.status,
+                  dec.code ? dec.code : "");
+    if (r->main != NULL || dec.status < 400)
+        return dec.status >= 400 ? dec.status : HTTP_INTERNAL_SERVER_ERROR;
+    return send_refusal(r, q, &dec);
+}
+
 static int ka_check_user(request_rec *r)
 {
     ka_srv_cfg *sc = ap_get_module_config(r->server->module_config, &krenalis_auth_module);
@@ -1405,35 +1537,15 @@ static int ka_check_user(request_rec *r)
     if (!is_krenalis(r))
         return DECLINED;
     r->ap_auth_type = AUTH_TYPE_NAME;
-    if (q && q->authenticated) {
-        /* An internal redirect or subrequest of an authenticated request. */
-        r->user = q->id.key_id;
-        return OK;
-    }
-    q = apr_pcalloc(r->pool, sizeof(*q));
-    ap_set_module_config(r->request_config, &krenalis_auth_module, q);
-    ka_classify(r->method, r->uri, dc->endpoint == UNSET ? KA_EP_AUTO : dc->endpoint, &q->route);
-    q->forward_headers = dc->forward_headers == 1;
-    q->pass_authorization = dc->pass_authorization != 0;
-    q->cors = q->route.endpoint == KA_EP_INGESTION || q->route.endpoint == KA_EP_SETTINGS;
-    if (q->cors) {
-        const apr_array_header_t *o = dc->cors_origins;
-        q->allow_origin =
-            ka_cors_allow_origin(o ? (const char *const *)o->elts : NULL, o ? (size_t)o->nelts : 0,
-                                 apr_table_get(r->headers_in, "Origin"));
-        if (q->route.preflight_candidate && apr_table_get(r->headers_in, "Origin") &&
-            apr_table_get(r->headers_in, "Access-Control-Request-Method"))
-            return send_preflight(r, q);
-    }
+    if (q && q->authenticated)
+        return recheck_redirect(r, sc, dc, q);
+    q = req_begin(r, dc);
+    if (q->cors && q->route.preflight_candidate && apr_table_get(r->headers_in, "Origin") &&
+        apr_table_get(r->headers_in, "Access-Control-Request-Method"))
+        return send_preflight(r, q);
     if (q->route.endpoint == KA_EP_INGESTION && bad_content_length(r, body_limit(dc)))
         return HTTP_REQUEST_ENTITY_TOO_LARGE;
-    memset(&req, 0, sizeof(req));
-    req.route = q->route;
-    req.authorization = apr_table_get(r->headers_in, "Authorization");
-    req.workspace =
-        q->route.endpoint == KA_EP_ORGS ? NULL : apr_table_get(r->headers_in, "Krenalis-Workspace");
-    req.ws_policy = dc->ws_policy == UNSET ? KA_WS_OPTIONAL : dc->ws_policy;
-    req.orgs_key = sc->proc ? sc->proc->orgs_key : NULL;
+    request_inputs(r, sc, dc, q, &req);
     rc = run_decision(r, sc, dc, &req, &dec);
     if (rc != KA_ACCEPT)
         return rc >= 400 && dec.status == rc ? send_refusal(r, q, &dec) : rc;
@@ -1446,30 +1558,147 @@ static int ka_check_user(request_rec *r)
         if ((rc = keep_body(r, body_limit(dc), &data, &len)) != OK)
             return rc;
     }
-    q->authenticated = 1;
-    q->id = dec.id;
-    r->user = q->id.key_id; /* q lives as long as r */
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "authenticated %s key %s",
-                  ka_key_type_name(dec.id.type), dec.id.key_id);
-    return OK;
+    if (trailers_refused(r, q, &dec))
+        return send_refusal(r, q, &dec);
+    q->body = req.body;
+    q->authorization = req.authorization;
+    return accepted(r, q, &dec);
+}
+
+/* core's upgrade handler (h2c) answers 101 and turns this request into a new HTTP/2 stream
+ * built from these very headers, which the module decides again: so they are left as the
+ * client sent them. The same test as core_upgrade_handler's. */
+static int will_switch_protocol(request_rec *r)
+{
+    conn_rec *c = r->connection;
+    const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
+    const char *conn, *proto;
+    apr_array_header_t *offers = NULL;
+
+    if (c->master != NULL || upgrade == NULL || *upgrade == '\0')
+        return 0;
+    conn = apr_table_get(r->headers_in, "Connection");
+    if (conn == NULL || !ap_find_token(r->pool, conn, "upgrade") ||
+        ap_parse_token_list_strict(r->pool, upgrade, &offers, 0) != NULL || offers == NULL ||
+        offers->nelts == 0)
+        return 0;
+    proto = ap_select_protocol(c, r, NULL, offers);
+    return proto != NULL && strcmp(proto, ap_get_protocol(c)) != 0;
+}
+
+/* Whether a header named in Connection must still reach the backend: mod_proxy drops the
+ * fields a client names there (hop-by-hop), and the identity, the credential and the workspace
+ * the decision was made on are not the client's to drop. */
+static int is_protected_name(const char *name, apr_size_t len)
+{
+    static const char *const names[] = {"Authorization", "Krenalis-Workspace"};
+    char buf[32];
+
+    if (len >= 14 && len < sizeof(buf)) {
+        memcpy(buf, name, len);
+        buf[len] = '\0';
+        if (is_identity_header(buf))
+            return 1;
+    }
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (len == strlen(names[i]) && ap_cstr_casecmpn(name, names[i], len) == 0)
+            return 1;
+    return 0;
+}
+
+/* Removes the protected names from the Connection header's tokens, keeping the others. */
+static void protect_from_connection(request_rec *r)
+{
+    const char *conn = apr_table_get(r->headers_in, "Connection");
+    const char *p;
+    char *out, *w;
+    int changed = 0;
+
+    if (conn == NULL)
+        return;
+    out = w = apr_palloc(r->pool, strlen(conn) + 1);
+    for (p = conn; *p;) {
+        const char *start, *end;
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        start = p;
+        while (*p && *p != ',')
+            p++;
+        end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (end == start)
+            continue;
+        if (is_protected_name(start, (apr_size_t)(end - start))) {
+            changed = 1;
+            continue;
+        }
+        if (w != out) {
+            memcpy(w, ", ", 2);
+            w += 2;
+        }
+        memcpy(w, start, (apr_size_t)(end - start));
+        w += end - start;
+    }
+    *w = '\0';
+    if (!changed)
+        return;
+    if (w == out)
+        apr_table_unset(r->headers_in, "Connection");
+    else
+        apr_table_setn(r->headers_in, "Connection", out);
+}
+
+/* Whether an identity decided for another request (the target is outside the module's
+ * places) fits the target's route: it is passed on only where its credential could be used. */
+static int identity_fits(request_rec *r, const ka_dir_cfg *dc, const ka_identity *id)
+{
+    ka_route route;
+
+    ka_classify(r->method, r->uri, dc->endpoint == UNSET ? KA_EP_AUTO : dc->endpoint, &route);
+    switch (route.endpoint) {
+    case KA_EP_ORGS:
+        return id->type == KA_KEY_ORGS;
+    case KA_EP_INGESTION:
+        return (id->type == KA_KEY_WRITE && !route.noncanonical) ||
+               (id->type == KA_KEY_API && id->conn[0] != '\0');
+    case KA_EP_SETTINGS:
+        return id->type == KA_KEY_WRITE && !route.noncanonical;
+    default:
+        return id->type == KA_KEY_API;
+    }
 }
 
 /* Environment, forwarded headers and Authorization removal, also after internal redirects. */
 static int ka_fixups(request_rec *r)
 {
     ka_req *q = req_state(r);
+    ka_decision dec;
 
     if (q == NULL || !q->authenticated)
+        return DECLINED;
+    /* An internal redirect or a subrequest shares the first request's headers, with the
+     * identity headers forwarded for it: this request forwards its own, or none. */
+    if (r->prev != NULL || r->main != NULL)
+        drop_identity_headers(r, &r->headers_in);
+    if (ap_get_module_config(r->request_config, &krenalis_auth_module) != q &&
+        !identity_fits(r, ap_get_module_config(r->per_dir_config, &krenalis_auth_module), &q->id))
+        return DECLINED;
+    /* A body another module read before this phase may have brought trailers. */
+    if (trailers_refused(r, q, &dec))
+        return send_refusal(r, q, &dec);
+    if (will_switch_protocol(r))
         return DECLINED;
     pass_identity(r, q);
     if (!q->pass_authorization)
         apr_table_unset(r->headers_in, "Authorization");
+    protect_from_connection(r);
     return DECLINED;
 }
 
 static void ka_insert_filter(request_rec *r)
 {
-    ka_req *q = ap_get_module_config(r->request_config, &krenalis_auth_module);
+    ka_req *q = r->main ? NULL : response_state(r);
     if (q && q->cors)
         ap_add_output_filter(CORS_FILTER, q, r, r->connection);
 }
@@ -1478,7 +1707,7 @@ static void ka_insert_filter(request_rec *r)
  * ErrorDocument URL still wins (Apache redirects before it gets here). */
 static void ka_insert_error_filter(request_rec *r)
 {
-    ka_req *q = ap_get_module_config(r->request_config, &krenalis_auth_module);
+    ka_req *q = req_state(r);
     char body[256];
     size_t len;
 
@@ -1494,7 +1723,8 @@ static void ka_insert_error_filter(request_rec *r)
             ap_add_output_filter(JSON_ERROR_FILTER, q, r, r->connection);
         }
     }
-    if (q->cors)
+    q = r->main ? NULL : response_state(r);
+    if (q && q->cors)
         ap_add_output_filter(CORS_FILTER, q, r, r->connection);
 }
 

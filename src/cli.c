@@ -21,6 +21,7 @@
 #include "keystore.h"
 #include "mirror.h"
 #include "token.h"
+#include "version.h"
 
 #define PROG "krenalis-keys"
 #define EXIT_OK 0
@@ -1782,12 +1783,13 @@ static void print_help(FILE *f)
     fputs("usage: " PROG " [--store DIR] [--secret FILE] [--json] COMMAND [ARGS]\n\n"
           "  --store DIR    the key store (default $" STORE_ENV ", else " DEFAULT_STORE ")\n"
           "  --secret FILE  the store secret (default DIR/secret)\n"
-          "  --json         print results as one JSON object\n\ncommands:\n",
+          "  --json         print results as one JSON object\n"
+          "  --version      print the version and exit\n\ncommands:\n",
           f);
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %s\n", COMMANDS[i].synopsis);
-    fputs("  mirror --postgres CONNINFO [--schema NAME] [--pepper-file FILE | --kms key:BASE64]\n"
-          "         [--poll-interval MS] [--once]\n"
+    fputs("  mirror --postgres CONNINFO [--schema NAME] [--pepper-file FILE | --kms key:BASE64] "
+          "[--poll-interval MS] [--once]\n"
           "  upgrade\n",
           f);
     fputs("\nSee docs/krenalis-keys.md.\n", f);
@@ -1932,6 +1934,10 @@ int main(int argc, char **argv)
     cli c;
     int used = 0;
 
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        puts(PROG " " KA_VERSION);
+        return EXIT_OK;
+    }
     if ((used = ka_mirror_cli(argc, argv)) >= 0) /* mirror, upgrade: src/mirror.c */
         return used;
     used = 0;

@@ -14,25 +14,24 @@ static const char MSG_MULTI_AUTH[] = "request contains multiple Authorization he
 
 static const char *const event_types[] = {"alias", "group", "identify", "page", "screen", "track"};
 
-/* 1 if path is /v1/events or /v1/events/<type>; *bare set for /v1/events itself. */
-static int is_ingestion_path(const char *path, int *bare)
+static int is_event_type(const char *s, size_t n)
 {
-    static const char base[] = "/v1/events";
-    size_t n = sizeof(base) - 1;
-
-    if (strncmp(path, base, n) != 0)
-        return 0;
-    if (path[n] == '\0') {
-        *bare = 1;
-        return 1;
-    }
-    if (path[n] != '/')
-        return 0;
-    *bare = 0;
     for (size_t i = 0; i < sizeof(event_types) / sizeof(event_types[0]); i++)
-        if (strcmp(path + n + 1, event_types[i]) == 0)
+        if (strlen(event_types[i]) == n && memcmp(s, event_types[i], n) == 0)
             return 1;
     return 0;
+}
+
+/* 1 if path (n bytes) is /v1/events or /v1/events/<type>; *bare set for /v1/events itself. */
+static int is_ingestion_path(const char *path, size_t n, int *bare)
+{
+    static const char base[] = "/v1/events";
+    size_t b = sizeof(base) - 1;
+
+    if (n < b || memcmp(path, base, b) != 0)
+        return 0;
+    *bare = n == b;
+    return *bare || (path[b] == '/' && is_event_type(path + b + 1, n - b - 1));
 }
 
 static const char *settings_key_of(const char *path)
@@ -46,10 +45,117 @@ static int ends_in_event_type(const char *path)
 {
     const char *slash = strrchr(path, '/');
     const char *last = slash ? slash + 1 : path;
-    for (size_t i = 0; i < sizeof(event_types) / sizeof(event_types[0]); i++)
-        if (strcmp(last, event_types[i]) == 0)
-            return 1;
-    return 0;
+    return is_event_type(last, strlen(last));
+}
+
+static int has_prefix(const char *s, size_t n, const char *prefix)
+{
+    size_t p = strlen(prefix);
+    return n >= p && memcmp(s, prefix, p) == 0;
+}
+
+static int hex_digit(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* One pass of percent-decoding in place; returns the new length (shorter when it decoded). */
+static size_t percent_decode(char *s, size_t n)
+{
+    size_t r = 0, w = 0;
+
+    while (r < n) {
+        int hi, lo;
+        if (s[r] == '%' && r + 2 < n && (hi = hex_digit((unsigned char)s[r + 1])) >= 0 &&
+            (lo = hex_digit((unsigned char)s[r + 2])) >= 0) {
+            s[w++] = (char)(hi << 4 | lo);
+            r += 3;
+        } else {
+            s[w++] = s[r++];
+        }
+    }
+    return w;
+}
+
+static int is_trim_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+/* The canonical form of a path that any backend's normalization could reach (SPEC §5, docs/
+ * security.md): percent-decoded until nothing decodes, '\' read as '/', empty segments merged,
+ * ";params" cut, trailing white space and dots dropped, "." and ".." resolved, lower case.
+ * Writes into buf (cap bytes, no NUL); returns the length, or (size_t)-1 when path is longer. */
+static size_t canonical_path(const char *path, char *buf, size_t cap)
+{
+    size_t n = strlen(path), len, w = 0;
+
+    if (n > cap)
+        return (size_t)-1;
+    memcpy(buf, path, n);
+    for (;;) {
+        size_t m = percent_decode(buf, n);
+        if (m == n)
+            break;
+        n = m;
+    }
+    len = n;
+    /* Segments are read from buf[r] and written back at buf[w] <= r. */
+    for (size_t r = 0; r < len;) {
+        size_t start, end, cut;
+        while (r < len && (buf[r] == '/' || buf[r] == '\\'))
+            r++;
+        start = r;
+        while (r < len && buf[r] != '/' && buf[r] != '\\')
+            r++;
+        end = r;
+        cut = start;
+        while (cut < end && buf[cut] != ';')
+            cut++;
+        while (cut > start && is_trim_space(buf[cut - 1]))
+            cut--;
+        if (cut - start == 1 && buf[start] == '.')
+            continue;
+        if (cut - start == 2 && buf[start] == '.' && buf[start + 1] == '.') {
+            while (w > 0 && buf[--w] != '/')
+                ;
+            continue;
+        }
+        while (cut > start && (buf[cut - 1] == '.' || is_trim_space(buf[cut - 1])))
+            cut--;
+        if (cut == start)
+            continue;
+        buf[w++] = '/';
+        for (size_t i = start; i < cut; i++)
+            buf[w++] = buf[i] >= 'A' && buf[i] <= 'Z' ? (char)(buf[i] | 0x20) : buf[i];
+    }
+    return w;
+}
+
+#define ORGS_PREFIX "/v1/organizations"
+
+/* A path too long for canonical_path: only a plain one (nothing a backend would decode or
+ * normalize) can be told apart from the Organizations API. */
+static int could_be_anything(const char *path)
+{
+    return strpbrk(path, "%\\;.\t ") != NULL || strstr(path, "//") != NULL ||
+           strncasecmp(path, ORGS_PREFIX, strlen(ORGS_PREFIX)) == 0;
+}
+
+/* What a path is to Krenalis's route table, matched exactly (case-sensitive, as Go's ServeMux). */
+static ka_endpoint exact_class(const char *path, size_t n, int post, int options, int get,
+                               int *bare)
+{
+    static const char settings[] = "/v1/events/settings/";
+
+    if ((post || options) && is_ingestion_path(path, n, bare))
+        return KA_EP_INGESTION;
+    if ((get || options) && has_prefix(path, n, settings))
+        return KA_EP_SETTINGS;
+    return KA_EP_API;
 }
 
 void ka_classify(const char *method, const char *path, ka_endpoint configured, ka_route *out)
@@ -57,7 +163,13 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
     /* The first letter first: this runs on every request, most of them GET. */
     int post = method[0] == 'P' && strcmp(method, "POST") == 0;
     int options = method[0] == 'O' && strcmp(method, "OPTIONS") == 0;
+    /* Go's ServeMux routes HEAD to a GET pattern, so HEAD is a settings request too. */
+    int get = (method[0] == 'G' && strcmp(method, "GET") == 0) ||
+              (method[0] == 'H' && strcmp(method, "HEAD") == 0);
     int bare = 0;
+    char canon[KA_PATH_CANON_MAX];
+    size_t clen;
+    ka_endpoint exact, loose;
 
     memset(out, 0, sizeof(*out));
     if (configured != KA_EP_AUTO) {
@@ -69,25 +181,29 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
         out->body_key_allowed = configured == KA_EP_INGESTION && post && !ends_in_event_type(path);
         return;
     }
-    if ((post || options) && is_ingestion_path(path, &bare)) {
-        out->endpoint = KA_EP_INGESTION;
-        out->preflight_candidate = options;
-        out->body_key_allowed = post && bare;
-        return;
-    }
-    if (((method[0] == 'G' && strcmp(method, "GET") == 0) || options) &&
-        strncmp(path, "/v1/events/settings/", strlen("/v1/events/settings/")) == 0) {
-        out->endpoint = KA_EP_SETTINGS;
-        out->preflight_candidate = options;
-        out->settings_key = path + strlen("/v1/events/settings/");
-        return;
-    }
-    if (strncmp(path, "/v1/organizations", strlen("/v1/organizations")) == 0 &&
-        (path[strlen("/v1/organizations")] == '\0' || path[strlen("/v1/organizations")] == '/')) {
+    clen = canonical_path(path, canon, sizeof(canon));
+    /* Whatever could be the Organizations API after a backend's normalization is (fail
+     * closed); a path too long to normalize here is, unless it is plain. */
+    if (clen == (size_t)-1 ? could_be_anything(path) : has_prefix(canon, clen, ORGS_PREFIX)) {
         out->endpoint = KA_EP_ORGS;
         return;
     }
-    out->endpoint = KA_EP_API;
+    exact = exact_class(path, strlen(path), post, options, get, &bare);
+    if (exact != KA_EP_API) {
+        out->endpoint = exact;
+        out->preflight_candidate = options;
+        if (exact == KA_EP_INGESTION)
+            out->body_key_allowed = post && bare;
+        else
+            out->settings_key = path + strlen("/v1/events/settings/");
+        return;
+    }
+    /* Ingestion or settings only once normalized: API keys meet the ingestion rules, and an
+     * event write key is refused (it is good only on the exact paths). */
+    loose = clen == (size_t)-1 ? KA_EP_API : exact_class(canon, clen, post, options, get, &bare);
+    out->endpoint = loose;
+    out->noncanonical = loose != KA_EP_API;
+    out->preflight_candidate = options && loose != KA_EP_API;
 }
 
 /* ---- helpers ---- */
@@ -180,6 +296,14 @@ static const api_msgs INGESTION_MSGS = {
     "\"Krenalis-Workspace\" header cannot be provided with a workspace restricted key",
     "\"Krenalis-Workspace\" header is invalid; use \"Krenalis-Workspace: <WORKSPACE_ID>\"",
 };
+
+void ka_decision_repeated(ka_decision *dec, const ka_route *route, int workspace)
+{
+    const api_msgs *m = route->endpoint == KA_EP_API ? &API_MSGS : &INGESTION_MSGS;
+
+    memset(dec, 0, sizeof(*dec));
+    refuse(dec, 400, "BadRequest", workspace ? m->ws_multi : MSG_MULTI_AUTH);
+}
 
 /* Authenticates an api_ token: key, its organization and restricted workspace. Returns 0 and
  * fills rec when it may go on, else the refusal status. */
@@ -382,10 +506,13 @@ static int ingest_with_body_key(const ka_request *req, const ka_lookup *lk, ka_d
     if (req->body == NULL)
         return dec->status = KA_NEED_BODY;
     wk = &req->body->write_key;
+    /* A repeated writeKey (also under another case) could be read differently by the
+     * backend: refuse it. */
+    if (req->body->valid_object && wk->duplicate)
+        return refuse(dec, 400, "BadRequest", "property 'writeKey' is not a valid string");
     if (!req->body->valid_object || wk->kind == KA_JF_ABSENT)
         return refuse(dec, 401, "Unauthorized", "Authorization header is missing");
-    /* A repeated writeKey could be read differently by the backend: refuse it. */
-    if (wk->kind != KA_JF_STRING || wk->duplicate)
+    if (wk->kind != KA_JF_STRING)
         return refuse(dec, 400, "BadRequest", "property 'writeKey' is not a valid string");
     if (!wk->too_long && wk->len == 0)
         return refuse(dec, 400, "BadRequest", "property 'writeKey' cannot be empty");
@@ -396,7 +523,7 @@ static int ingest_with_body_key(const ka_request *req, const ka_lookup *lk, ka_d
         return rc;
     if ((rc = write_key_org(lk, &rec, unknown, dec)) != 0)
         return rc;
-    if (req->body->connection_id.kind != KA_JF_ABSENT)
+    if (req->body->connection_id.kind != KA_JF_ABSENT || req->body->connection_id.variant)
         return refuse(dec, 400, "BadRequest",
                       "property 'connectionId' cannot be provided when using an event write key "
                       "for authentication");
@@ -418,6 +545,9 @@ static int decide_ingestion(const ka_request *req, const ka_lookup *lk, ka_decis
         return rc;
     if (has_api_prefix(tok, len))
         return ingest_with_api_key(req, tok, len, lk, dec);
+    /* A write key is good only on the exact ingestion paths. */
+    if (req->route.noncanonical)
+        return refuse(dec, 401, "Unauthorized", unknown);
     if ((rc = find_write_key(tok, len, lk, unknown, &rec, dec)) != 0)
         return rc;
     if ((rc = write_key_conn(lk, &rec, 0, unknown, dec)) != 0)

@@ -18,7 +18,13 @@ typedef struct {
     int preflight_candidate;  /* OPTIONS on an ingestion or settings path */
     int body_key_allowed;     /* POST /v1/events: the write key may come in the body */
     const char *settings_key; /* settings: what follows "/settings/" (NULL: none) */
+    int noncanonical;         /* ingestion or settings only once the path is normalized:
+                                 event write keys are refused, API keys meet its rules */
 } ka_route;
+
+/* Paths up to this length are normalized for classification; a longer one that is not plain
+ * is classified as organizations (fail closed). */
+#define KA_PATH_CANON_MAX 8192
 
 /* configured: the KrenalisAuthEndpoint value; auto applies the Krenalis route table. */
 void ka_classify(const char *method, const char *path, ka_endpoint configured, ka_route *out);
@@ -86,6 +92,11 @@ typedef struct {
     int read_failed; /* set when a look-up inside an open transaction failed */
 } ka_store_lookup_ctx;
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk);
+
+/* The 400 of a credential (workspace: the Krenalis-Workspace header) sent more than once, in
+ * the words of the route's endpoint (SPEC §6.1, §6.2): for a copy that arrives after the
+ * decision, in the trailers of a chunked body. */
+void ka_decision_repeated(ka_decision *dec, const ka_route *route, int workspace);
 
 /* The 503 of SPEC §10, used when the store cannot be read. */
 void ka_decision_unavailable(ka_decision *dec);

@@ -2,6 +2,7 @@
  * encoder. Recursion is bounded by KA_JSON_MAX_DEPTH; nothing is allocated. */
 #include "json.h"
 
+#include <stddef.h>
 #include <string.h>
 
 typedef struct {
@@ -216,15 +217,53 @@ static int scan_array(scanner *s, int depth)
     }
 }
 
-/* Which top-level member a key names, if any. */
-static ka_jfield *member_slot(const char *key, size_t len, int overflow, ka_body_fields *top)
+/* Whether key (len bytes, UTF-8) equals the ASCII name under Unicode simple case folding, as
+ * Go's encoding/json matches member names: ASCII letters in either case, U+212A KELVIN SIGN as
+ * K and U+017F LONG S as S (the only other runes that fold to ASCII letters). */
+static int fold_equal(const char *key, size_t len, const char *name)
 {
+    size_t i = 0;
+
+    for (; *name; name++) {
+        unsigned cp;
+        if (i >= len)
+            return 0;
+        i += ka_utf8_decode((const unsigned char *)key + i, len - i, &cp);
+        if (cp == 0x212a)
+            cp = 'k';
+        else if (cp == 0x17f)
+            cp = 's';
+        else if (cp >= 'A' && cp <= 'Z')
+            cp |= 0x20;
+        if (cp != (unsigned)(*name | 0x20))
+            return 0;
+    }
+    return i == len;
+}
+
+/* Which top-level member a key names, if any; *exact unless only under case folding. */
+static ka_jfield *member_slot(const char *key, size_t len, int overflow, ka_body_fields *top,
+                              int *exact)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } members[] = {{"writeKey", offsetof(ka_body_fields, write_key)},
+                   {"connectionId", offsetof(ka_body_fields, connection_id)}};
+
     if (top == NULL || overflow)
         return NULL;
-    if (len == 8 && memcmp(key, "writeKey", 8) == 0)
-        return &top->write_key;
-    if (len == 12 && memcmp(key, "connectionId", 12) == 0)
-        return &top->connection_id;
+    for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++) {
+        size_t n = strlen(members[i].name);
+        if (len == n && memcmp(key, members[i].name, n) == 0) {
+            *exact = 1;
+            return (ka_jfield *)((char *)top + members[i].off);
+        }
+        if (fold_equal(key, len, members[i].name)) {
+            *exact = 0;
+            return (ka_jfield *)((char *)top + members[i].off);
+        }
+    }
     return NULL;
 }
 
@@ -239,7 +278,7 @@ static int scan_object(scanner *s, int depth, ka_body_fields *top)
     for (;;) {
         char key[16] = {0};
         size_t klen = 0;
-        int koverflow = 0;
+        int koverflow = 0, exact = 0;
         ka_jfield *slot;
 
         skip_ws(s);
@@ -250,10 +289,13 @@ static int scan_object(scanner *s, int depth, ka_body_fields *top)
         skip_ws(s);
         if (s->p >= s->end || *s->p++ != ':')
             return 0;
-        slot = member_slot(key, klen, koverflow, top);
-        if (slot && slot->kind != KA_JF_ABSENT)
+        slot = member_slot(key, klen, koverflow, top, &exact);
+        /* A backend may read any of the copies, in any case: more than one is refused. */
+        if (slot && (slot->kind != KA_JF_ABSENT || slot->variant))
             slot->duplicate = 1;
-        if (!scan_value(s, depth + 1, slot))
+        if (slot && !exact)
+            slot->variant = 1;
+        if (!scan_value(s, depth + 1, slot && exact ? slot : NULL))
             return 0;
         skip_ws(s);
         if (s->p >= s->end)

@@ -12,9 +12,11 @@ typedef enum { KA_JF_ABSENT = 0, KA_JF_STRING, KA_JF_OTHER } ka_jf_kind;
 
 typedef struct {
     ka_jf_kind kind;
-    int duplicate;                   /* the member appeared more than once */
-    int too_long;                    /* a string longer than KA_JSON_VALUE_MAX */
-    size_t len;                      /* decoded length (valid unless too_long) */
+    int duplicate; /* the member appeared more than once, also under another case */
+    int variant;   /* a member whose name is this one's only under case folding (as Go's
+                      encoding/json matches names: "WriteKey", "write\u212aey"); not captured */
+    int too_long;  /* a string longer than KA_JSON_VALUE_MAX */
+    size_t len;    /* decoded length (valid unless too_long) */
     char val[KA_JSON_VALUE_MAX + 1]; /* decoded, NUL-terminated */
 } ka_jfield;
 

@@ -7,7 +7,8 @@ Listens on 127.0.0.1 (port 0: any free port) and prints "PORT <n>" on stdout onc
 ready. Answers every method with a JSON object: method, path (with query), every request
 header as [name, value] pairs in the order received, and the sha256 and length of the body
 (Content-Length or chunked). Query parameters: status=NNN sets the status; cors=1 adds
-Access-Control-Allow-Origin: *, Vary: Origin and Access-Control-Expose-Headers: Retry-After.
+Access-Control-Allow-Origin: *, Vary: Origin and Access-Control-Expose-Headers: Retry-After;
+acac=1 adds Access-Control-Allow-Credentials: true (which the module must never let through).
 Each request is appended to FILE as "METHOD PATH RECORD", RECORD being one line of JSON with
 "backend", the Krenalis-Auth-* request "headers" and the body's sha256 and length (so that a
 test can check what reached the backend even when its client cannot read the response).
@@ -76,6 +77,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Access-Control-Allow-Origin", "*")
             self.send_header("Vary", "Origin")
             self.send_header("Access-Control-Expose-Headers", "Retry-After")
+        if q.get("acac", ["0"])[0] == "1":
+            self.send_header("Access-Control-Allow-Credentials", "true")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)

@@ -316,6 +316,16 @@ static void with_body(const char *json)
     R.body = &BODY;
 }
 
+/* An ingestion request without Authorization whose body is fmt with a and b filled in. */
+static void ingest_body(const char *fmt, const char *a, const char *b)
+{
+    static char body[512];
+
+    ingest(NULL, NULL);
+    snprintf(body, sizeof(body), fmt, a, b ? b : "");
+    with_body(body);
+}
+
 static int decide(void)
 {
     F.api = F.write = F.org = F.ws = F.conn = 0;
@@ -1018,6 +1028,77 @@ static void test_ingest_body_key_with_connection(void **state)
     expect_refusal(400, "BadRequest", M_WK_CONN);
 }
 
+/* SPEC §6.2, last row: a repeated top-level connectionId (exactly, or under another case) is
+ * refused in both orders, with an API key and with a write key. */
+static void test_ingest_repeated_connection_id(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"connectionId\":\"" CN_A1 "\",\"connectionId\":\"" CN_A2 "\"}",
+        "{\"connectionId\":\"" CN_A2 "\",\"connectionId\":\"" CN_A1 "\"}",
+        "{\"connectionId\":\"" CN_A1 "\",\"ConnectionID\":\"" CN_A2 "\"}",
+        "{\"connectionid\":\"" CN_A2 "\",\"connectionId\":\"" CN_A1 "\"}",
+        "{\"connectionId\":\"" CN_A1 "\",\"connectionId\":\"" CN_A1 "\"}"};
+    (void)state;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        ingest(bearer_api(P_API_A), NULL);
+        with_body(bodies[i]);
+        expect_refusal(400, "BadRequest", M_CONN_REQUIRED);
+        assert_int_equal(F.conn, 0);
+        /* With the write key in the body too (the header's is not checked against a body). */
+        ingest_body("{\"writeKey\":\"%s\",%s", WK_A1, bodies[i] + 1);
+        expect_refusal(400, "BadRequest", M_WK_CONN);
+    }
+    /* A lone case variant is never the connection an API key names... */
+    ingest(bearer_api(P_API_A), NULL);
+    with_body("{\"ConnectionId\":\"" CN_A1 "\"}");
+    expect_refusal(400, "BadRequest", M_CONN_REQUIRED);
+    /* ...and is still a connectionId next to a write key. */
+    ingest_body("{\"writeKey\":\"%s\",\"CONNECTIONID\":\"%s\"}", WK_A1, CN_C1);
+    expect_refusal(400, "BadRequest", M_WK_CONN);
+}
+
+/* A writeKey given twice under different cases is refused like an exact repeat; one alone under
+ * another case is not the body's write key. */
+static void test_ingest_body_key_case_variants(void **state)
+{
+    (void)state;
+    ingest_body("{\"writeKey\":\"%s\",\"WriteKey\":\"x\"}", WK_A1, NULL);
+    expect_refusal(400, "BadRequest", M_WK_NOT_STRING);
+    assert_int_equal(calls(), 0);
+    ingest_body("{\"write\xe2\x84\xaa"
+                "ey\":\"x\",\"writeKey\":\"%s\"}",
+                WK_A1, NULL);
+    expect_refusal(400, "BadRequest", M_WK_NOT_STRING);
+    ingest_body("{\"WRITEKEY\":\"%s\"}", WK_A1, NULL);
+    expect_refusal(401, "Unauthorized", M_NO_AUTH);
+    assert_int_equal(calls(), 0);
+}
+
+/* Ingestion reached through a path that is ingestion only once normalized: write keys are
+ * refused without a store read, API keys meet the ingestion rules. */
+static void test_ingest_noncanonical_path(void **state)
+{
+    char body[128];
+
+    (void)state;
+    req("POST", "/v1//events", bearer(WK_A1), NULL);
+    assert_int_equal(R.route.noncanonical, 1);
+    expect_refusal(401, "Unauthorized", M_WK_HEADER);
+    assert_int_equal(calls(), 0);
+    req("POST", "/v1/events/", NULL, NULL);
+    snprintf(body, sizeof(body), "{\"writeKey\":\"%s\"}", WK_A1);
+    with_body(body);
+    expect_refusal(401, "Unauthorized", M_NO_AUTH);
+    assert_int_equal(calls(), 0);
+    req("POST", "/V1/Events/Track", bearer_api(P_API_A), NULL);
+    expect_need_body();
+    with_body("{}");
+    expect_refusal(400, "BadRequest", M_CONN_REQUIRED);
+    req("POST", "/v1//events", bearer_api(P_API_A), NULL);
+    with_body("{\"connectionId\":\"" CN_A1 "\"}");
+    expect_accept(KA_KEY_API, KID_API_A, ORG_A, WS_A1, CN_A1);
+}
+
 static void test_ingest_body_key_accept(void **state)
 {
     char body[256];
@@ -1231,13 +1312,21 @@ static ka_route route(const char *method, const char *path, ka_endpoint configur
     return r;
 }
 
+static void expect_route_nc(const char *method, const char *path, ka_endpoint ep, int preflight,
+                            int body_key, int noncanonical)
+{
+    ka_route r = route(method, path, KA_EP_AUTO);
+    if (r.endpoint != ep || r.preflight_candidate != preflight || r.body_key_allowed != body_key ||
+        r.noncanonical != noncanonical)
+        fail_msg("%s %s: endpoint %d preflight %d body_key %d noncanonical %d, want %d %d %d %d",
+                 method, path, r.endpoint, r.preflight_candidate, r.body_key_allowed,
+                 r.noncanonical, ep, preflight, body_key, noncanonical);
+}
+
 static void expect_route(const char *method, const char *path, ka_endpoint ep, int preflight,
                          int body_key)
 {
-    ka_route r = route(method, path, KA_EP_AUTO);
-    if (r.endpoint != ep || r.preflight_candidate != preflight || r.body_key_allowed != body_key)
-        fail_msg("%s %s: endpoint %d preflight %d body_key %d, want %d %d %d", method, path,
-                 r.endpoint, r.preflight_candidate, r.body_key_allowed, ep, preflight, body_key);
+    expect_route_nc(method, path, ep, preflight, body_key, 0);
 }
 
 static void test_classify_ingestion(void **state)
@@ -1260,9 +1349,7 @@ static void test_classify_ingestion(void **state)
     expect_route("GET", "/v1/events", KA_EP_API, 0, 0);
     expect_route("PUT", "/v1/events", KA_EP_API, 0, 0);
     expect_route("post", "/v1/events", KA_EP_API, 0, 0);
-    expect_route("POST", "/v1/events/", KA_EP_API, 0, 0);
     expect_route("POST", "/v1/events/other", KA_EP_API, 0, 0);
-    expect_route("POST", "/v1/events/Track", KA_EP_API, 0, 0);
     expect_route("POST", "/v1/events/trackx", KA_EP_API, 0, 0);
     expect_route("POST", "/v1/eventsX", KA_EP_API, 0, 0);
     expect_route("POST", "/v1/event", KA_EP_API, 0, 0);
@@ -1275,6 +1362,12 @@ static void test_classify_settings(void **state)
     ka_route r;
 
     (void)state;
+    /* HEAD too: Go's ServeMux routes it to Krenalis's GET pattern. */
+    r = route("HEAD", "/v1/events/settings/KEY", KA_EP_AUTO);
+    assert_int_equal(r.endpoint, KA_EP_SETTINGS);
+    assert_int_equal(r.noncanonical, 0);
+    assert_string_equal(r.settings_key, "KEY");
+    expect_route("HEAD", "/v1/events", KA_EP_API, 0, 0);
     r = route("GET", "/v1/events/settings/KEY", KA_EP_AUTO);
     assert_int_equal(r.endpoint, KA_EP_SETTINGS);
     assert_int_equal(r.preflight_candidate, 0);
@@ -1306,10 +1399,98 @@ static void test_classify_organizations(void **state)
     expect_route("DELETE", "/v1/organizations/abc", KA_EP_ORGS, 0, 0);
     expect_route("PUT", "/v1/organizations/abc/workspaces/x", KA_EP_ORGS, 0, 0);
     expect_route("OPTIONS", "/v1/organizations", KA_EP_ORGS, 0, 0);
-    expect_route("GET", "/v1/organizationsX", KA_EP_API, 0, 0);
     expect_route("GET", "/v1/organization", KA_EP_API, 0, 0);
-    expect_route("GET", "/v1/organizations-x/y", KA_EP_API, 0, 0);
     expect_route("GET", "/v2/organizations", KA_EP_API, 0, 0);
+    expect_route("GET", "/x/v1/organizations", KA_EP_API, 0, 0);
+}
+
+/* Issue 12: whatever a backend could normalize into the Organizations API is organizations
+ * (fail closed), so an API key never reaches it through another spelling. */
+static void test_classify_organizations_any_spelling(void **state)
+{
+    static const char *const paths[] = {"/v1//organizations",
+                                        "//v1/organizations",
+                                        "/v1///organizations/x",
+                                        "/v1/organizations%2Fabc",
+                                        "/v1%2Forganizations",
+                                        "/v1/organizations%252Fabc",
+                                        "/v1/%6frganizations",
+                                        "/v1/%256frganizations",
+                                        "/v1/organizations;x",
+                                        "/v1/organizations%3bx",
+                                        "/v1;x/organizations",
+                                        "/v1/Organizations",
+                                        "/V1/ORGANIZATIONS",
+                                        "/v1/organizations.",
+                                        "/v1/organizations%2e",
+                                        "/v1/organizations%20",
+                                        "/v1/organizations%09",
+                                        "/v1/organizations~",
+                                        "/v1/organizations\\x",
+                                        "/v1\\organizations",
+                                        "/v1/organizations%23x",
+                                        "/v1/organizations%3fx",
+                                        "/v1/./organizations",
+                                        "/v1/x/../organizations",
+                                        "/v1/x/..;/organizations",
+                                        "/v1/x/%2e%2e/organizations",
+                                        "/v1/x/%2E%2E%2Forganizations",
+                                        "/v1./organizations",
+                                        "/v1 /organizations",
+                                        "/v1/organizationsX",
+                                        "/v1/organizations-x/y",
+                                        "/v1/a/b/c/d/e/../../../../../organizations"};
+    char long_path[KA_PATH_CANON_MAX + 64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        expect_route("GET", paths[i], KA_EP_ORGS, 0, 0);
+        expect_route("POST", paths[i], KA_EP_ORGS, 0, 0);
+    }
+    /* Near misses that no normalization turns into it. */
+    expect_route("GET", "/v1/organization", KA_EP_API, 0, 0);
+    expect_route("GET", "/v1/x/organizations", KA_EP_API, 0, 0);
+    expect_route("GET", "/v1/organizations/../users", KA_EP_API, 0, 0);
+    expect_route("GET", "/v1/x%2F..%2F..%2Fusers", KA_EP_API, 0, 0);
+    /* Too long to normalize: only a plain path is told apart from it. */
+    memset(long_path, 'a', sizeof(long_path) - 1);
+    long_path[sizeof(long_path) - 1] = '\0';
+    memcpy(long_path, "/v1/users/", 10);
+    expect_route("GET", long_path, KA_EP_API, 0, 0);
+    long_path[20] = '%';
+    expect_route("GET", long_path, KA_EP_ORGS, 0, 0);
+    long_path[20] = 'a';
+    long_path[30] = ';';
+    expect_route("GET", long_path, KA_EP_ORGS, 0, 0);
+    memcpy(long_path, "/V1/Organizations/", 18);
+    long_path[30] = 'a';
+    expect_route("GET", long_path, KA_EP_ORGS, 0, 0);
+}
+
+/* Paths that are ingestion or settings only once normalized: API keys meet the ingestion
+ * rules, write keys are refused there (they are good on the exact paths only). */
+static void test_classify_noncanonical_ingestion(void **state)
+{
+    ka_route r;
+
+    (void)state;
+    expect_route_nc("POST", "/v1//events", KA_EP_INGESTION, 0, 0, 1);
+    expect_route_nc("POST", "/v1/events/", KA_EP_INGESTION, 0, 0, 1);
+    expect_route_nc("POST", "/v1/events/Track", KA_EP_INGESTION, 0, 0, 1);
+    expect_route_nc("POST", "/V1/EVENTS", KA_EP_INGESTION, 0, 0, 1);
+    expect_route_nc("POST", "/v1/events%2Ftrack", KA_EP_INGESTION, 0, 0, 1);
+    expect_route_nc("POST", "/v1/events;x", KA_EP_INGESTION, 0, 0, 1);
+    expect_route_nc("POST", "/v1/x/../events/page", KA_EP_INGESTION, 0, 0, 1);
+    expect_route_nc("OPTIONS", "/v1//events", KA_EP_INGESTION, 1, 0, 1);
+    expect_route_nc("GET", "/v1//events", KA_EP_API, 0, 0, 0);
+    expect_route_nc("POST", "/v1/eventsX", KA_EP_API, 0, 0, 0);
+    r = route("GET", "/v1//events/settings/KEY", KA_EP_AUTO);
+    assert_int_equal(r.endpoint, KA_EP_SETTINGS);
+    assert_int_equal(r.noncanonical, 1);
+    assert_null(r.settings_key); /* 404 */
+    r = route("GET", "/V1/events/settings/KEY", KA_EP_AUTO);
+    assert_int_equal(r.endpoint, KA_EP_SETTINGS);
+    assert_null(r.settings_key);
 }
 
 /* ---- the memo key (the module's connection memo) ---- */
@@ -1576,6 +1757,9 @@ int run_decide_tests(void)
         T(test_ingest_body_key_unknown),
         T(test_ingest_body_key_disabled),
         T(test_ingest_body_key_with_connection),
+        T(test_ingest_repeated_connection_id),
+        T(test_ingest_body_key_case_variants),
+        T(test_ingest_noncanonical_path),
         T(test_ingest_body_key_accept),
         T(test_ingest_body_key_unavailable),
         T(test_settings_not_found),
@@ -1589,6 +1773,8 @@ int run_decide_tests(void)
         T(test_classify_ingestion),
         T(test_classify_settings),
         T(test_classify_organizations),
+        T(test_classify_organizations_any_spelling),
+        T(test_classify_noncanonical_ingestion),
         T(test_classify_api),
         T(test_classify_configured),
         T(test_memo_key_same_inputs),

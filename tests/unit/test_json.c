@@ -211,6 +211,49 @@ static void test_scan_duplicate(void **state)
     assert_int_equal(f.write_key.kind, KA_JF_ABSENT);
 }
 
+/* Issue 12: a name equal under Unicode simple case folding (Go's encoding/json) is the same
+ * member to a backend that decodes into a struct: one copy is a variant (not captured, so
+ * never trusted), two copies in any spelling are a duplicate. */
+static void test_scan_case_variants(void **state)
+{
+    static const char *const dups[] = {"{\"writeKey\":\"a\",\"WriteKey\":\"b\"}",
+                                       "{\"WRITEKEY\":\"b\",\"writeKey\":\"a\"}",
+                                       "{\"writeKey\":\"a\",\"write\xe2\x84\xaa"
+                                       "ey\":\"b\"}", /* U+212A KELVIN SIGN */
+                                       "{\"write\\u212aey\":\"b\",\"writeKey\":\"a\"}",
+                                       "{\"writekey\":1,\"WRITEKEY\":2}",
+                                       "{\"writeKey\":\"a\",\"write\\u004bey\":\"b\"}"};
+    ka_body_fields f;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(dups) / sizeof(dups[0]); i++) {
+        f = scan(dups[i]);
+        assert_int_equal(f.valid_object, 1);
+        if (!f.write_key.duplicate)
+            fail_msg("not a duplicate: %s", dups[i]);
+    }
+    f = scan("{\"connectionId\":\"a\",\"ConnectionID\":\"b\"}");
+    assert_int_equal(f.connection_id.duplicate, 1);
+    f = scan("{\"connectionid\":\"b\",\"connectionId\":\"a\"}");
+    assert_int_equal(f.connection_id.duplicate, 1);
+    assert_string_equal(f.connection_id.val, "a");
+    /* One variant alone: noted, not captured. */
+    f = scan("{\"WriteKey\":\"abc\"}");
+    assert_int_equal(f.write_key.kind, KA_JF_ABSENT);
+    assert_int_equal(f.write_key.variant, 1);
+    assert_int_equal(f.write_key.duplicate, 0);
+    f = scan("{\"writeKey\":\"abc\"}");
+    assert_int_equal(f.write_key.variant, 0);
+    assert_int_equal(f.write_key.duplicate, 0);
+    /* Other runes are other names (dotless i, long s are no letters of these names). */
+    f = scan("{\"wr\xc4\xb1teKey\":\"a\",\"writeKey\":\"b\",\"\xc5\xbfwriteKey\":1}");
+    assert_int_equal(f.write_key.duplicate, 0);
+    assert_string_equal(f.write_key.val, "b");
+    /* Nested members are not top-level ones. */
+    f = scan("{\"writeKey\":\"a\",\"x\":{\"WriteKey\":\"b\"}}");
+    assert_int_equal(f.write_key.duplicate, 0);
+}
+
 static void test_scan_nested_ignored(void **state)
 {
     ka_body_fields f;
@@ -236,6 +279,7 @@ static void test_scan_nested_ignored(void **state)
     assert_int_equal(f.valid_object, 1);
     assert_int_equal(f.write_key.kind, KA_JF_ABSENT);
     assert_int_equal(f.connection_id.kind, KA_JF_ABSENT);
+    assert_int_equal(f.connection_id.variant, 1); /* "connectionID" folds to it */
 }
 
 static void test_scan_connection_id(void **state)
@@ -471,6 +515,7 @@ int run_json_tests(void)
         cmocka_unit_test(test_scan_write_key_empty),
         cmocka_unit_test(test_scan_escapes),
         cmocka_unit_test(test_scan_duplicate),
+        cmocka_unit_test(test_scan_case_variants),
         cmocka_unit_test(test_scan_nested_ignored),
         cmocka_unit_test(test_scan_connection_id),
         cmocka_unit_test(test_scan_invalid),
