@@ -21,8 +21,8 @@ PQ_CFLAGS := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/p
 
 
 
-.PHONY: all deps install test unit ct-check integration mirror mirror-bench demo demo-stop clean \
-        format lint
+.PHONY: all deps install test unit ct-check integration mirror mirror-bench demo demo-stop \
+        demo-mirror demo-mirror-stop clean format lint
 
 all: deps $(BUILD)/mod_krenalis_auth.so $(BUILD)/krenalis-keys
 
@@ -115,6 +115,14 @@ demo: all
 
 demo-stop:
 	@$(PYTHON) conf/demo/demo.py stop
+
+# The mirrored set-up: a Krenalis-style PostgreSQL database, krenalis-keys mirror, httpd on
+# 127.0.0.1:8081 (conf/demo/mirror_demo.py; root).
+demo-mirror: all
+	@$(PYTHON) conf/demo/mirror_demo.py start
+
+demo-mirror-stop:
+	@$(PYTHON) conf/demo/mirror_demo.py stop
 
 format:
 	clang-format -i mod_krenalis_auth.c src/*.c src/*.h tests/unit/*.c
