@@ -41,12 +41,20 @@
 #define ROOM_SLACK ((size_t)64 << 20)
 #define ROW_BYTES 1024 /* generous store space one row takes, indexes included */
 
+/* The tables of SPEC §11.1. */
+enum { T_METADATA, T_ORGS, T_WSS, T_CONNS, T_KEYS, T_WKEYS, T_NOTIFS, N_TABLES };
+static const char *const TABLE_NAMES[N_TABLES] = {
+    "metadata",    "organizations",    "workspaces",   "connections",
+    "access_keys", "event_write_keys", "notifications"};
+
 typedef struct {
     const char *dir, *secret_path, *conninfo, *schema, *pepper_file, *kms;
     long poll_ms;
     int once;
     char elided[KA_MIRROR_CONNINFO_MAX + 1]; /* the connection string without its password */
     char *schema_q;                          /* the schema as a quoted identifier */
+    char tables[N_TABLES][300];              /* schema.table, quoted */
+    char follow_sql[4096];                   /* the query of each poll */
     uint8_t *pepper;                         /* KA_SECRET_LEN bytes, ka_secure_alloc */
     int have_pepper;
     PGconn *pg; /* the connection that polls (and LISTENs on a primary) */
@@ -364,13 +372,9 @@ static PGresult *q(PGconn *c, const char *sql, ExecStatusType want, char *err, s
     return NULL;
 }
 
-static char *table(const mirror *m, const char *name)
+static const char *table(const mirror *m, int t)
 {
-    static char buf[8][600];
-    static int slot;
-    char *b = buf[slot++ % 8];
-    snprintf(b, 600, "%s.%s", m->schema_q, name);
-    return b;
+    return m->tables[t];
 }
 
 /* Opens a connection and reads who it is: the source identity and whether it is a standby. */
@@ -390,6 +394,8 @@ static PGconn *pg_open(mirror *m, int *standby, char *err, size_t errlen)
         if (s) {
             m->schema_q = strdup(s);
             PQfreemem(s);
+            for (int t = 0; m->schema_q && t < N_TABLES; t++)
+                snprintf(m->tables[t], sizeof(m->tables[t]), "%s.%s", m->schema_q, TABLE_NAMES[t]);
         }
     }
     r = q(c,
@@ -427,18 +433,18 @@ static int load_pepper(mirror *m, PGconn *c, char *err, size_t errlen)
     }
     if (ka_kms_parse(m->kms, key, err, errlen) != 0)
         return -1;
-    snprintf(sql, sizeof(sql), "SELECT kms_encrypted_api_key_pepper FROM %s", table(m, "metadata"));
+    snprintf(sql, sizeof(sql), "SELECT kms_encrypted_api_key_pepper FROM %s", table(m, T_METADATA));
     r = PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char buf[512];
-        snprintf(err, errlen, "cannot read the pepper from %s: %s", table(m, "metadata"),
+        snprintf(err, errlen, "cannot read the pepper from %s: %s", table(m, T_METADATA),
                  res_msg(r, buf, sizeof(buf)));
         PQclear(r);
         OPENSSL_cleanse(key, sizeof(key));
         return -2;
     }
     if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) {
-        snprintf(err, errlen, "%s holds %d rows, not one with a pepper", table(m, "metadata"),
+        snprintf(err, errlen, "%s holds %d rows, not one with a pepper", table(m, T_METADATA),
                  PQntuples(r));
         rc = -1;
     } else
@@ -604,8 +610,7 @@ static int build_snapshot(mirror *m, PGconn *c, uint64_t *version, builder *b, c
                errlen)) == NULL)
         return -2;
     PQclear(r);
-    snprintf(sql, sizeof(sql), "SELECT COALESCE(MAX(version), 0) FROM %s",
-             table(m, "notifications"));
+    snprintf(sql, sizeof(sql), "SELECT COALESCE(MAX(version), 0) FROM %s", table(m, T_NOTIFS));
     if ((r = q(c, sql, PGRES_TUPLES_OK, err, errlen)) == NULL)
         return -2;
     *version = u64(PQgetvalue(r, 0, 0));
@@ -623,8 +628,7 @@ static int build_snapshot(mirror *m, PGconn *c, uint64_t *version, builder *b, c
              row_key},
             {"SELECT connection, key, EXTRACT(EPOCH FROM created_at)::bigint FROM %s", row_wkey},
         };
-        const char *tables[] = {"organizations", "workspaces", "connections", "access_keys",
-                                "event_write_keys"};
+        const int tables[] = {T_ORGS, T_WSS, T_CONNS, T_KEYS, T_WKEYS};
         for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
             snprintf(sql, sizeof(sql), steps[i].sql, table(m, tables[i]));
             if ((rc = each_row(c, b, sql, steps[i].fn, err, errlen)) != 0)
@@ -753,7 +757,7 @@ static int snapshot(mirror *m, const char *why)
  * rows wait, -2 PostgreSQL failed, -3 resync needed (reason in why), -1 the store failed. */
 static int follow(mirror *m, char *why, size_t whylen)
 {
-    static char sql[4096];
+    char *sql = m->follow_sql;
     char ver[32], err[512] = "", buf[512];
     const char *params[1] = {ver};
     PGresult *r;
@@ -763,15 +767,16 @@ static int follow(mirror *m, char *why, size_t whylen)
     uint64_t now = (uint64_t)time(NULL);
 
     if (sql[0] == '\0') {
+        size_t size = sizeof(m->follow_sql);
         /* Payloads of the names the mirror applies, and of no other (SPEC §11.1). */
-        size_t len = (size_t)snprintf(sql, sizeof(sql),
-                                      "SELECT version, name::text, CASE WHEN name::text IN (");
+        size_t len =
+            (size_t)snprintf(sql, size, "SELECT version, name::text, CASE WHEN name::text IN (");
         for (const char *const *nm = ka_mirror_names; *nm; nm++)
-            len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s'%s'",
+            len += (size_t)snprintf(sql + len, size - len, "%s'%s'",
                                     nm == ka_mirror_names ? "" : ", ", *nm);
-        snprintf(sql + len, sizeof(sql) - len,
+        snprintf(sql + len, size - len,
                  ") THEN payload::text END FROM %s WHERE version > $1 ORDER BY version LIMIT %d",
-                 table(m, "notifications"), BATCH_ROWS);
+                 table(m, T_NOTIFS), BATCH_ROWS);
     }
     snprintf(ver, sizeof(ver), "%" PRIu64, m->version);
     r = PQexecParams(m->pg, sql, 1, NULL, params, NULL, NULL, 0);
@@ -787,7 +792,7 @@ static int follow(mirror *m, char *why, size_t whylen)
         char msql[600];
         PQclear(r);
         snprintf(msql, sizeof(msql), "SELECT COALESCE(MAX(version), 0) FROM %s",
-                 table(m, "notifications"));
+                 table(m, T_NOTIFS));
         if ((mx = q(m->pg, msql, PGRES_TUPLES_OK, why, whylen)) == NULL)
             return -2;
         if (u64(PQgetvalue(mx, 0, 0)) < m->version) {
@@ -835,6 +840,23 @@ static int follow(mirror *m, char *why, size_t whylen)
 
 /* Waits up to ms for a notification, a dropped connection or a signal. -1 the connection
  * failed. Signals are blocked outside this wait, so none is lost between check and sleep. */
+/* Takes the notifications libpq has read (also while a query ran); 1 when there were any. */
+static int drain_notifies(PGconn *c)
+{
+    PGnotify *nt;
+    int any = 0;
+
+    while ((nt = PQnotifies(c)) != NULL) {
+        PQfreemem(nt); /* a wake-up only: the table row is the truth */
+        any = 1;
+    }
+    return any;
+}
+
+/* Waits up to ms for a notification, a dropped connection or a signal. -1 the connection
+ * failed. Signals are blocked outside this wait, so none is lost between check and sleep;
+ * a notification that arrived during the last query is already in libpq's queue, not on the
+ * socket, so the queue is looked at first. */
 static int wait_for(mirror *m, long ms, const sigset_t *open)
 {
     struct pollfd pfd = {m->pg ? PQsocket(m->pg) : -1, POLLIN, 0};
@@ -843,13 +865,17 @@ static int wait_for(mirror *m, long ms, const sigset_t *open)
 
     if (stop_signal)
         return 0;
-    rc = ppoll(pfd.fd >= 0 ? &pfd : NULL, pfd.fd >= 0 ? 1 : 0, &ts, open);
-    if (rc > 0 && m->pg) {
-        PGnotify *nt;
+    if (m->pg) {
         if (!PQconsumeInput(m->pg))
             return -1;
-        while ((nt = PQnotifies(m->pg)) != NULL)
-            PQfreemem(nt); /* a wake-up only: the table row is the truth */
+        if (drain_notifies(m->pg))
+            return 0;
+    }
+    rc = ppoll(pfd.fd >= 0 ? &pfd : NULL, pfd.fd >= 0 ? 1 : 0, &ts, open);
+    if (rc > 0 && m->pg) {
+        if (!PQconsumeInput(m->pg))
+            return -1;
+        drain_notifies(m->pg);
     }
     return 0;
 }

