@@ -90,9 +90,8 @@ static void logm(const char *fmt, ...)
 }
 
 /* The first line of a libpq message (its DETAIL and CONTEXT lines may quote data). */
-static const char *pg_msg(const PGconn *c, char *buf, size_t len)
+static const char *first_line(const char *s, char *buf, size_t len)
 {
-    const char *s = c ? PQerrorMessage(c) : "out of memory";
     size_t n = strcspn(s, "\n");
 
     if (n >= len)
@@ -102,16 +101,14 @@ static const char *pg_msg(const PGconn *c, char *buf, size_t len)
     return n ? buf : "unknown error";
 }
 
+static const char *pg_msg(const PGconn *c, char *buf, size_t len)
+{
+    return first_line(c ? PQerrorMessage(c) : "out of memory", buf, len);
+}
+
 static const char *res_msg(const PGresult *r, char *buf, size_t len)
 {
-    const char *s = r ? PQresultErrorMessage(r) : "no result";
-    size_t n = strcspn(s, "\n");
-
-    if (n >= len)
-        n = len - 1;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    return n ? buf : "unknown error";
+    return first_line(r ? PQresultErrorMessage(r) : "no result", buf, len);
 }
 
 /* ---- the connection string, password elided ---- */

@@ -8,9 +8,6 @@ node keeps answering from the old store until the new one is swapped in.
 Prints figures as "# ..." lines and "N passed, N failed"; exits 1 on a failure.
 """
 import argparse
-import hashlib
-import hmac
-import secrets
 import shutil
 import subprocess
 import sys
@@ -23,10 +20,9 @@ sys.path.insert(0, str(HERE.parents[1] / "tests" / "integration"))
 sys.path.insert(0, str(HERE))
 sys.dont_write_bytecode = True
 
-import harness  # noqa: E402
-from harness import Failure, Harness, random_id  # noqa: E402
+from harness import Failure  # noqa: E402
 from krenalis import Krenalis  # noqa: E402
-from pg import Cluster, Writer  # noqa: E402
+from pg import Writer  # noqa: E402
 import importlib.util  # noqa: E402
 _spec = importlib.util.spec_from_file_location("mirror_run", HERE / "run.py")
 mirror_run = importlib.util.module_from_spec(_spec)
@@ -42,25 +38,14 @@ def main():
     ap.add_argument("--write-keys", type=int, default=100000)
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
-    build = harness.find_build(a.build)
-    if build is None:
+    e = mirror_run.new_env(a.build)
+    if e is None:
         return 1
-    h = Harness(build, "event")
-    h.f.update(org1=random_id(), org2=random_id(), ws1a=random_id(), ws1b=random_id())
-    e = mirror_run.Env(h, h.root)
+    h = e.h
     failed = 0
     stop = threading.Event()
     try:
-        e.pg = Cluster(h.root / "pg").init(statement_log=False).start()
-        e.pg.psql("CREATE DATABASE krenalis", db="postgres")
-        e.pg.psql(None, file=HERE / "schema.sql", variables={"schema": "public"})
-        e.pg.psql(None, file=HERE.parents[1] / "conf" / "krenalis-mirror-role.sql",
-                  variables={"schema": "public", "role": "edge"})
-        e.pg.psql("ALTER ROLE edge PASSWORD '%s'" % mirror_run.PASSWORD)
-        e.pgpass.write_text("127.0.0.1:*:krenalis:edge:%s\n" % mirror_run.PASSWORD)
-        e.pgpass.chmod(0o600)
-        e.pepper_file.write_bytes(e.pepper)
-        e.pepper_file.chmod(0o600)
+        mirror_run.prepare_database(e, statement_log=False)
         e.w = Writer(e.pg)
         e.k = k = Krenalis(e.w, e.pepper)
         org = k.create_org("Big")

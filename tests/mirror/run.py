@@ -17,7 +17,6 @@ import hmac
 import json
 import os
 import random
-import re
 import secrets
 import shutil
 import signal
@@ -35,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
-from harness import Failure, Harness, check, eq, random_id, terminate  # noqa: E402
+from harness import Failure, Harness, check, eq, random_id  # noqa: E402
 from krenalis import Krenalis  # noqa: E402
 from pg import Cluster, Writer  # noqa: E402
 
@@ -233,22 +232,28 @@ def expect(r, status, message=None, code=None):
 # Set-up
 
 
-def setup(e):
-    h = e.h
-    e.pg = Cluster(e.root / "pg").init(statement_log=True).start()
+def prepare_database(e, statement_log):
+    """The primary with the Krenalis schema, the mirror's role (conf/), its password in a
+    pgpass file, the pepper in a file."""
+    e.pg = Cluster(e.root / "pg").init(statement_log=statement_log).start()
     e.pg.psql("CREATE DATABASE krenalis", db="postgres")
     e.pg.psql(None, file=HERE / "schema.sql", variables={"schema": "public"})
     e.pg.psql(None, file=REPO / "conf" / "krenalis-mirror-role.sql",
               variables={"schema": "public", "role": "edge"})
     e.pg.psql("ALTER ROLE edge PASSWORD '%s'" % PASSWORD)
-    h.secret(PASSWORD)
-    blob = subprocess.run([str(h.build / "kms_seal"), e.kms_key.hex(), e.pepper.hex()],
-                          stdout=subprocess.PIPE, check=True).stdout.decode().strip()
-    e.pg.psql("INSERT INTO metadata VALUES ('\\x%s')" % blob)
+    e.h.secret(PASSWORD)
     e.pepper_file.write_bytes(e.pepper)
     os.chmod(e.pepper_file, 0o600)
     e.pgpass.write_text("127.0.0.1:*:krenalis:edge:%s\n" % PASSWORD)
     os.chmod(e.pgpass, 0o600)
+
+
+def setup(e):
+    h = e.h
+    prepare_database(e, statement_log=True)
+    blob = subprocess.run([str(h.build / "kms_seal"), e.kms_key.hex(), e.pepper.hex()],
+                          stdout=subprocess.PIPE, check=True).stdout.decode().strip()
+    e.pg.psql("INSERT INTO metadata VALUES ('\\x%s')" % blob)
     for s in (e.pepper.hex(), base64.b64encode(e.pepper).decode(), e.kms_key.hex(),
               base64.b64encode(e.kms_key).decode().rstrip("=")):
         h.secret(s)
@@ -744,18 +749,28 @@ def _(e):
     check("{" not in texts["mirror.log"], "a payload in the mirror's output")
 
 
+def new_env(build_arg):
+    """The harness (its temporary root; httpd event MPM) and an Env over it; None after
+    printing what is missing from the build."""
+    build = harness.find_build(build_arg)
+    if build is None:
+        return None
+    h = Harness(build, "event")
+    # Names the harness's common <Location> blocks use; nothing here relies on them.
+    h.f.update(org1=random_id(), org2=random_id(), ws1a=random_id(), ws1b=random_id())
+    return Env(h, h.root)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
     ap.add_argument("-k", dest="filter", action="append", default=[])
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
-    build = harness.find_build(a.build)
-    if build is None:
+    e = new_env(a.build)
+    if e is None:
         return 1
-    h = Harness(build, "event")
-    h.f.update(org1=random_id(), org2=random_id(), ws1a=random_id(), ws1b=random_id())
-    e = Env(h, h.root)
+    h = e.h
     passed = failed = 0
     t0 = time.time()
     try:
