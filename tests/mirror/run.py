@@ -475,6 +475,10 @@ def _(e):
         if "payload" in ln:
             check("CASE WHEN name::text IN ('CreateOrganization'" in ln, "payload fetched: " + ln)
             check("SetAccount" not in ln and "UpdateWarehouse" not in ln, "foreign name: " + ln)
+    # No transaction is left open by the mirrors' connections (the LISTEN one included).
+    states = e.pg.psql("SELECT state FROM pg_stat_activity WHERE usename = 'edge'").splitlines()
+    check(states and all(st == "idle" or st == "active" for st in states),
+          "mirror connections: %r" % states)
     # Column grants: the mirror's role cannot read what it must not hold.
     rc = subprocess.run([str(e.pg.bin / "psql"), "-X", "-h", "127.0.0.1", "-p", str(e.pg.port),
                          "-U", "edge", "-d", "krenalis", "-c", "SELECT settings FROM connections"],
