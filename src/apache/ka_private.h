@@ -60,6 +60,7 @@ typedef struct {
     const char *store_dir;   /* KrenalisAuthKeyStore */
     const char *secret_path; /* KrenalisAuthKeyStoreSecret; see ka_cfg_secret_path */
     const char *orgs_env;    /* main server only; see ka_cfg_orgs_env */
+    int max_stale;           /* KrenalisAuthMaxStaleness seconds, 0 off, KA_UNSET unset (off) */
     ka_handle *handle;       /* the store's, after post_config (NULL: no store) */
     ka_proc *proc;
 } ka_srv_cfg;
@@ -135,6 +136,10 @@ int ka_orgs_key_check_config(apr_pool_t *ptemp, server_rec *s);
 const char *ka_orgs_key_load(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 
 /* ---- the store (store.c) ---- */
+
+/* KrenalisAuthMaxStaleness (SPEC §11.2): 1 (logged) when h is a mirrored store its mirror has
+ * not confirmed current for more than max_stale seconds (0 or less: never). */
+int ka_store_stale(ka_handle *h, int max_stale, request_rec *r);
 
 /* A handle for the store in dir with the secret read from secret_path (as root, before the
  * fork: the secret is kept in memory left out of core dumps). NULL with a message. */

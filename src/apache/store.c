@@ -38,6 +38,12 @@ struct ka_handle {
     apr_thread_mutex_t *pool_lock; /* guards the idle transactions below */
     ka_store_txn **idle;           /* reset read transactions: renewing one keeps its */
     int nidle;                     /* reader slot, so no reader-table lock per request */
+    /* A mirrored store (krenalis-keys mirror): when the mirror last confirmed it current, the
+     * mtime of DIR/mirror-confirmed, read at most once a second. */
+    int mirrored;
+    const char *confirmed_path;
+    apr_time_t confirmed_checked;
+    apr_time_t confirmed; /* Unix seconds; 0: no mark */
 };
 
 #define IDLE_TXNS 512
@@ -51,6 +57,7 @@ ka_handle *ka_handle_make(apr_pool_t *p, const char *dir, const char *secret_pat
 
     h->dir = dir;
     h->data_path = apr_pstrcat(p, dir, "/data.mdb", NULL);
+    h->confirmed_path = apr_pstrcat(p, dir, "/" KA_MIRROR_CONFIRMED_FILE, NULL);
     h->secret_path = secret_path;
     h->secret = ka_secure_alloc(KA_SECRET_LEN);
     if (h->secret == NULL) {
@@ -141,6 +148,8 @@ static ka_store_status handle_open(ka_handle *h, server_rec *s)
     /* ka_store_open_secret has cleared the reader slots of dead children already. */
     h->dev = sb.st_dev;
     h->ino = sb.st_ino;
+    h->mirrored = ka_store_is_mirror(st);
+    h->confirmed_checked = 0;
     if (h->failing)
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
                      KA_LOGNO(00012) "key store %s is readable again", h->dir);
@@ -321,6 +330,26 @@ void ka_handle_close(ka_handle *h)
         handle_close(h);
     ka_secure_free(h->secret, KA_SECRET_LEN);
     h->secret = NULL;
+}
+
+/* The mark is outside the LMDB data, so the memo stays valid meanwhile. */
+int ka_store_stale(ka_handle *h, int max_stale, request_rec *r)
+{
+    struct stat sb;
+
+    if (max_stale <= 0 || h == NULL || !h->mirrored)
+        return 0;
+    if (r->request_time - h->confirmed_checked >= apr_time_from_sec(1)) {
+        h->confirmed = stat(h->confirmed_path, &sb) == 0 ? sb.st_mtime : 0;
+        h->confirmed_checked = r->request_time;
+    }
+    if (apr_time_sec(r->request_time) - h->confirmed <= max_stale)
+        return 0;
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  KA_LOGNO(00020) "key store %s: its mirror has not confirmed it current for more "
+                                  "than %d s (KrenalisAuthMaxStaleness): 503",
+                  h->dir, max_stale);
+    return 1;
 }
 
 /* ---- the store on the request path ---- */
