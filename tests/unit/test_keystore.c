@@ -1403,7 +1403,7 @@ static void test_upgrade_many(void **state)
         char rec[2 * KA_ID_LEN + 32];
         int nl = snprintf(name, sizeof(name), "conn %d", i);
         MDB_val k = {KA_ID_LEN, id}, v = {2 * KA_ID_LEN + (size_t)nl, rec};
-        snprintf(id, sizeof(id), "cn%010d", i);
+        snprintf(id, sizeof(id), "cn%010u", (unsigned)i);
         memcpy(rec, WS_A1 ORG_A, 2 * KA_ID_LEN);
         memcpy(rec + 2 * KA_ID_LEN, name, (size_t)nl);
         assert_int_equal(mdb_put(raw, conns, &k, &v, 0), 0);
@@ -1417,7 +1417,7 @@ static void test_upgrade_many(void **state)
     assert_int_equal(ka_list_conns(txn, st, NULL, count_entity, &n), KA_OK);
     assert_int_equal(n, N);
     for (int i = 0; i < N; i++) {
-        snprintf(id, sizeof(id), "cn%010d", i);
+        snprintf(id, sizeof(id), "cn%010u", (unsigned)i);
         snprintf(name, sizeof(name), "conn %d", i);
         assert_int_equal(ka_get_conn(txn, st, id, &e), KA_OK);
         assert_int_equal(e.conn_flags, 0);
