@@ -11,7 +11,7 @@ WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializ
 CSTD := -std=c11 -D_GNU_SOURCE
 CFLAGS ?= -O2 -g
 LIB_SRC := src/token.c src/crypto.c src/keystore.c src/decide.c src/json.c src/cors.c src/body.c \
-           src/mapguard.c
+           src/mapguard.c src/metrics.c
 LIB_HDR := $(wildcard src/*.h)
 LIBS := -llmdb -lcrypto -lz
 
