@@ -208,17 +208,20 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
 
 /* ---- helpers ---- */
 
-static int refuse(ka_decision *dec, int status, const char *code, const char *message)
+static int refuse(ka_decision *dec, ka_refusal reason, int status, const char *code,
+                  const char *message)
 {
+    dec->reason = reason;
     dec->status = status;
     dec->code = code;
     snprintf(dec->message, sizeof(dec->message), "%s", message);
     return status;
 }
 
-static int refuse_id(ka_decision *dec, int status, const char *code, const char *fmt,
-                     const char *id)
+static int refuse_id(ka_decision *dec, ka_refusal reason, int status, const char *code,
+                     const char *fmt, const char *id)
 {
+    dec->reason = reason;
     dec->status = status;
     dec->code = code;
     snprintf(dec->message, sizeof(dec->message), fmt, id);
@@ -228,7 +231,7 @@ static int refuse_id(ka_decision *dec, int status, const char *code, const char 
 void ka_decision_unavailable(ka_decision *dec)
 {
     dec->token_presented = 0;
-    refuse(dec, 503, "ServiceUnavailable",
+    refuse(dec, KA_REFUSAL_UNAVAILABLE, 503, "ServiceUnavailable",
            "request cannot be processed at this time; try again later");
 }
 
@@ -302,7 +305,7 @@ void ka_decision_repeated(ka_decision *dec, const ka_route *route, int workspace
     const api_msgs *m = route->endpoint == KA_EP_API ? &API_MSGS : &INGESTION_MSGS;
 
     memset(dec, 0, sizeof(*dec));
-    refuse(dec, 400, "BadRequest", workspace ? m->ws_multi : MSG_MULTI_AUTH);
+    refuse(dec, KA_REFUSAL_REPEATED, 400, "BadRequest", workspace ? m->ws_multi : MSG_MULTI_AUTH);
 }
 
 /* Authenticates an api_ token: key, its organization and restricted workspace. Returns 0 and
@@ -315,26 +318,28 @@ static int api_key_auth(const char *tok, size_t len, const ka_lookup *lk, const 
     int rc;
 
     if (!ka_api_body_parse(tok + 4, len - 4, payload))
-        return refuse(dec, m->malformed_status, m->malformed_code, m->malformed);
+        return refuse(dec, KA_REFUSAL_MALFORMED, m->malformed_status, m->malformed_code,
+                      m->malformed);
     rc = lk->api_key(lk->ctx, payload, rec);
     if (rc != KA_OK && rc != KA_NOTFOUND)
         return unavailable(dec);
     if (rc == KA_NOTFOUND || rec->type != KA_KEY_API)
-        return refuse(dec, 401, "Unauthorized", m->unknown);
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", m->unknown);
     rc = lk->org(lk->ctx, rec->org, &org);
     if (rc == KA_FAIL)
         return unavailable(dec);
     if (rc == KA_NOTFOUND)
-        return refuse(dec, 401, "Unauthorized", m->unknown);
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", m->unknown);
     if (rec->ws[0] != '\0') {
         rc = lk->ws(lk->ctx, rec->ws, &ws);
         if (rc == KA_FAIL)
             return unavailable(dec);
         if (rc == KA_NOTFOUND || strcmp(ws.org, rec->org) != 0)
-            return refuse(dec, 401, "Unauthorized", m->unknown);
+            return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", m->unknown);
     }
     if (!org.enabled)
-        return refuse_id(dec, 422, "OrganizationDisabled", "organization %s is disabled", rec->org);
+        return refuse_id(dec, KA_REFUSAL_DISABLED_ORG, 422, "OrganizationDisabled",
+                         "organization %s is disabled", rec->org);
     return 0;
 }
 
@@ -349,24 +354,26 @@ static int select_workspace(const ka_request *req, const ka_lookup *lk, const ap
     set_id(selected, KA_ID_LEN + 1, rec->ws);
     if (h != NULL) {
         if (strchr(h, ',') != NULL)
-            return refuse(dec, 400, "BadRequest", m->ws_multi);
+            return refuse(dec, KA_REFUSAL_REPEATED, 400, "BadRequest", m->ws_multi);
         if (rec->ws[0] != '\0')
-            return refuse(dec, 400, "BadRequest", m->ws_restricted);
+            return refuse(dec, KA_REFUSAL_WS_INVALID, 400, "BadRequest", m->ws_restricted);
         if (!ka_id_valid(h, strlen(h)))
-            return refuse(dec, 400, "BadRequest", m->ws_invalid);
+            return refuse(dec, KA_REFUSAL_WS_INVALID, 400, "BadRequest", m->ws_invalid);
         rc = lk->ws(lk->ctx, h, &ws);
         if (rc == KA_FAIL)
             return unavailable(dec);
         if (rc == KA_NOTFOUND || strcmp(ws.org, rec->org) != 0)
-            return refuse_id(dec, 404, "NotFound", "workspace %s does not exist", h);
+            return refuse_id(dec, KA_REFUSAL_WS_UNKNOWN, 404, "NotFound",
+                             "workspace %s does not exist", h);
         set_id(selected, KA_ID_LEN + 1, h);
     }
     if (req->ws_policy == KA_WS_REQUIRED && selected[0] == '\0')
-        return refuse(dec, 403, "Forbidden",
+        return refuse(dec, KA_REFUSAL_WS_POLICY, 403, "Forbidden",
                       "Krenalis-Workspace header is missing; provide it in the format "
                       "'Krenalis-Workspace: <WORKSPACE_ID>'");
     if (req->ws_policy == KA_WS_FORBIDDEN && selected[0] != '\0')
-        return refuse(dec, 401, "Unauthorized", "organization request cannot specify a workspace");
+        return refuse(dec, KA_REFUSAL_WS_POLICY, 401, "Unauthorized",
+                      "organization request cannot specify a workspace");
     return 0;
 }
 
@@ -375,9 +382,9 @@ static int bearer_token(const char *auth, const char *invalid_msg, const char **
                         ka_decision *dec)
 {
     if (strchr(auth, ',') != NULL)
-        return refuse(dec, 400, "BadRequest", MSG_MULTI_AUTH);
+        return refuse(dec, KA_REFUSAL_REPEATED, 400, "BadRequest", MSG_MULTI_AUTH);
     if (!ka_bearer_parse(auth, tok, len))
-        return refuse(dec, 400, "BadRequest", invalid_msg);
+        return refuse(dec, KA_REFUSAL_BAD_AUTHZ, 400, "BadRequest", invalid_msg);
     dec->token_presented = 1;
     return 0;
 }
@@ -398,12 +405,12 @@ static int decide_api(const ka_request *req, const ka_lookup *lk, ka_decision *d
     int rc;
 
     if (req->authorization == NULL)
-        return refuse(dec, 401, "Unauthorized",
+        return refuse(dec, KA_REFUSAL_MISSING, 401, "Unauthorized",
                       "Authorization header with the API key is not present in the request");
     if ((rc = bearer_token(req->authorization, API_MSGS.invalid_bearer, &tok, &len, dec)) != 0)
         return rc;
     if (!has_api_prefix(tok, len))
-        return refuse(dec, 400, "BadRequest",
+        return refuse(dec, KA_REFUSAL_WRONG_ENDPOINT, 400, "BadRequest",
                       "API key is not valid; API keys start with the api_ prefix");
     if ((rc = api_key_auth(tok, len, lk, &API_MSGS, &rec, dec)) != 0)
         return rc;
@@ -424,9 +431,10 @@ static int write_key_org(const ka_lookup *lk, const ka_key_rec *rec, const char 
     if (rc == KA_FAIL)
         return unavailable(dec);
     if (rc == KA_NOTFOUND)
-        return refuse(dec, 401, "Unauthorized", unknown_msg);
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", unknown_msg);
     if (!org.enabled)
-        return refuse(dec, 503, "ServiceUnavailable", "organization is disabled");
+        return refuse(dec, KA_REFUSAL_DISABLED_ORG, 503, "ServiceUnavailable",
+                      "organization is disabled");
     return 0;
 }
 
@@ -437,12 +445,12 @@ static int find_write_key(const char *key, size_t len, const ka_lookup *lk, cons
     int rc;
 
     if (!ka_write_key_valid(key, len))
-        return refuse(dec, 401, "Unauthorized", unknown_msg);
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", unknown_msg);
     rc = lk->write_key(lk->ctx, key, rec);
     if (rc != KA_OK && rc != KA_NOTFOUND)
         return unavailable(dec);
     if (rc == KA_NOTFOUND || rec->type != KA_KEY_WRITE)
-        return refuse(dec, 401, "Unauthorized", unknown_msg);
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", unknown_msg);
     return 0;
 }
 
@@ -465,16 +473,18 @@ static int ingest_with_api_key(const ka_request *req, const char *tok, size_t le
     /* A repeated connectionId could be read differently by the backend: refuse it. */
     if (!req->body->valid_object || cid->kind != KA_JF_STRING || cid->too_long || cid->len == 0 ||
         cid->duplicate)
-        return refuse(dec, 400, "BadRequest",
+        return refuse(dec, KA_REFUSAL_CONNECTION_ID, 400, "BadRequest",
                       "parameter 'connectionId' is required when using API key authentication");
     if (!ka_id_valid(cid->val, cid->len))
-        return refuse_id(dec, 422, "ConnectionNotExist", "connection %s does not exist", cid->val);
+        return refuse_id(dec, KA_REFUSAL_UNKNOWN_CONN, 422, "ConnectionNotExist",
+                         "connection %s does not exist", cid->val);
     rc = lk->conn(lk->ctx, cid->val, &conn);
     if (rc == KA_FAIL)
         return unavailable(dec);
     if (rc == KA_NOTFOUND || strcmp(conn.org, rec.org) != 0 ||
         (ws[0] != '\0' && strcmp(conn.ws, ws) != 0))
-        return refuse_id(dec, 422, "ConnectionNotExist", "connection %s does not exist", cid->val);
+        return refuse_id(dec, KA_REFUSAL_UNKNOWN_CONN, 422, "ConnectionNotExist",
+                         "connection %s does not exist", cid->val);
     return accept(dec, KA_KEY_API, rec.id, rec.org, conn.ws, conn.id);
 }
 
@@ -486,27 +496,32 @@ static int ingest_with_body_key(const ka_request *req, const ka_lookup *lk, ka_d
     int rc;
 
     if (!req->route.body_key_allowed)
-        return refuse(dec, 401, "Unauthorized", "Authorization header is missing");
+        return refuse(dec, KA_REFUSAL_MISSING, 401, "Unauthorized",
+                      "Authorization header is missing");
     if (req->body == NULL)
         return dec->status = KA_NEED_BODY;
     wk = &req->body->write_key;
     /* A repeated writeKey (also under another case) could be read differently by the
      * backend: refuse it. */
     if (req->body->valid_object && wk->duplicate)
-        return refuse(dec, 400, "BadRequest", "property 'writeKey' is not a valid string");
+        return refuse(dec, KA_REFUSAL_BODY_WRITE_KEY, 400, "BadRequest",
+                      "property 'writeKey' is not a valid string");
     if (!req->body->valid_object || wk->kind == KA_JF_ABSENT)
-        return refuse(dec, 401, "Unauthorized", "Authorization header is missing");
+        return refuse(dec, KA_REFUSAL_MISSING, 401, "Unauthorized",
+                      "Authorization header is missing");
     if (wk->kind != KA_JF_STRING)
-        return refuse(dec, 400, "BadRequest", "property 'writeKey' is not a valid string");
+        return refuse(dec, KA_REFUSAL_BODY_WRITE_KEY, 400, "BadRequest",
+                      "property 'writeKey' is not a valid string");
     if (!wk->too_long && wk->len == 0)
-        return refuse(dec, 400, "BadRequest", "property 'writeKey' cannot be empty");
+        return refuse(dec, KA_REFUSAL_BODY_WRITE_KEY, 400, "BadRequest",
+                      "property 'writeKey' cannot be empty");
     dec->token_presented = 1;
     if ((rc = find_write_key(wk->val, wk->too_long ? 0 : wk->len, lk, unknown, &rec, dec)) != 0)
         return rc;
     if ((rc = write_key_org(lk, &rec, unknown, dec)) != 0)
         return rc;
     if (req->body->connection_id.kind != KA_JF_ABSENT || req->body->connection_id.variant)
-        return refuse(dec, 400, "BadRequest",
+        return refuse(dec, KA_REFUSAL_CONNECTION_ID, 400, "BadRequest",
                       "property 'connectionId' cannot be provided when using an event write key "
                       "for authentication");
     return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
@@ -529,7 +544,7 @@ static int decide_ingestion(const ka_request *req, const ka_lookup *lk, ka_decis
         return ingest_with_api_key(req, tok, len, lk, dec);
     /* A write key is good only on the exact ingestion paths. */
     if (req->route.noncanonical)
-        return refuse(dec, 401, "Unauthorized", unknown);
+        return refuse(dec, KA_REFUSAL_WRONG_ENDPOINT, 401, "Unauthorized", unknown);
     if ((rc = find_write_key(tok, len, lk, unknown, &rec, dec)) != 0)
         return rc;
     if ((rc = write_key_org(lk, &rec, unknown, dec)) != 0)
@@ -547,7 +562,7 @@ static int decide_settings(const ka_request *req, const ka_lookup *lk, ka_decisi
     int rc;
 
     if (key == NULL || key[0] == '\0' || strchr(key, '/') != NULL)
-        return refuse(dec, 404, "NotFound", "");
+        return refuse(dec, KA_REFUSAL_SETTINGS_PATH, 404, "NotFound", "");
     dec->token_presented = 1;
     if ((rc = find_write_key(key, strlen(key), lk, unknown, &rec, dec)) != 0)
         return rc;
@@ -563,7 +578,7 @@ static int decide_orgs(const ka_request *req, ka_decision *dec)
     int rc;
 
     if (req->authorization == NULL)
-        return refuse(dec, 401, "Unauthorized",
+        return refuse(dec, KA_REFUSAL_MISSING, 401, "Unauthorized",
                       "Authorization header with the platform management API key is not present "
                       "in the request");
     if ((rc = bearer_token(req->authorization,
@@ -572,13 +587,13 @@ static int decide_orgs(const ka_request *req, ka_decision *dec)
                            &tok, &len, dec)) != 0)
         return rc;
     if (len < 4 || memcmp(tok, "org_", 4) != 0)
-        return refuse(dec, 400, "BadRequest",
+        return refuse(dec, KA_REFUSAL_WRONG_ENDPOINT, 400, "BadRequest",
                       "platform management APIs require specific keys for authentication (these "
                       "are keys that begin with 'org_')");
     /* The length of a key is public (SPEC §2); only equal-length tokens reach the comparison. */
     if (req->orgs_key == NULL || len != strlen(req->orgs_key) ||
         !ka_ct_equal(tok, req->orgs_key, len))
-        return refuse(dec, 401, "Unauthorized",
+        return refuse(dec, KA_REFUSAL_ORGS_KEY, 401, "Unauthorized",
                       "platform management API key in the Authorization header of the request is "
                       "not valid");
     return accept(dec, KA_KEY_ORGS, "organizations", NULL, NULL, NULL);

@@ -7,6 +7,7 @@
 #include "json.h"
 #include "ka.h"
 #include "keystore.h"
+#include "metrics.h"
 
 typedef enum { KA_EP_AUTO = 0, KA_EP_API, KA_EP_INGESTION, KA_EP_SETTINGS, KA_EP_ORGS } ka_endpoint;
 
@@ -56,6 +57,7 @@ typedef struct {
     int status; /* KA_ACCEPT, KA_NEED_BODY or an HTTP status */
     const char *code;
     char message[256];
+    ka_refusal reason;   /* why it was refused (KRENALIS_REFUSAL); KA_REFUSAL_NONE otherwise */
     int token_presented; /* a credential was presented: WWW-Authenticate error="invalid_token" */
     ka_identity id;      /* when accepted */
 } ka_decision;
