@@ -13,6 +13,8 @@ CFLAGS ?= -O2 -g
 LIB_SRC := src/token.c src/crypto.c src/keystore.c src/decide.c src/json.c src/cors.c src/body.c \
            src/mapguard.c src/metrics.c
 LIB_HDR := $(wildcard src/*.h)
+# The httpd side of the module besides mod_krenalis_auth.c.
+APACHE_SRC := src/apache/metrics.c
 LIBS := -llmdb -lcrypto -lz
 
 
@@ -40,9 +42,9 @@ deps:
 $(BUILD):
 	@mkdir -p $(BUILD)
 
-$(BUILD)/mod_krenalis_auth.so: mod_krenalis_auth.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
+$(BUILD)/mod_krenalis_auth.so: mod_krenalis_auth.c $(APACHE_SRC) $(LIB_SRC) $(LIB_HDR) src/apache/*.h | $(BUILD)
 	$(APXS) -c -o mod_krenalis_auth.la $(addprefix -Wc$(comma),$(CSTD) $(WARN)) \
-	  mod_krenalis_auth.c $(LIB_SRC) $(LIBS) >$(BUILD)/apxs.log 2>&1 || { cat $(BUILD)/apxs.log; exit 1; }
+	  mod_krenalis_auth.c $(APACHE_SRC) $(LIB_SRC) $(LIBS) >$(BUILD)/apxs.log 2>&1 || { cat $(BUILD)/apxs.log; exit 1; }
 	@! grep -E "(warning|error):" $(BUILD)/apxs.log
 	install -m 0755 .libs/mod_krenalis_auth.so $@
 

@@ -12,11 +12,13 @@
 #include "http_request.h"
 #include "ap_provider.h"
 #include "mod_auth.h"
+#include "mod_status.h"
 #include "unixd.h"
 #include "util_filter.h"
 
 #include "apr_hash.h"
 #include "apr_lib.h"
+#include "apr_optional_hooks.h"
 #include "apr_strings.h"
 #include "apr_thread_mutex.h"
 #include "apr_thread_rwlock.h"
@@ -38,6 +40,7 @@
 #include "src/mapguard.h"
 #include "src/token.h"
 #include "src/version.h"
+#include "src/apache/metrics.h"
 
 #define AUTH_TYPE_NAME "Krenalis"
 #define DEFAULT_ORGS_ENV "KRENALIS_ORGANIZATIONS_API_KEY"
@@ -66,6 +69,7 @@ typedef struct {
     ino_t ino;
     int failing;                   /* the last open failed (logged once, not per request) */
     unsigned long opens;           /* how many times st was opened: a memo names the one */
+    ka_metrics *metrics;           /* store reopens and faults are counted here */
     apr_thread_mutex_t *pool_lock; /* guards the idle transactions below */
     MDB_txn **idle;                /* reset read transactions: renewing one keeps its */
     int nidle;                     /* reader slot, so no reader-table lock per request */
@@ -77,6 +81,7 @@ typedef struct {
 typedef struct {
     const char *orgs_key; /* NULL: the Organizations API stays closed */
     apr_array_header_t *handles;
+    ka_metrics *metrics; /* NULL: nothing is counted */
 } ka_proc;
 
 typedef struct {
@@ -112,6 +117,7 @@ typedef struct {
     const ka_body_fields *body; /* the body the decision read (NULL: none), for redirects */
     const char *authorization;  /* the value decided on: KrenalisAuthPassAuthorization Off
                                    removes it from the headers an internal redirect shares */
+    ka_metrics_req mr;          /* what the request counts when it is logged */
 } ka_req;
 
 static void *create_srv_cfg(apr_pool_t *p, server_rec *s)
@@ -478,6 +484,7 @@ static ka_handle *handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *pro
     h->dir = c->store_dir;
     h->data_path = apr_pstrcat(pconf, c->store_dir, "/data.mdb", NULL);
     h->secret_path = spath;
+    h->metrics = proc->metrics;
     h->secret = ka_secure_alloc(KA_SECRET_LEN);
     if (h->secret == NULL || ka_secret_read(spath, h->secret, err, sizeof(err)) != NULL) {
         ka_secure_free(h->secret, KA_SECRET_LEN);
@@ -515,6 +522,7 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     }
 
     proc->handles = apr_array_make(pconf, 2, sizeof(ka_handle *));
+    proc->metrics = ka_metrics_attach(pconf, s);
     proc->orgs_key = value ? apr_pstrdup(pconf, value) : NULL;
     apr_pool_cleanup_register(pconf, proc, wipe_handles, apr_pool_cleanup_null);
     for (server_rec *v = s; v; v = v->next) {
@@ -545,6 +553,8 @@ static void handle_failing(ka_handle *h, server_rec *s, const char *directive, c
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "%s: %s; requests get 503 until it opens",
                      directive, why);
     h->failing = 1;
+    if (ka_metrics_mine(h->metrics))
+        ka_metrics_inc(&ka_metrics_mine(h->metrics)->store_faults);
 }
 
 /* Opens a handle's environment in this child; the caller holds open_lock. */
@@ -590,6 +600,8 @@ static int handle_open(ka_handle *h, server_rec *s)
     apr_thread_rwlock_wrlock(h->env_lock);
     h->st = st;
     h->opens++;
+    if (h->opens > 1 && ka_metrics_mine(h->metrics))
+        ka_metrics_inc(&ka_metrics_mine(h->metrics)->store_reopens);
     apr_thread_rwlock_unlock(h->env_lock);
     return KA_OK;
 }
@@ -733,6 +745,7 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
         handle_open(h, s);
     }
     apr_pool_cleanup_register(pchild, proc, close_handles, apr_pool_cleanup_null);
+    ka_metrics_child_init(proc->metrics);
 }
 
 /* ---- the store on the request path ---- */
@@ -993,7 +1006,7 @@ static void set_error_headers(request_rec *r)
 }
 
 /* Sends a refusal as Krenalis would (SPEC §7) and ends the request. */
-static int send_refusal(request_rec *r, const ka_req *q, const ka_decision *dec)
+static int send_refusal(request_rec *r, ka_req *q, const ka_decision *dec)
 {
     char body[512];
     size_t len = ka_json_error(body, sizeof(body), dec->code, dec->message);
@@ -1009,16 +1022,19 @@ static int send_refusal(request_rec *r, const ka_req *q, const ka_decision *dec)
                                     dec->token_presented ? ", error=\"invalid_token\"" : ""));
     if (q->cors)
         cors_apply(r, q);
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "refused: %d %s", dec->status, dec->code);
+    ka_metrics_note_refused(r, &q->mr, q->route.endpoint, dec->reason);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "refused: %d %s (%s)", dec->status, dec->code,
+                  ka_refusal_name(dec->reason));
     ap_rwrite(body, (int)len, r);
     return DONE;
 }
 
 /* A CORS preflight, answered without a credential and without the backend (SPEC §9). */
-static int send_preflight(request_rec *r, const ka_req *q)
+static int send_preflight(request_rec *r, ka_req *q)
 {
     int settings = q->route.endpoint == KA_EP_SETTINGS;
 
+    ka_metrics_note_preflight(&q->mr);
     r->status = HTTP_NO_CONTENT;
     cors_apply(r, q);
     apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods", settings ? "GET" : "POST");
@@ -1336,6 +1352,8 @@ static __attribute__((noinline)) int decide_guarded(ka_txn *t, ka_store_lookup_c
     ka_map_guard_arm(&g);
     if (memo_answer(t, req, dec)) {
         rc = KA_ACCEPT;
+        if (ka_metrics_mine(t->h->metrics))
+            ka_metrics_inc(&ka_metrics_mine(t->h->metrics)->memo_hits);
     } else {
         rc = ka_decide(req, &lk, dec);
         if (rc == KA_ACCEPT)
@@ -1356,6 +1374,9 @@ static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_d
 {
     ka_txn t;
     ka_store_lookup_ctx lctx;
+    ka_req *q;
+    uint64_t t0;
+    int rc;
 
     memset(&t, 0, sizeof(t));
     memset(&lctx, 0, sizeof(lctx));
@@ -1364,7 +1385,14 @@ static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_d
     t.memo = ap_get_module_config(r->connection->conn_config, &krenalis_auth_module);
     lctx.begin = txn_begin;
     lctx.begin_arg = &t;
-    return decide_guarded(&t, &lctx, req, dec);
+    dec->reason = KA_REFUSAL_NONE; /* the memo answers without ka_decide */
+    t0 = ka_metrics_now_ns();
+    rc = decide_guarded(&t, &lctx, req, dec);
+    if ((q = ap_get_module_config(r->request_config, &krenalis_auth_module)) != NULL) {
+        q->mr.decide_ns += ka_metrics_now_ns() - t0;
+        q->mr.timed = 1;
+    }
+    return rc;
 }
 
 /* Decides, reading the body when the decision needs it. No transaction stays open while a
@@ -1419,6 +1447,7 @@ static void request_inputs(request_rec *r, const ka_srv_cfg *sc, const ka_dir_cf
 
 static int accepted(request_rec *r, ka_req *q, const ka_decision *dec)
 {
+    ka_metrics_note_accepted(&q->mr, q->route.endpoint, dec->id.type);
     q->authenticated = 1;
     q->id = dec->id;
     r->user = q->id.key_id; /* q lives as long as r */
@@ -1466,6 +1495,15 @@ static int recheck_redirect(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc
     return send_refusal(r, q, &dec);
 }
 
+/* A body refused before or while it was read (413, or an error reading it): the status rc. */
+static int body_refused(request_rec *r, ka_req *q, int rc)
+{
+    ka_metrics_note_refused(r, &q->mr, q->route.endpoint,
+                            rc == HTTP_REQUEST_ENTITY_TOO_LARGE ? KA_REFUSAL_BODY_TOO_LARGE
+                                                                : KA_REFUSAL_BODY_UNREADABLE);
+    return rc;
+}
+
 static int ka_check_user(request_rec *r)
 {
     ka_srv_cfg *sc = ap_get_module_config(r->server->module_config, &krenalis_auth_module);
@@ -1485,11 +1523,11 @@ static int ka_check_user(request_rec *r)
         apr_table_get(r->headers_in, "Access-Control-Request-Method"))
         return send_preflight(r, q);
     if (q->route.endpoint == KA_EP_INGESTION && bad_content_length(r, body_limit(dc)))
-        return HTTP_REQUEST_ENTITY_TOO_LARGE;
+        return body_refused(r, q, HTTP_REQUEST_ENTITY_TOO_LARGE);
     request_inputs(r, sc, dc, q, &req);
     rc = run_decision(r, sc, dc, &req, &dec);
     if (rc != KA_ACCEPT)
-        return rc >= 400 && dec.status == rc ? send_refusal(r, q, &dec) : rc;
+        return rc >= 400 && dec.status == rc ? send_refusal(r, q, &dec) : body_refused(r, q, rc);
     /* A chunked ingestion body the decision did not need is still held to the limit, whole,
      * so that an oversized one never reaches the backend. Content-Length was checked above. */
     if (q->route.endpoint == KA_EP_INGESTION && req.body == NULL &&
@@ -1497,7 +1535,7 @@ static int ka_check_user(request_rec *r)
         const char *data;
         apr_size_t len;
         if ((rc = keep_body(r, body_limit(dc), &data, &len)) != OK)
-            return rc;
+            return body_refused(r, q, rc);
     }
     if (trailers_refused(r, q, &dec))
         return send_refusal(r, q, &dec);
@@ -1656,6 +1694,7 @@ static void ka_insert_error_filter(request_rec *r)
         return;
     /* ap_custom_response takes the text as is (it marks it as text itself). */
     if (q->authenticated && (r->status == HTTP_FORBIDDEN || r->status == HTTP_UNAUTHORIZED)) {
+        ka_metrics_note_refused(r, &q->mr, q->route.endpoint, KA_REFUSAL_NOT_ALLOWED);
         len = ka_json_error(body, sizeof(body),
                             r->status == HTTP_FORBIDDEN ? "Forbidden" : "Unauthorized",
                             "the key is not allowed to access this resource");
@@ -1787,6 +1826,79 @@ static const authz_provider authz_key_type = {check_key_type, parse_key_type};
 static const authz_provider authz_workspace = {check_workspace, parse_workspace};
 static const authz_provider authz_organization = {check_organization, parse_organization};
 
+/* ---- metrics (SPEC §12; counting in src/metrics.c, shared memory in src/apache/metrics.c) ---- */
+
+/* The store's last committed transaction, from its meta pages; 0 when it is not open here. */
+static int handle_last_txnid(ka_handle *h, uint64_t *txnid)
+{
+    MDB_envinfo info;
+    ka_map_guard g;
+    int rc = 0;
+
+    if (h == NULL || h->env_lock == NULL)
+        return 0;
+    apr_thread_rwlock_rdlock(h->env_lock);
+    if (h->st == NULL) {
+        rc = 0;
+    } else if (sigsetjmp(g.jb, 0) == 0) {
+        ka_map_guard_arm(&g);
+        rc = mdb_env_info(h->st->env, &info) == 0;
+        ka_map_guard_disarm(&g);
+    } else {
+        ka_map_guard_recover();
+        rc = 0;
+    }
+    apr_thread_rwlock_unlock(h->env_lock);
+    if (rc)
+        *txnid = info.me_last_txnid;
+    return rc;
+}
+
+/* The counters of every process, with the gauges of the store of r's server. A mirrored
+ * store (issue 14) sets snapshot->mirrored, mirror_version and mirror_confirmed here. */
+static ka_metrics_snapshot *metrics_snapshot(request_rec *r)
+{
+    ka_srv_cfg *sc = ap_get_module_config(r->server->module_config, &krenalis_auth_module);
+    ka_metrics_snapshot *snap =
+        ka_metrics_snapshot_take(sc->proc ? sc->proc->metrics : NULL, r->pool);
+
+    if (snap)
+        snap->have_txnid = handle_last_txnid(sc->handle, &snap->last_txnid);
+    return snap;
+}
+
+/* SetHandler krenalis-auth-metrics */
+static int ka_metrics_handler(request_rec *r)
+{
+    if (r->handler == NULL || strcmp(r->handler, KA_METRICS_HANDLER) != 0)
+        return DECLINED;
+    return ka_metrics_serve(r, metrics_snapshot(r));
+}
+
+/* mod_status's /server-status (and ?auto): the "Krenalis auth" section. */
+static int ka_status_hook(request_rec *r, int flags)
+{
+    ka_metrics_status_section(r, flags, metrics_snapshot(r));
+    return OK;
+}
+
+/* Counts a request the module answered for, once, with the status sent (the last request of
+ * an internal redirect chain holds it, and the last decision of the chain counts). */
+static int ka_log_transaction(request_rec *r)
+{
+    ka_srv_cfg *sc = ap_get_module_config(r->server->module_config, &krenalis_auth_module);
+    ka_req *q = NULL;
+
+    for (request_rec *cur = r; cur; cur = cur->next) {
+        ka_req *c = ap_get_module_config(cur->request_config, &krenalis_auth_module);
+        if (c && c->mr.noted)
+            q = c;
+    }
+    if (q)
+        ka_metrics_count(r, sc->proc ? sc->proc->metrics : NULL, &q->mr);
+    return DECLINED;
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     ap_hook_check_config(ka_check_config, NULL, NULL, APR_HOOK_MIDDLE);
@@ -1800,6 +1912,10 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_insert_filter(ka_insert_filter, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_insert_error_filter(ka_insert_error_filter, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_note_auth_failure(ka_note_auth_failure, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(ka_metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Before mod_log_config: KRENALIS_REFUSAL is set on the request it logs. */
+    ap_hook_log_transaction(ka_log_transaction, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    APR_OPTIONAL_HOOK(ap, status_hook, ka_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
     ap_register_input_filter(KEPT_BODY_FILTER, kept_body_filter, NULL, AP_FTYPE_PROTOCOL - 1);
     ap_register_output_filter(CORS_FILTER, cors_filter, NULL, AP_FTYPE_PROTOCOL - 1);
     ap_register_output_filter(JSON_ERROR_FILTER, json_error_filter, NULL, AP_FTYPE_PROTOCOL - 1);
