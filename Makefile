@@ -4,9 +4,10 @@ PREFIX ?= /usr/local
 BUILD := build
 PYTHON ?= python3
 
-# Debian packages the build, the tests, the demo and the benchmark need.
+# Debian packages the build, the tests, the demo and the benchmark need (prometheus: promtool
+# and the server the metrics test scrapes with; its service is not used).
 PKGS := apache2 apache2-dev libapr1-dev libaprutil1-dev liblmdb-dev lmdb-utils libjson-c-dev \
-        libssl-dev zlib1g-dev libcmocka-dev python3 python3-h2 curl chromium valgrind
+        libssl-dev zlib1g-dev libcmocka-dev python3 python3-h2 curl chromium valgrind prometheus
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 CSTD := -std=c11 -D_GNU_SOURCE
 CFLAGS ?= -O2 -g

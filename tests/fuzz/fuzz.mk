@@ -85,10 +85,10 @@ $(SAN_DIR)/krenalis-keys: src/cli.c $(LIB_SRC) $(LIB_HDR)
 
 # Built directly (not through apxs/libtool) so that nothing lands in src/; linked against
 # libasan/libubsan, which httpd gets through LD_PRELOAD.
-$(SAN_DIR)/mod_krenalis_auth.so: mod_krenalis_auth.c $(LIB_SRC) $(LIB_HDR)
+$(SAN_DIR)/mod_krenalis_auth.so: mod_krenalis_auth.c $(APACHE_SRC) $(LIB_SRC) $(LIB_HDR)
 	@mkdir -p $(SAN_DIR)
 	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) -shared -fPIC $(SAN_APXS_CFLAGS) -Isrc -o $@ \
-	  mod_krenalis_auth.c $(LIB_SRC) $(LIBS)
+	  mod_krenalis_auth.c $(APACHE_SRC) $(LIB_SRC) $(LIBS)
 	@ldd $@ | grep -q libasan || { echo "$@ is not linked against libasan"; exit 1; }
 
 $(SAN_DIR)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) $(LIB_HDR)
