@@ -12,6 +12,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -380,6 +381,24 @@ def _(h):
         text = (h.root / "logs" / "metrics-auth-access.log").read_text("latin-1")
         for sec in h.secrets:
             check(sec not in text, "a credential in the access log: %s..." % sec[:6])
+        # A graceful restart keeps the counts (the shared memory lives in the parent); new
+        # children count on from there.
+        before = series_of(parse(http(srv.port_cgi, "GET", "/krenalis-metrics").body.decode()),
+                           "krenalis_auth_requests_total")
+        os.kill(srv.proc.pid, signal.SIGUSR1)
+        deadline = time.time() + 20
+        while not restarted(srv):
+            check(time.time() < deadline, "no graceful restart in the error log")
+            time.sleep(0.2)
+        for i in range(6):
+            r = http(srv.port_cgi, "GET", "/v1/m/after?m=g%d" % i,
+                     [("Authorization", "Bearer " + h.f["k1"])])
+            eq(r.status, 200, "after the graceful restart" + r.brief())
+        after = series_of(parse(http(srv.port_cgi, "GET", "/krenalis-metrics").body.decode()),
+                          "krenalis_auth_requests_total")
+        key = ("api", "accepted", "200", "api")
+        before[key] += 6
+        eq(after, before, "requests_total after a graceful restart and 6 more requests")
         print("# metrics: %d requests from %d threads to %d children in %.1f s; prometheus "
               "agreed after %d scrapes" % (sum(exp_series.values()), CLIENT_THREADS, len(pids),
                                            load_s, scrapes))
@@ -393,6 +412,14 @@ def h_version():
     src = (os.path.dirname(os.path.abspath(__file__)) + "/../../src/version.h")
     with open(src) as fh:
         return re.search(r'#define KA_VERSION "([^"]+)"', fh.read()).group(1)
+
+
+def restarted(srv):
+    """Whether the error log says that a graceful restart is done (prefork and event word the
+    request differently)."""
+    log = srv.error_log.read_text("latin-1") if srv.error_log.exists() else ""
+    at = max(log.rfind("Graceful restart requested"), log.rfind("Doing graceful restart"))
+    return at >= 0 and "resuming normal operations" in log[at:]
 
 
 def wait_log(srv, path, sent):
