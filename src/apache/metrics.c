@@ -1,6 +1,6 @@
 /* The metrics in httpd (see metrics.h): shared memory, slots, notes, the handler and
  * mod_status's section. Nothing here takes a lock: a request adds to its own process's slot. */
-#include "metrics.h"
+#include "ka_private.h"
 
 #include "ap_mpm.h"
 #include "http_log.h"
@@ -17,12 +17,6 @@
 #include <unistd.h>
 
 #include "../version.h"
-
-APLOG_USE_MODULE(krenalis_auth);
-
-#ifndef KA_LOGNO
-#define KA_LOGNO(n) "KA" #n ": "
-#endif
 
 #define SHM_KEY "krenalis-auth-metrics"
 #define SPARE_SLOTS 8 /* a slot held by a zombie, a PID reused by another program */
@@ -60,7 +54,7 @@ ka_metrics *ka_metrics_attach(apr_pool_t *pconf, server_rec *s)
         rv = apr_shm_create(&shm, size, NULL, pp);
         if (rv != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
-                         KA_LOGNO(16001) "cannot make %" APR_SIZE_T_FMT
+                         KA_LOGNO(00020) "cannot make %" APR_SIZE_T_FMT
                                          " bytes of shared memory for the metrics; nothing is "
                                          "counted",
                          size);
@@ -209,7 +203,7 @@ int ka_metrics_serve(request_rec *r, const ka_metrics_snapshot *s)
         return HTTP_METHOD_NOT_ALLOWED;
     if (s == NULL) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                      KA_LOGNO(16002) "no metrics: their shared memory could not be made");
+                      KA_LOGNO(00021) "no metrics: their shared memory could not be made");
         return HTTP_SERVICE_UNAVAILABLE;
     }
     text = rendered(r->pool, s, 0, 0, &len);
@@ -230,4 +224,49 @@ void ka_metrics_status_section(request_rec *r, int flags, const ka_metrics_snaps
         return;
     text = rendered(r->pool, s, 1, flags, &len);
     ap_rwrite(text, (int)len, r);
+}
+
+/* ---- the module's hooks ---- */
+
+/* The counters of every process, with the gauges of the store of r's server. A mirrored
+ * store (issue 14) sets snap->mirrored, mirror_version and mirror_confirmed here. */
+static ka_metrics_snapshot *snapshot(request_rec *r)
+{
+    ka_srv_cfg *sc = ap_get_module_config(r->server->module_config, &krenalis_auth_module);
+    ka_metrics_snapshot *snap =
+        ka_metrics_snapshot_take(sc->proc ? sc->proc->metrics : NULL, r->pool);
+
+    if (snap)
+        snap->have_txnid = ka_handle_last_txnid(sc->handle, &snap->last_txnid);
+    return snap;
+}
+
+int ka_metrics_handler(request_rec *r)
+{
+    if (r->handler == NULL || strcmp(r->handler, KA_METRICS_HANDLER) != 0)
+        return DECLINED;
+    return ka_metrics_serve(r, snapshot(r));
+}
+
+int ka_metrics_status_hook(request_rec *r, int flags)
+{
+    ka_metrics_status_section(r, flags, snapshot(r));
+    return OK;
+}
+
+/* Once per request the module answered for, with the status sent: the last request of an
+ * internal redirect chain holds it, and the last decision of the chain counts. */
+int ka_metrics_log_transaction(request_rec *r)
+{
+    ka_srv_cfg *sc = ap_get_module_config(r->server->module_config, &krenalis_auth_module);
+    ka_req *q = NULL;
+
+    for (request_rec *cur = r; cur; cur = cur->next) {
+        ka_req *c = ap_get_module_config(cur->request_config, &krenalis_auth_module);
+        if (c && c->mr.noted)
+            q = c;
+    }
+    if (q)
+        ka_metrics_count(r, sc->proc ? sc->proc->metrics : NULL, &q->mr);
+    return DECLINED;
 }
