@@ -687,7 +687,7 @@ def _(h):
     lines = [ln for ln in h.main.error_log.read_text("latin-1").splitlines()
              if "mod_krenalis_auth/" in ln]
     eq(len(lines), 1, "start-up lines naming mod_krenalis_auth/: %r" % lines)
-    check(lines[0].endswith("] mod_krenalis_auth/%s configured" % v) and
+    check(lines[0].endswith("] KA00019: mod_krenalis_auth/%s configured" % v) and
           "[krenalis_auth:info]" in lines[0], "start-up line %r" % lines[0])
     p = subprocess.run([str(h.keys_bin), "--version"], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=30)

@@ -22,10 +22,28 @@ import urllib.request
 from harness import (Failure, KeepAlive, builtin_modules, check, eq, free_port, http, mod,
                      random_alnum, random_api_token, random_id, terminate, test)
 
-# The LogFormat of docs/operations.md, word for word.
-LOGFORMAT = ('"%h %l %u %t \\"%r\\" %>s %b key=%{KRENALIS_KEY_ID}e '
-             'org=%{KRENALIS_ORGANIZATION}e ws=%{KRENALIS_WORKSPACE}e '
-             'type=%{KRENALIS_KEY_TYPE}e refusal=%{KRENALIS_REFUSAL}e" krenalis_auth')
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs")
+
+
+def documented_log_conf(logs):
+    """The access-log lines of docs/operations.md ("The access log"), word for word: the
+    LogFormat, and the pair that keeps settings paths (write keys) out of the log."""
+    with open(os.path.join(DOCS, "operations.md")) as fh:
+        text = fh.read()
+    section = text.split("## The access log", 1)[1].split("\n## ", 1)[0]
+    out = []
+    for ln in section.splitlines():
+        words = ln.strip().split(" ", 1)
+        if not ln.startswith("    ") or words[0] not in ("LogFormat", "CustomLog", "SetEnvIf"):
+            continue
+        if words[0] == "CustomLog" and "env=" not in ln:
+            continue  # the plain line; the pair below replaces it
+        out.append(ln.strip().replace("${APACHE_LOG_DIR}/krenalis-access.log",
+                                      "%s/metrics-auth-access.log" % logs))
+    if len([ln for ln in out if ln.startswith("CustomLog")]) != 2:
+        raise Failure("docs/operations.md: the access log lines are not where the test looks")
+    return "\n".join(out) + "\n"
+
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CLIENT_THREADS = 8
@@ -37,9 +55,7 @@ def metrics_conf(h, srv_logs):
     loads = ""
     if "status" not in builtin_modules():
         loads = "LoadModule status_module %s\n" % mod("status")
-    return loads + """\
-LogFormat {fmt}
-CustomLog "{logs}/metrics-auth-access.log" krenalis_auth
+    return loads + documented_log_conf(srv_logs) + """\
 CustomLog "{logs}/metrics-pid-access.log" "%P %U%q"
 <Location /krenalis-metrics>
     SetHandler krenalis-auth-metrics
@@ -49,7 +65,7 @@ CustomLog "{logs}/metrics-pid-access.log" "%P %U%q"
     SetHandler server-status
     Require all granted
 </Location>
-""".format(fmt=LOGFORMAT, logs=srv_logs)
+""".format(logs=srv_logs)
 
 
 # --------------------------------------------------------------------------------------
@@ -64,6 +80,7 @@ def kinds(h):
     pre = [("Origin", "https://shop.example"), ("Access-Control-Request-Method", "POST")]
     org_token = "org_" + random_alnum(43)
     h.secret(org_token)
+    settings_unknown = h.secret(random_alnum(32))
     return [
         # name, count, (method, path, headers, body), expected
         ("api-ok", 30, ("GET", "/v1/m/ok", [("Authorization", "Bearer " + k1)], None),
@@ -95,6 +112,10 @@ def kinds(h):
         ("orgs-key", 5, ("GET", "/v1/organizations", [("Authorization", "Bearer " + org_token)],
                          None),
          ("organizations", "refused", 401, "none", "orgs-key", True)),
+        ("settings-ok", 4, ("GET", "/v1/events/settings/" + wk1, [], None),
+         ("settings", "accepted", 200, "event-write", None, True)),
+        ("settings-unknown", 4, ("GET", "/v1/events/settings/" + settings_unknown, [], None),
+         ("settings", "refused", 401, "none", "unknown-key", True)),
         ("not-allowed", 5, ("GET", "/v1/authz/type-other/x", [("Authorization", "Bearer " + k1)],
                             None),
          ("api", "refused", 403, "none", "not-allowed", True)),
@@ -367,7 +388,13 @@ def _(h):
         ident = {"api-ok": " key=%s org=%s ws=- type=api refusal=-" % (h.f["k1_id"], h.f["org1"]),
                  "ingest-ok": " key=%s org=%s ws=%s type=event-write refusal=-" % (
                      wk1_id, h.f["org1"], h.f["ws1a"])}
+        settings = [ln for ln in (h.root / "logs" / "metrics-auth-access.log").read_text(
+            "latin-1").splitlines() if '"GET /v1/events/settings/..." ' in ln]
+        eq(sorted(ln.rsplit(" ", 1)[1] for ln in settings),
+           ["refusal=-"] * 4 + ["refusal=unknown-key"] * 4, "settings lines in the access log")
         for marker, name in sent.items():
+            if name.startswith("settings"):
+                continue
             ln = log[marker]
             want_reason = reasons[name] or "-"
             check(ln.endswith(" refusal=%s" % want_reason),
@@ -433,7 +460,7 @@ def wait_log(srv, path, sent):
                 m = re.search(r"[?&]m=([a-z0-9-]+)", ln)
                 if m:
                     lines[m.group(1)] = ln
-        missing = [m for m in sent if m not in lines]
+        missing = [m for m in sent if m not in lines and not sent[m].startswith("settings")]
         if not missing:
             return lines
         if time.time() > deadline:
