@@ -289,51 +289,46 @@ static uint64_t by_outcome(const ka_metrics_counters *c, int outcome)
     return n;
 }
 
+/* One figure of mod_status's section: "KEY: N" for ?auto, a table row for the page. */
+static void status_row(out_t *o, int short_form, const char *key, const char *label, uint64_t v)
+{
+    if (short_form)
+        put(o, "KrenalisAuth%s: %llu\n", key, (unsigned long long)v);
+    else
+        put(o, "<tr><th align=\"left\">%s</th><td>%llu</td></tr>\n", label, (unsigned long long)v);
+}
+
 size_t ka_metrics_render_status(const ka_metrics_snapshot *s, int short_form, char *buf, size_t cap)
 {
     const ka_metrics_counters *c = &s->total;
-    uint64_t acc = by_outcome(c, KA_OUT_ACCEPTED), ref = by_outcome(c, KA_OUT_REFUSED),
-             una = by_outcome(c, KA_OUT_UNAVAILABLE), n = decisions(c);
-    unsigned long long avg_us = n ? (unsigned long long)(c->decision_ns / n / 1000u) : 0;
+    uint64_t n = decisions(c);
     out_t o = {buf, cap, 0};
+    char key[64], label[64];
 
     if (cap > 0)
         buf[0] = '\0';
-    if (short_form) {
-        put(&o,
-            "KrenalisAuthAccepted: %llu\nKrenalisAuthRefused: %llu\n"
-            "KrenalisAuthUnavailable: %llu\nKrenalisAuthDecisions: %llu\n"
-            "KrenalisAuthDecisionMicrosecondsAvg: %llu\nKrenalisAuthMemoHits: %llu\n"
-            "KrenalisAuthStoreReopens: %llu\nKrenalisAuthStoreFaults: %llu\n",
-            (unsigned long long)acc, (unsigned long long)ref, (unsigned long long)una,
-            (unsigned long long)n, avg_us, (unsigned long long)c->memo_hits,
-            (unsigned long long)c->store_reopens, (unsigned long long)c->store_faults);
-        if (s->have_txnid)
-            put(&o, "KrenalisAuthStoreLastTxnid: %llu\n", (unsigned long long)s->last_txnid);
-        for (int r = 1; r < KA_REFUSAL_COUNT; r++)
-            if (c->refusals[r])
-                put(&o, "KrenalisAuthRefusal-%s: %llu\n", refusal_names[r],
-                    (unsigned long long)c->refusals[r]);
-        return finish(&o);
-    }
-    put(&o,
-        "<hr />\n<h2>Krenalis auth</h2>\n<table border=\"0\">\n"
-        "<tr><th align=\"left\">accepted</th><td>%llu</td></tr>\n"
-        "<tr><th align=\"left\">refused</th><td>%llu</td></tr>\n"
-        "<tr><th align=\"left\">unavailable (503)</th><td>%llu</td></tr>\n"
-        "<tr><th align=\"left\">decisions, average</th><td>%llu, %llu &micro;s</td></tr>\n"
-        "<tr><th align=\"left\">memo hits</th><td>%llu</td></tr>\n"
-        "<tr><th align=\"left\">store reopens, faults</th><td>%llu, %llu</td></tr>\n",
-        (unsigned long long)acc, (unsigned long long)ref, (unsigned long long)una,
-        (unsigned long long)n, avg_us, (unsigned long long)c->memo_hits,
-        (unsigned long long)c->store_reopens, (unsigned long long)c->store_faults);
+    if (!short_form)
+        put(&o, "<hr />\n<h2>Krenalis auth</h2>\n<table border=\"0\">\n");
+    status_row(&o, short_form, "Accepted", "accepted", by_outcome(c, KA_OUT_ACCEPTED));
+    status_row(&o, short_form, "Refused", "refused", by_outcome(c, KA_OUT_REFUSED));
+    status_row(&o, short_form, "Unavailable", "unavailable (503)",
+               by_outcome(c, KA_OUT_UNAVAILABLE));
+    status_row(&o, short_form, "Decisions", "decisions", n);
+    status_row(&o, short_form, "DecisionMicrosecondsAvg", "decision time, average (&micro;s)",
+               n ? c->decision_ns / n / 1000u : 0);
+    status_row(&o, short_form, "MemoHits", "memo hits", c->memo_hits);
+    status_row(&o, short_form, "StoreReopens", "store reopens", c->store_reopens);
+    status_row(&o, short_form, "StoreFaults", "store faults", c->store_faults);
     if (s->have_txnid)
-        put(&o, "<tr><th align=\"left\">store last txnid</th><td>%llu</td></tr>\n",
-            (unsigned long long)s->last_txnid);
-    for (int r = 1; r < KA_REFUSAL_COUNT; r++)
-        if (c->refusals[r])
-            put(&o, "<tr><th align=\"left\">refused: %s</th><td>%llu</td></tr>\n", refusal_names[r],
-                (unsigned long long)c->refusals[r]);
-    put(&o, "</table>\n");
+        status_row(&o, short_form, "StoreLastTxnid", "store last txnid", s->last_txnid);
+    for (int r = 1; r < KA_REFUSAL_COUNT; r++) {
+        if (c->refusals[r] == 0)
+            continue;
+        snprintf(key, sizeof(key), "Refusal-%s", refusal_names[r]);
+        snprintf(label, sizeof(label), "refused: %s", refusal_names[r]);
+        status_row(&o, short_form, key, label, c->refusals[r]);
+    }
+    if (!short_form)
+        put(&o, "</table>\n");
     return finish(&o);
 }
