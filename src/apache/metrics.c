@@ -21,11 +21,6 @@
 #define SHM_KEY "krenalis-auth-metrics"
 #define SPARE_SLOTS 8 /* a slot held by a zombie, a PID reused by another program */
 
-struct ka_metrics {
-    ka_metrics_table *table;
-    ka_metrics_counters *mine;
-};
-
 /* Kept in the process pool: one table for the parent's whole life. */
 typedef struct {
     apr_shm_t *shm;
@@ -85,19 +80,6 @@ void ka_metrics_child_init(ka_metrics *m)
 {
     if (m != NULL)
         m->mine = ka_metrics_claim(m->table, getpid(), pid_alive);
-}
-
-ka_metrics_counters *ka_metrics_mine(const ka_metrics *m)
-{
-    return m ? m->mine : NULL;
-}
-
-uint64_t ka_metrics_now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static unsigned char endpoint_of(ka_endpoint ep)

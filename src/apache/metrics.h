@@ -12,8 +12,13 @@
 #define KA_METRICS_HANDLER "krenalis-auth-metrics"
 #define KA_REFUSAL_ENV "KRENALIS_REFUSAL"
 
+#include <time.h>
+
 /* The counters of one configuration load in one process. */
-typedef struct ka_metrics ka_metrics;
+typedef struct ka_metrics {
+    ka_metrics_table *table;   /* in shared memory */
+    ka_metrics_counters *mine; /* this process's slot (NULL in the parent) */
+} ka_metrics;
 
 /* What one request counts, noted by the request hooks and counted when it is logged. */
 typedef struct {
@@ -35,10 +40,19 @@ ka_metrics *ka_metrics_attach(apr_pool_t *pconf, server_rec *s);
 void ka_metrics_child_init(ka_metrics *m);
 
 /* This process's counters (NULL: none, nothing is counted). */
-ka_metrics_counters *ka_metrics_mine(const ka_metrics *m);
+static inline ka_metrics_counters *ka_metrics_mine(const ka_metrics *m)
+{
+    return m ? m->mine : NULL;
+}
 
 /* A monotonic clock in nanoseconds (a vDSO call, no syscall). */
-uint64_t ka_metrics_now_ns(void);
+static inline uint64_t ka_metrics_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* The request hooks' notes. */
 void ka_metrics_note_accepted(ka_metrics_req *mr, ka_endpoint endpoint, ka_key_type key_type);

@@ -136,7 +136,15 @@ typedef struct {
 static ka_verdict decide_once(void *arg, const ka_request *req, ka_decision *dec)
 {
     const decide_ctx *d = arg;
-    return ka_store_decide(d->h, d->r, 1, req, dec, NULL);
+    uint64_t t0 = ka_metrics_now_ns();
+    ka_verdict v = ka_store_decide(d->h, d->r, 1, req, dec, NULL);
+    ka_req *q = ap_get_module_config(d->r->request_config, &krenalis_auth_module);
+
+    if (q != NULL) { /* krenalis_auth_decision_seconds */
+        q->mr.decide_ns += ka_metrics_now_ns() - t0;
+        q->mr.timed = 1;
+    }
+    return v;
 }
 
 static int read_ingestion_body(void *arg, ka_body_fields *fields)

@@ -555,6 +555,7 @@ static __attribute__((noinline)) ka_verdict decide_guarded(ka_txn *t, const ka_r
     ka_map_guard_arm(&g);
     if (memo_answer(t, req, dec)) {
         rc = KA_VERDICT_ACCEPT;
+        dec->reason = KA_REFUSAL_NONE;
         if (ka_metrics_mine(t->h->metrics))
             ka_metrics_inc(&ka_metrics_mine(t->h->metrics)->memo_hits);
     } else {
@@ -578,8 +579,6 @@ ka_verdict ka_store_decide(ka_handle *h, request_rec *r, int memo, const ka_requ
 {
     ka_txn t;
     ka_verdict v;
-    ka_req *q;
-    uint64_t t0;
 
     memset(&t, 0, sizeof(t));
     t.r = r;
@@ -589,13 +588,7 @@ ka_verdict ka_store_decide(ka_handle *h, request_rec *r, int memo, const ka_requ
         t.memo = ap_get_module_config(r->connection->conn_config, &krenalis_auth_module);
     t.lk.begin = txn_begin;
     t.lk.begin_arg = &t;
-    dec->reason = KA_REFUSAL_NONE; /* the memo answers without ka_decide */
-    t0 = ka_metrics_now_ns();
     v = decide_guarded(&t, req, dec);
-    if ((q = ap_get_module_config(r->request_config, &krenalis_auth_module)) != NULL) {
-        q->mr.decide_ns += ka_metrics_now_ns() - t0;
-        q->mr.timed = 1;
-    }
     if (began)
         *began = t.lk.st != NULL;
     return v;
