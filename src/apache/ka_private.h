@@ -179,9 +179,9 @@ int ka_note_auth_failure(request_rec *r, const char *auth_type);
 apr_status_t ka_cors_filter(ap_filter_t *f, apr_bucket_brigade *bb);
 apr_status_t ka_json_error_filter(ap_filter_t *f, apr_bucket_brigade *bb);
 
-/* The store's last committed transaction (its meta pages), for the metrics: 1 and *txnid, or 0
- * when the store is not open in this process. */
-int ka_handle_last_txnid(ka_handle *h, uint64_t *txnid);
+/* The store's last committed transaction (its meta pages), for the metrics, after the checks a
+ * request makes (replaced: reopened; closed: opened): 1 and *txnid, or 0 when it cannot be read. */
+int ka_handle_last_txnid(ka_handle *h, request_rec *r, uint64_t *txnid);
 
 /* ---- metrics (metrics.c, over src/metrics.c; SPEC §12) ---- */
 

@@ -219,7 +219,7 @@ static ka_metrics_snapshot *snapshot(request_rec *r)
         ka_metrics_snapshot_take(sc->proc ? sc->proc->metrics : NULL, r->pool);
 
     if (snap)
-        snap->have_txnid = ka_handle_last_txnid(sc->handle, &snap->last_txnid);
+        snap->have_txnid = ka_handle_last_txnid(sc->handle, r, &snap->last_txnid);
     return snap;
 }
 

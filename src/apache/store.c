@@ -594,12 +594,17 @@ ka_verdict ka_store_decide(ka_handle *h, request_rec *r, int memo, const ka_requ
     return v;
 }
 
-int ka_handle_last_txnid(ka_handle *h, uint64_t *txnid)
+int ka_handle_last_txnid(ka_handle *h, request_rec *r, uint64_t *txnid)
 {
     ka_map_guard g;
     int rc;
 
     if (h == NULL || !h->ready)
+        return 0;
+    /* As a request would: a store replaced since this child last looked is reopened first, so
+     * that the gauge is never the old file's. */
+    handle_recheck(h, r);
+    if (handle_ensure_open(h, r) != KA_OK)
         return 0;
     apr_thread_rwlock_rdlock(h->env_lock);
     if (h->st == NULL) {

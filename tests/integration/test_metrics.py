@@ -25,7 +25,7 @@ from harness import (Failure, KeepAlive, builtin_modules, check, eq, free_port, 
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs")
 
 
-def documented_log_conf(logs):
+def documented_log_conf(logs, name):
     """The access-log lines of docs/operations.md ("The access log"), word for word: the
     LogFormat, and the pair that keeps settings paths (write keys) out of the log."""
     with open(os.path.join(DOCS, "operations.md")) as fh:
@@ -39,7 +39,7 @@ def documented_log_conf(logs):
         if words[0] == "CustomLog" and "env=" not in ln:
             continue  # the plain line; the pair below replaces it
         out.append(ln.strip().replace("${APACHE_LOG_DIR}/krenalis-access.log",
-                                      "%s/metrics-auth-access.log" % logs))
+                                      "%s/%s-auth-access.log" % (logs, name)))
     if len([ln for ln in out if ln.startswith("CustomLog")]) != 2:
         raise Failure("docs/operations.md: the access log lines are not where the test looks")
     return "\n".join(out) + "\n"
@@ -51,12 +51,12 @@ KEEPALIVE_SESSIONS = 6
 KEEPALIVE_REQUESTS = 5
 
 
-def metrics_conf(h, srv_logs):
+def metrics_conf(h, srv_logs, name="metrics"):
     loads = ""
     if "status" not in builtin_modules():
         loads = "LoadModule status_module %s\n" % mod("status")
-    return loads + documented_log_conf(srv_logs) + """\
-CustomLog "{logs}/metrics-pid-access.log" "%P %U%q"
+    return loads + documented_log_conf(srv_logs, name) + """\
+CustomLog "{logs}/{name}-pid-access.log" "%P %U%q"
 <Location /krenalis-metrics>
     SetHandler krenalis-auth-metrics
     Require all granted
@@ -65,7 +65,7 @@ CustomLog "{logs}/metrics-pid-access.log" "%P %U%q"
     SetHandler server-status
     Require all granted
 </Location>
-""".format(logs=srv_logs)
+""".format(logs=srv_logs, name=name)
 
 
 # --------------------------------------------------------------------------------------
@@ -466,3 +466,69 @@ def wait_log(srv, path, sent):
         if time.time() > deadline:
             raise Failure("access log lacks %d requests (%s...)" % (len(missing), missing[0]))
         time.sleep(0.2)
+
+
+@test("metrics.store: reopens, faults and 503s (outcome unavailable) counted")
+def _(h):
+    store = h.root / "store-metrics-faults"
+    h.init_store(store=store)
+    org = h.new_org(store=store)
+    _, key = h.new_api_key(org, store=store)
+    srv = h.httpd("metrics-faults", store=store,
+                  global_extra=metrics_conf(h, h.root / "logs", "metrics-faults"))
+    srv.start()
+    data = store / "data.mdb"
+    auth = [("Authorization", "Bearer " + key)]
+
+    seen = []
+
+    def get():
+        seen.append(http(srv.port_cgi, "GET", "/v1/m/store", auth).status)
+        return seen[-1]
+
+    def until(status, what):
+        deadline = time.time() + 10
+        while get() != status:
+            check(time.time() < deadline, "no %d %s" % (status, what))
+            time.sleep(0.2)
+
+    def scrape():
+        return parse(http(srv.port_cgi, "GET", "/krenalis-metrics").body.decode())
+
+    try:
+        eq(get(), 200, "before any fault")
+        txn0 = scrape()[("krenalis_auth_store_last_txnid", ())]
+        # Replaced (a new inode, as a restored backup): every child reopens it.
+        subprocess.run(["cp", "-a", str(data), str(data) + ".new"], check=True)
+        os.rename(str(data) + ".new", data)
+        time.sleep(1.2)
+        until(200, "after the store was replaced")
+        h.new_org(store=store)  # a commit: the gauge moves
+        s = scrape()
+        check(s[("krenalis_auth_store_last_txnid", ())] > txn0,
+              "krenalis_auth_store_last_txnid did not move after a commit")
+        # Gone: 503 (outcome unavailable, reason unavailable), a fault per failed open.
+        os.rename(data, str(data) + ".away")
+        time.sleep(1.2)
+        statuses = [get() for _ in range(8)]
+        check(set(statuses) == {503}, "with data.mdb gone: %r" % statuses)
+        os.rename(str(data) + ".away", data)
+        until(200, "once data.mdb is back")
+        s = scrape()
+        series = series_of(s, "krenalis_auth_requests_total")
+        n503 = float(seen.count(503))
+        eq(series.get(("api", "unavailable", "503", "none")), n503, "503s counted as unavailable")
+        eq(s[("krenalis_auth_refusals_total", (("reason", "unavailable"),))], n503,
+           "refusals_total{reason=unavailable}")
+        eq(series.get(("api", "accepted", "200", "api")), float(seen.count(200)), "200s counted")
+        eq(sorted(set(seen)), [200, 503], "statuses seen")
+        check(s[("krenalis_auth_store_faults_total", ())] >= 1,
+              "no store fault counted: %r" % s[("krenalis_auth_store_faults_total", ())])
+        check(s[("krenalis_auth_store_reopens_total", ())] >= 2,
+              "store reopens (after the replacement, and once back): %r"
+              % s[("krenalis_auth_store_reopens_total", ())])
+        log = (h.root / "logs" / "metrics-faults-auth-access.log").read_text("latin-1")
+        eq((log.count('" 503 '), log.count(" refusal=unavailable\n")), (int(n503), int(n503)),
+           "503 lines and their reason in the access log")
+    finally:
+        srv.stop()
