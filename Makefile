@@ -139,9 +139,12 @@ integration: deps
 # Everything CI runs: unit tests, the integration suite under both MPMs, the same suite with
 # ASan+UBSan preloaded into httpd (tests/fuzz/fuzz.mk), and the short reliability suites
 # (hostile input, key churn under load, store faults, restarts, the secret scan; about 75 s,
-# tests/reliability/reliability.mk).
+# tests/reliability/reliability.mk); included makefiles add theirs to TEST_TARGETS (the Debian
+# packages: debian/deb.mk). Run in that order, after deps.
+TEST_TARGETS := all unit integration test-sanitize reliability
+
 test: deps
-	@$(MAKE) --no-print-directory all unit integration test-sanitize reliability
+	@$(MAKE) --no-print-directory $(TEST_TARGETS)
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -27,7 +27,6 @@
 #include "src/version.h"
 
 #define DEFAULT_ORGS_ENV KA_ORGS_KEY_ENV
-#define DEFAULT_MAX_BODY 512000
 
 module AP_MODULE_DECLARE_DATA krenalis_auth_module;
 
@@ -54,17 +53,15 @@ static void *merge_srv_cfg(apr_pool_t *p, void *basev, void *addv)
     return c;
 }
 
-#define UNSET (-1)
-
 static void *create_dir_cfg(apr_pool_t *p, char *dir)
 {
     ka_dir_cfg *c = apr_pcalloc(p, sizeof(*c));
 
-    c->endpoint = UNSET;
-    c->ws_policy = UNSET;
-    c->forward_headers = UNSET;
-    c->pass_authorization = UNSET;
-    c->max_body = UNSET;
+    c->endpoint = KA_UNSET;
+    c->ws_policy = KA_UNSET;
+    c->forward_headers = KA_UNSET;
+    c->pass_authorization = KA_UNSET;
+    c->max_body = KA_UNSET;
     return c;
 }
 
@@ -75,44 +72,19 @@ static void *merge_dir_cfg(apr_pool_t *p, void *basev, void *addv)
 {
     ka_dir_cfg *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
 
-    c->endpoint = add->endpoint != UNSET ? add->endpoint : base->endpoint;
-    c->ws_policy = add->ws_policy != UNSET ? add->ws_policy : base->ws_policy;
+    c->endpoint = add->endpoint != KA_UNSET ? add->endpoint : base->endpoint;
+    c->ws_policy = add->ws_policy != KA_UNSET ? add->ws_policy : base->ws_policy;
     c->forward_headers =
-        add->forward_headers != UNSET ? add->forward_headers : base->forward_headers;
+        add->forward_headers != KA_UNSET ? add->forward_headers : base->forward_headers;
     c->pass_authorization =
-        add->pass_authorization != UNSET ? add->pass_authorization : base->pass_authorization;
-    c->max_body = add->max_body != UNSET ? add->max_body : base->max_body;
+        add->pass_authorization != KA_UNSET ? add->pass_authorization : base->pass_authorization;
+    c->max_body = add->max_body != KA_UNSET ? add->max_body : base->max_body;
     c->cors_set = add->cors_set || base->cors_set;
     c->cors_origins = add->cors_set ? add->cors_origins : base->cors_origins;
     return c;
 }
 
-/* ---- effective values (SPEC §5 defaults) ---- */
-
-ka_endpoint ka_cfg_endpoint(const ka_dir_cfg *dc)
-{
-    return dc->endpoint == UNSET ? KA_EP_AUTO : (ka_endpoint)dc->endpoint;
-}
-
-ka_ws_policy ka_cfg_ws_policy(const ka_dir_cfg *dc)
-{
-    return dc->ws_policy == UNSET ? KA_WS_OPTIONAL : (ka_ws_policy)dc->ws_policy;
-}
-
-int ka_cfg_forward_headers(const ka_dir_cfg *dc)
-{
-    return dc->forward_headers == UNSET ? 0 : dc->forward_headers;
-}
-
-int ka_cfg_pass_authorization(const ka_dir_cfg *dc)
-{
-    return dc->pass_authorization == UNSET ? 1 : dc->pass_authorization;
-}
-
-apr_off_t ka_cfg_max_body(const ka_dir_cfg *dc)
-{
-    return dc->max_body == UNSET ? DEFAULT_MAX_BODY : dc->max_body;
-}
+/* ---- effective values (SPEC §5 defaults; the directory ones are in ka_private.h) ---- */
 
 const char *ka_cfg_orgs_env(server_rec *s)
 {

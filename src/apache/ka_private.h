@@ -78,12 +78,36 @@ typedef struct {
     apr_array_header_t *cors_origins; /* NULL: any origin ("*") */
 } ka_dir_cfg;
 
-/* The effective value of each directive: the defaults of SPEC §5 resolved in one place. */
-ka_endpoint ka_cfg_endpoint(const ka_dir_cfg *dc);
-ka_ws_policy ka_cfg_ws_policy(const ka_dir_cfg *dc);
-int ka_cfg_forward_headers(const ka_dir_cfg *dc);
-int ka_cfg_pass_authorization(const ka_dir_cfg *dc);
-apr_off_t ka_cfg_max_body(const ka_dir_cfg *dc);
+#define KA_UNSET (-1)              /* a directory setting not written (create_dir_cfg) */
+#define KA_DEFAULT_MAX_BODY 512000 /* KrenalisAuthMaxBodySize */
+
+/* The effective value of each directive: the defaults of SPEC §5 resolved in one place (here,
+ * inline: the request path reads them on every request). */
+static inline ka_endpoint ka_cfg_endpoint(const ka_dir_cfg *dc)
+{
+    return dc->endpoint == KA_UNSET ? KA_EP_AUTO : (ka_endpoint)dc->endpoint;
+}
+
+static inline ka_ws_policy ka_cfg_ws_policy(const ka_dir_cfg *dc)
+{
+    return dc->ws_policy == KA_UNSET ? KA_WS_OPTIONAL : (ka_ws_policy)dc->ws_policy;
+}
+
+static inline int ka_cfg_forward_headers(const ka_dir_cfg *dc)
+{
+    return dc->forward_headers == KA_UNSET ? 0 : dc->forward_headers;
+}
+
+static inline int ka_cfg_pass_authorization(const ka_dir_cfg *dc)
+{
+    return dc->pass_authorization == KA_UNSET ? 1 : dc->pass_authorization;
+}
+
+static inline apr_off_t ka_cfg_max_body(const ka_dir_cfg *dc)
+{
+    return dc->max_body == KA_UNSET ? KA_DEFAULT_MAX_BODY : dc->max_body;
+}
+
 /* The environment variable of the organizations key (the main server's setting). */
 const char *ka_cfg_orgs_env(server_rec *s);
 /* The store secret of a server with a store: its own, else DIR/secret. */

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "../version.h"
+#include "version.h"
 
 /* ---- options ---- */
 

@@ -1237,6 +1237,90 @@ static void test_decision_unavailable(void **state)
     assert_string_equal(d.message, "request cannot be processed at this time; try again later");
 }
 
+/* ---- the decide / read the body / decide again step ---- */
+
+typedef struct {
+    int reads;
+    int fail; /* what the reader answers instead of a body (0: the body) */
+    const char *json;
+} body_source;
+
+static int read_source(void *arg, ka_body_fields *fields)
+{
+    body_source *b = arg;
+
+    b->reads++;
+    if (b->fail)
+        return b->fail;
+    ka_json_scan(b->json, strlen(b->json), fields);
+    return 0;
+}
+
+static ka_verdict decide_counted(void *arg, const ka_request *req, ka_decision *dec)
+{
+    (*(int *)arg)++;
+    return ka_decide(req, &LK, dec);
+}
+
+static void test_decide_with_body(void **state)
+{
+    char json[128];
+    body_source b = {0, 0, json};
+    ka_body_fields fields;
+    int decisions = 0;
+
+    (void)state;
+    snprintf(json, sizeof(json), "{\"connectionId\":\"%s\"}", CN_A1);
+    /* A write key in the header: one decision, the body never read. */
+    ingest(bearer(WK_A1), NULL);
+    assert_int_equal(
+        ka_decide_with_body(&R, decide_counted, &decisions, read_source, &b, &fields, &D), 0);
+    assert_int_equal(D.verdict, KA_VERDICT_ACCEPT);
+    assert_int_equal(decisions, 1);
+    assert_int_equal(b.reads, 0);
+    assert_null(R.body);
+    /* An API key: the connection is in the body, read once and decided on. */
+    decisions = 0;
+    ingest(bearer_api(P_API_A), NULL);
+    assert_int_equal(
+        ka_decide_with_body(&R, decide_counted, &decisions, read_source, &b, &fields, &D), 0);
+    assert_int_equal(D.verdict, KA_VERDICT_ACCEPT);
+    assert_string_equal(D.id.conn, CN_A1);
+    assert_int_equal(decisions, 2);
+    assert_int_equal(b.reads, 1);
+    assert_ptr_equal(R.body, &fields);
+    /* A body that cannot be read: the reader's answer as it is, no second decision. */
+    decisions = 0;
+    b.reads = 0;
+    b.fail = 413;
+    ingest(bearer_api(P_API_A), NULL);
+    assert_int_equal(
+        ka_decide_with_body(&R, decide_counted, &decisions, read_source, &b, &fields, &D), 413);
+    assert_int_equal(D.verdict, KA_VERDICT_NEED_BODY);
+    assert_int_equal(decisions, 1);
+    assert_int_equal(b.reads, 1);
+    assert_null(R.body);
+}
+
+/* The one mapping of a verdict to HTTP. */
+static void test_verdict_status(void **state)
+{
+    ka_decision d;
+
+    (void)state;
+    memset(&d, 0, sizeof(d));
+    d.verdict = KA_VERDICT_ACCEPT;
+    assert_int_equal(ka_verdict_status(&d), 200);
+    d.verdict = KA_VERDICT_NEED_BODY;
+    assert_int_equal(ka_verdict_status(&d), 0);
+    d.verdict = KA_VERDICT_REFUSE;
+    d.status = 422;
+    assert_int_equal(ka_verdict_status(&d), 422);
+    ka_decision_unavailable(&d);
+    assert_int_equal(d.verdict, KA_VERDICT_UNAVAILABLE);
+    assert_int_equal(ka_verdict_status(&d), 503);
+}
+
 /* ---- ka_classify (SPEC §5) ---- */
 
 static ka_route route(const char *method, const char *path, ka_endpoint configured)
@@ -1643,6 +1727,8 @@ int run_decide_tests(void)
         T(test_orgs_unset),
         T(test_orgs_accept),
         T(test_decision_unavailable),
+        T(test_decide_with_body),
+        T(test_verdict_status),
         T(test_classify_ingestion),
         T(test_classify_settings),
         T(test_classify_organizations),

@@ -980,6 +980,48 @@ static void test_delete_aborted(void **state)
     ka_store_abort(txn);
 }
 
+/* The transactions of keystore.h: a reset reader renewed reads the newest snapshot, an aborted
+ * writer leaves nothing, the map grows on demand. */
+static void test_transactions(void **state)
+{
+    char err[512], buf[512];
+    ka_store_txn *r, *w;
+    ka_entity e;
+    size_t id0;
+
+    (void)state;
+    populate();
+    r = begin(1);
+    id0 = ka_store_txn_id(r);
+    assert_true(id0 > 0);
+    assert_int_equal(id0, ka_store_last_commit(st));
+    ka_store_read_reset(r);
+    w = begin(0);
+    put_org(w, ORG_X, 1, "new");
+    commit(w);
+    assert_int_equal(ka_store_last_commit(st), id0 + 1);
+    assert_int_equal(ka_store_read_renew(r, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_store_txn_id(r), id0 + 1);
+    assert_int_equal(ka_get_org(r, st, ORG_X, &e), KA_OK);
+    ka_store_abort(r);
+    w = begin(0);
+    assert_int_equal(ka_del_org(w, st, ORG_X), KA_OK);
+    ka_store_abort(w);
+    r = begin(1);
+    assert_int_equal(ka_get_org(r, st, ORG_X, &e), KA_OK);
+    assert_int_equal(ka_store_last_commit(st), id0 + 1);
+    ka_store_abort(r);
+    ka_store_abort(NULL);
+    /* Room for 2 GiB more, then twice the map: the store reads as before. */
+    assert_int_equal(ka_store_reserve(st, (size_t)2 << 30, 0, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_store_reserve(st, 0, 1, err, sizeof(err)), KA_OK);
+    r = begin(1);
+    assert_int_equal(ka_get_org(r, st, ORG_A, &e), KA_OK);
+    ka_store_abort(r);
+    assert_string_equal(ka_store_default_secret("/srv/keys", buf, sizeof(buf)), "/srv/keys/secret");
+    assert_non_null(strchr(ka_store_engine_version(buf, sizeof(buf)), '.'));
+}
+
 /* A reader keeps its snapshot while a writer commits; the next reader sees the change. */
 static void test_snapshot(void **state)
 {
@@ -1222,6 +1264,7 @@ int run_keystore_tests(void)
         T(test_delete_organization),
         T(test_delete_aborted),
         T(test_snapshot),
+        T(test_transactions),
         T(test_list_api_keys_inconsistent),
         T(test_decide_over_store),
         T(test_lookup_lazy_begin),

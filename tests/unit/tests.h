@@ -19,5 +19,6 @@ int run_crypto_tests(void);
 int run_keystore_tests(void);
 int run_mapguard_tests(void);
 int run_metrics_tests(void);
+int run_names_tests(void);
 
 #endif
