@@ -327,8 +327,8 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
     ka_srv_cfg *c = ap_get_module_config(s->module_config, &krenalis_auth_module);
 
     if (c->proc != NULL) {
+        ka_metrics_child_init(c->proc->metrics); /* first: a failed first open is counted */
         ka_handles_child_init(pchild, s, c->proc);
-        ka_metrics_child_init(c->proc->metrics);
     }
 }
 
