@@ -16,6 +16,7 @@
 #include "mod_status.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -34,14 +35,18 @@ module AP_MODULE_DECLARE_DATA krenalis_auth_module;
 
 static void *create_srv_cfg(apr_pool_t *p, server_rec *s)
 {
-    return apr_pcalloc(p, sizeof(ka_srv_cfg));
+    ka_srv_cfg *c = apr_pcalloc(p, sizeof(ka_srv_cfg));
+
+    c->max_stale = KA_UNSET;
+    return c;
 }
 
 /* The server-config merge rule. A virtual host without KrenalisAuthKeyStore inherits the main
  * server's store, with its own KrenalisAuthKeyStoreSecret if it names one, else the main
  * server's. One that names a store of its own reads its own KrenalisAuthKeyStoreSecret, or
  * DIR/secret of that store, never the main server's file (a secret belongs to one store).
- * KrenalisAuthOrganizationsKeyEnv is main-server only (GLOBAL_ONLY): one key per installation. */
+ * KrenalisAuthOrganizationsKeyEnv is main-server only (GLOBAL_ONLY): one key per installation.
+ * KrenalisAuthMaxStaleness: a virtual host's own setting, else the main server's. */
 static void *merge_srv_cfg(apr_pool_t *p, void *basev, void *addv)
 {
     ka_srv_cfg *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
@@ -50,6 +55,7 @@ static void *merge_srv_cfg(apr_pool_t *p, void *basev, void *addv)
     c->secret_path = add->store_dir ? add->secret_path
                                     : (add->secret_path ? add->secret_path : base->secret_path);
     c->orgs_env = base->orgs_env;
+    c->max_stale = add->max_stale != KA_UNSET ? add->max_stale : base->max_stale;
     return c;
 }
 
@@ -139,6 +145,24 @@ static const char *set_orgs_env(cmd_parms *cmd, void *dummy, const char *arg)
     return NULL;
 }
 
+static const char *set_max_stale(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    ka_srv_cfg *c = ap_get_module_config(cmd->server->module_config, &krenalis_auth_module);
+    char *end;
+    long v;
+
+    if (strcasecmp(arg, "off") == 0) {
+        c->max_stale = 0;
+        return NULL;
+    }
+    errno = 0;
+    v = strtol(arg, &end, 10);
+    if (errno || end == arg || *end || v < 1 || v > 86400 * 365)
+        return "KrenalisAuthMaxStaleness: expected off or a number of seconds (1 or more)";
+    c->max_stale = (int)v;
+    return NULL;
+}
+
 static const char *set_endpoint(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ka_dir_cfg *c = dconf;
@@ -205,6 +229,9 @@ static const command_rec ka_cmds[] = {
                   "The store secret file (default: DIR/secret)"),
     AP_INIT_TAKE1("KrenalisAuthOrganizationsKeyEnv", set_orgs_env, NULL, RSRC_CONF,
                   "Environment variable holding the organizations key"),
+    AP_INIT_TAKE1("KrenalisAuthMaxStaleness", set_max_stale, NULL, RSRC_CONF,
+                  "off, or the seconds after which a mirrored store not confirmed current "
+                  "answers 503"),
     AP_INIT_TAKE1("KrenalisAuthEndpoint", set_endpoint, NULL, OR_AUTHCFG,
                   "auto, api, ingestion, settings or organizations"),
     AP_INIT_TAKE1("KrenalisAuthWorkspace", set_workspace, NULL, OR_AUTHCFG,

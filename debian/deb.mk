@@ -8,7 +8,7 @@
 # tree's build/ and the files it writes beside the source (.changes, .buildinfo) stay in
 # build/; the .debs are moved to build/deb/.
 DEB_PKGS := build-essential debhelper dpkg-dev apache2-dev lintian libapr1-dev libaprutil1-dev \
-            libjson-c-dev liblmdb-dev libssl-dev zlib1g-dev
+            libjson-c-dev liblmdb-dev libpq-dev libssl-dev zlib1g-dev
 KA_VERSION := $(shell sed -n 's/^\#define KA_VERSION "\(.*\)"$$/\1/p' src/version.h)
 DEB_OUT := $(BUILD)/deb
 DEB_WORK := $(BUILD)/deb-src

@@ -499,6 +499,22 @@ static ka_verdict find_write_key(const char *key, size_t len, const ka_lookup *l
     return KA_GO_ON;
 }
 
+/* A write key authenticates only for a Source connection (SPEC §11.2); the settings endpoint
+ * also needs the connection's strategy set. Else it is unknown, as in Krenalis. */
+static ka_verdict write_key_conn(const ka_lookup *lk, const ka_key_rec *rec, int need_strategy,
+                                 const char *unknown_msg, ka_decision *dec)
+{
+    ka_entity conn;
+    ka_store_status rc = lk->conn(lk->ctx, rec->conn, &conn);
+
+    if (rc == KA_FAIL)
+        return unavailable(dec);
+    if (rc == KA_NOTFOUND || (conn.conn_flags & KA_CONN_DESTINATION) ||
+        (need_strategy && (conn.conn_flags & KA_CONN_NO_STRATEGY)))
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", unknown_msg);
+    return KA_GO_ON;
+}
+
 static ka_verdict ingest_with_api_key(const ka_request *req, const char *tok, size_t len,
                                       const ka_lookup *lk, ka_decision *dec)
 {
@@ -565,6 +581,8 @@ static ka_verdict ingest_with_body_key(const ka_request *req, const ka_lookup *l
     if ((v = find_write_key(wk->val, wk->too_long ? 0 : wk->len, lk, unknown, &rec, dec)) !=
         KA_GO_ON)
         return v;
+    if ((v = write_key_conn(lk, &rec, 0, unknown, dec)) != KA_GO_ON)
+        return v;
     if ((v = write_key_org(lk, &rec, unknown, dec)) != KA_GO_ON)
         return v;
     if (req->body->connection_id.kind != KA_JF_ABSENT || req->body->connection_id.variant)
@@ -594,6 +612,8 @@ static ka_verdict decide_ingestion(const ka_request *req, const ka_lookup *lk, k
         return refuse(dec, KA_REFUSAL_WRONG_ENDPOINT, 401, "Unauthorized", unknown);
     if ((v = find_write_key(tok, len, lk, unknown, &rec, dec)) != KA_GO_ON)
         return v;
+    if ((v = write_key_conn(lk, &rec, 0, unknown, dec)) != KA_GO_ON)
+        return v;
     if ((v = write_key_org(lk, &rec, unknown, dec)) != KA_GO_ON)
         return v;
     return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
@@ -612,6 +632,8 @@ static ka_verdict decide_settings(const ka_request *req, const ka_lookup *lk, ka
         return refuse(dec, KA_REFUSAL_SETTINGS_PATH, 404, "NotFound", "");
     dec->token_presented = 1;
     if ((v = find_write_key(key, strlen(key), lk, unknown, &rec, dec)) != KA_GO_ON)
+        return v;
+    if ((v = write_key_conn(lk, &rec, 1, unknown, dec)) != KA_GO_ON)
         return v;
     return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
 }

@@ -63,6 +63,7 @@ typedef struct {
     const char *store_dir;   /* KrenalisAuthKeyStore */
     const char *secret_path; /* KrenalisAuthKeyStoreSecret; see ka_cfg_secret_path */
     const char *orgs_env;    /* main server only; see ka_cfg_orgs_env */
+    int max_stale;           /* KrenalisAuthMaxStaleness seconds, 0 off, KA_UNSET unset (off) */
     ka_handle *handle;       /* the store's, after post_config (NULL: no store) */
     ka_proc *proc;
 } ka_srv_cfg;
@@ -140,6 +141,10 @@ const char *ka_orgs_key_load(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s
 
 /* ---- the store (store.c) ---- */
 
+/* KrenalisAuthMaxStaleness (SPEC §11.2): 1 (logged) when h is a mirrored store its mirror has
+ * not confirmed current for more than max_stale seconds (0 or less: never). */
+int ka_store_stale(ka_handle *h, int max_stale, request_rec *r);
+
 /* A handle for the store in dir with the secret read from secret_path (as root, before the
  * fork: the secret is kept in memory left out of core dumps). NULL with a message. */
 ka_handle *ka_handle_make(apr_pool_t *p, const char *dir, const char *secret_path, char *err,
@@ -203,9 +208,11 @@ int ka_note_auth_failure(request_rec *r, const char *auth_type);
 apr_status_t ka_cors_filter(ap_filter_t *f, apr_bucket_brigade *bb);
 apr_status_t ka_json_error_filter(ap_filter_t *f, apr_bucket_brigade *bb);
 
-/* The store's last committed transaction (its meta pages), for the metrics, after the checks a
- * request makes (replaced: reopened; closed: opened): 1 and *txnid, or 0 when it cannot be read. */
-int ka_handle_last_txnid(ka_handle *h, request_rec *r, uint64_t *txnid);
+/* The store's gauges for the metrics, after the checks a request makes (replaced: reopened;
+ * closed: opened): s's last txnid and, for a mirrored store, the mirror's version and when it
+ * last confirmed the store current (the mtime of DIR/mirror-confirmed). 1, or 0 (and none of
+ * them) when the store cannot be read. */
+int ka_handle_gauges(ka_handle *h, request_rec *r, ka_metrics_snapshot *s);
 
 /* ---- metrics (metrics.c, over src/metrics.c; SPEC §12) ---- */
 

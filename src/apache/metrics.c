@@ -49,7 +49,7 @@ ka_metrics *ka_metrics_attach(apr_pool_t *pconf, server_rec *s)
         rv = apr_shm_create(&shm, size, NULL, pp);
         if (rv != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
-                         KA_LOGNO(00020) "cannot make %" APR_SIZE_T_FMT
+                         KA_LOGNO(00021) "cannot make %" APR_SIZE_T_FMT
                                          " bytes of shared memory for the metrics; nothing is "
                                          "counted",
                          size);
@@ -185,7 +185,7 @@ int ka_metrics_serve(request_rec *r, const ka_metrics_snapshot *s)
         return HTTP_METHOD_NOT_ALLOWED;
     if (s == NULL) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                      KA_LOGNO(00021) "no metrics: their shared memory could not be made");
+                      KA_LOGNO(00022) "no metrics: their shared memory could not be made");
         return HTTP_SERVICE_UNAVAILABLE;
     }
     text = rendered(r->pool, s, 0, 0, &len);
@@ -210,8 +210,7 @@ void ka_metrics_status_section(request_rec *r, int flags, const ka_metrics_snaps
 
 /* ---- the module's hooks ---- */
 
-/* The counters of every process, with the gauges of the store of r's server. A mirrored
- * store (issue 14) sets snap->mirrored, mirror_version and mirror_confirmed here. */
+/* The counters of every process, with the gauges of the store of r's server (store.c). */
 static ka_metrics_snapshot *snapshot(request_rec *r)
 {
     ka_srv_cfg *sc = ap_get_module_config(r->server->module_config, &krenalis_auth_module);
@@ -219,7 +218,7 @@ static ka_metrics_snapshot *snapshot(request_rec *r)
         ka_metrics_snapshot_take(sc->proc ? sc->proc->metrics : NULL, r->pool);
 
     if (snap)
-        snap->have_txnid = ka_handle_last_txnid(sc->handle, r, &snap->last_txnid);
+        ka_handle_gauges(sc->handle, r, snap);
     return snap;
 }
 

@@ -166,8 +166,13 @@ static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka
                         ka_decision *dec)
 {
     decide_ctx d = {r, sc->handle, ka_cfg_max_body(dc)};
-    ka_body_fields *fields = apr_pcalloc(r->pool, sizeof(*fields));
+    ka_body_fields *fields;
 
+    if (req->route.endpoint != KA_EP_ORGS && ka_store_stale(sc->handle, sc->max_stale, r)) {
+        ka_decision_unavailable(dec);
+        return OK;
+    }
+    fields = apr_pcalloc(r->pool, sizeof(*fields));
     return ka_decide_with_body(req, decide_once, &d, read_ingestion_body, &d, fields, dec);
 }
 

@@ -39,6 +39,12 @@ struct ka_handle {
     apr_thread_mutex_t *pool_lock; /* guards the idle transactions below */
     ka_store_txn **idle;           /* reset read transactions: renewing one keeps its */
     int nidle;                     /* reader slot, so no reader-table lock per request */
+    /* A mirrored store (krenalis-keys mirror): when the mirror last confirmed it current, the
+     * mtime of DIR/mirror-confirmed, read at most once a second. */
+    int mirrored;
+    const char *confirmed_path;
+    apr_time_t confirmed_checked;
+    apr_time_t confirmed; /* Unix seconds; 0: no mark */
 };
 
 #define IDLE_TXNS 512
@@ -52,6 +58,7 @@ ka_handle *ka_handle_make(apr_pool_t *p, const char *dir, const char *secret_pat
 
     h->dir = dir;
     h->data_path = apr_pstrcat(p, dir, "/data.mdb", NULL);
+    h->confirmed_path = apr_pstrcat(p, dir, "/" KA_MIRROR_CONFIRMED_FILE, NULL);
     h->secret_path = secret_path;
     h->secret = ka_secure_alloc(KA_SECRET_LEN);
     if (h->secret == NULL) {
@@ -145,6 +152,8 @@ static ka_store_status handle_open(ka_handle *h, server_rec *s)
     /* ka_store_open_secret has cleared the reader slots of dead children already. */
     h->dev = sb.st_dev;
     h->ino = sb.st_ino;
+    h->mirrored = ka_store_is_mirror(st);
+    h->confirmed_checked = 0;
     if (h->failing)
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
                      KA_LOGNO(00012) "key store %s is readable again", h->dir);
@@ -327,6 +336,26 @@ void ka_handle_close(ka_handle *h)
         handle_close(h);
     ka_secure_free(h->secret, KA_SECRET_LEN);
     h->secret = NULL;
+}
+
+/* The mark is outside the LMDB data, so the memo stays valid meanwhile. */
+int ka_store_stale(ka_handle *h, int max_stale, request_rec *r)
+{
+    struct stat sb;
+
+    if (max_stale <= 0 || h == NULL || !h->mirrored)
+        return 0;
+    if (r->request_time - h->confirmed_checked >= apr_time_from_sec(1)) {
+        h->confirmed = stat(h->confirmed_path, &sb) == 0 ? sb.st_mtime : 0;
+        h->confirmed_checked = r->request_time;
+    }
+    if (apr_time_sec(r->request_time) - h->confirmed <= max_stale)
+        return 0;
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  KA_LOGNO(00020) "key store %s: its mirror has not confirmed it current for more "
+                                  "than %d s (KrenalisAuthMaxStaleness): 503",
+                  h->dir, max_stale);
+    return 1;
 }
 
 /* ---- the store on the request path ---- */
@@ -594,15 +623,34 @@ ka_verdict ka_store_decide(ka_handle *h, request_rec *r, int memo, const ka_requ
     return v;
 }
 
-int ka_handle_last_txnid(ka_handle *h, request_rec *r, uint64_t *txnid)
+/* The mirror's version, in a read transaction of its own; the caller holds env_lock and the
+ * map guard. 1 and *version, or 0. */
+static int mirror_version(ka_handle *h, uint64_t *version)
+{
+    char err[256];
+    ka_store_txn *txn;
+    ka_mirror_meta m;
+    int ok;
+
+    if (ka_store_read_begin(h->st, &txn, err, sizeof(err)) != KA_OK)
+        return 0;
+    ok = ka_mirror_meta_get(txn, h->st, &m) == KA_OK;
+    ka_store_abort(txn);
+    if (ok)
+        *version = m.version;
+    return ok;
+}
+
+int ka_handle_gauges(ka_handle *h, request_rec *r, ka_metrics_snapshot *s)
 {
     ka_map_guard g;
+    struct stat sb;
     int rc;
 
     if (h == NULL || !h->ready)
         return 0;
     /* As a request would: a store replaced since this child last looked is reopened first, so
-     * that the gauge is never the old file's. */
+     * that the gauges are never the old file's. */
     handle_recheck(h, r);
     if (handle_ensure_open(h, r) != KA_OK)
         return 0;
@@ -611,15 +659,26 @@ int ka_handle_last_txnid(ka_handle *h, request_rec *r, uint64_t *txnid)
         rc = 0;
     } else if (sigsetjmp(g.jb, 0) == 0) {
         ka_map_guard_arm(&g);
-        *txnid = ka_store_last_commit(h->st);
-        rc = *txnid != 0;
+        s->last_txnid = ka_store_last_commit(h->st);
+        s->have_txnid = rc = s->last_txnid != 0;
+        if (rc && h->mirrored)
+            s->mirrored = mirror_version(h, &s->mirror_version);
         ka_map_guard_disarm(&g);
     } else {
         ka_map_guard_recover();
         rc = 0;
     }
     apr_thread_rwlock_unlock(h->env_lock);
-    return rc;
+    if (!rc) {
+        s->have_txnid = s->mirrored = 0;
+        return 0;
+    }
+    /* Never confirmed: 0, so that time() - it is huge and a staleness alert fires. */
+    if (s->mirrored)
+        s->mirror_confirmed = stat(h->confirmed_path, &sb) == 0
+                                  ? (double)sb.st_mtim.tv_sec + sb.st_mtim.tv_nsec / 1e9
+                                  : 0;
+    return 1;
 }
 
 ka_store_status ka_store_txn_cycle(ka_handle *h, request_rec *r)

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "mirror.h"
 #include "version.h"
 
 /* ---- options ---- */
@@ -96,6 +97,10 @@ static void print_help(FILE *f)
           f);
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %s\n", COMMANDS[i].synopsis);
+    fputs("  mirror --postgres CONNINFO [--schema NAME] [--pepper-file FILE | --kms key:BASE64] "
+          "[--poll-interval MS] [--once]\n"
+          "  upgrade\n",
+          f);
     fputs("\nSee docs/krenalis-keys.md.\n", f);
 }
 
@@ -242,6 +247,10 @@ int main(int argc, char **argv)
         puts(PROG " " KA_VERSION);
         return EXIT_OK;
     }
+    /* mirror and upgrade parse their own options (src/mirror.c). */
+    if ((used = ka_mirror_cli(argc, argv)) >= 0)
+        return used;
+    used = 0;
     memset(&c, 0, sizeof(c));
     if (parse_args(argc, argv, &c.a, err, sizeof(err)) != 0)
         return usage(NULL, err);

@@ -23,6 +23,12 @@ ka_store *open_store(const cli *c, int readonly)
         fail("%s", err);
         return NULL;
     }
+    /* Keys of a mirrored store change in Krenalis only (SPEC §11.2). */
+    if (!readonly && ka_store_refuse_mirror(st, err, sizeof(err)) != KA_OK) {
+        ka_store_close(st);
+        fail("%s", err);
+        return NULL;
+    }
     return st;
 }
 

@@ -33,6 +33,7 @@ typedef struct {
 /* A workspace (ws NULL) or a connection. */
 typedef struct {
     const char *id, *org, *ws;
+    unsigned flags; /* connections: KA_CONN_* */
 } fake_ent;
 
 /* A key, found by the 32 bytes the store finds it by (HMAC(secret, those bytes)): an API key's
@@ -158,6 +159,7 @@ static inline ka_store_status fake_ent_get(const fake_ent *t, size_t n, const ch
     for (size_t i = 0; i < n; i++)
         if (strcmp(t[i].id, id) == 0) {
             fake_fill(e, id, t[i].org, t[i].ws, 1);
+            e->conn_flags = t[i].flags;
             return KA_OK;
         }
     return KA_NOTFOUND;

@@ -86,10 +86,10 @@ fuzz: $(FUZZ_BINS)
 
 $(eval $(call lib_rules,$(SAN_DIR),$(SAN_CC),$(CSTD) $(WARN) $(SAN_FLAGS)))
 
-$(SAN_DIR)/krenalis-keys: $(CLI_SRC) $(CLI_HDR) $(SAN_DIR)/libkrenalis.a $(LIB_HDR)
+$(SAN_DIR)/krenalis-keys: $(CLI_SRC) $(CLI_HDR) $(MIRROR_SRC) $(SAN_DIR)/libkrenalis.a $(LIB_HDR)
 	@mkdir -p $(SAN_DIR)
-	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) -Isrc -o $@ $(CLI_SRC) $(SAN_DIR)/libkrenalis.a $(LIBS) \
-	  -ljson-c
+	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(PQ_CFLAGS) -Isrc -o $@ $(CLI_SRC) $(MIRROR_SRC) \
+	  $(SAN_DIR)/libkrenalis.a $(LIBS) -ljson-c -lpq
 
 # Built directly (not through apxs/libtool) so that nothing lands in src/; linked against
 # libasan/libubsan, which httpd gets through LD_PRELOAD.
@@ -102,7 +102,7 @@ $(SAN_DIR)/mod_krenalis_auth.so: $(MOD_SRC) $(MOD_HDR) $(SAN_DIR)/libkrenalis.a 
 $(SAN_DIR)/unit_tests: $(UNIT_SRC) $(UNIT_HDR) tests/unit/main.c $(SAN_DIR)/libkrenalis.a $(LIB_HDR)
 	@mkdir -p $(SAN_DIR)
 	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) -Isrc -Itests/common -o $@ tests/unit/main.c \
-	  $(UNIT_SRC) $(SAN_DIR)/libkrenalis.a $(LIBS) -lcmocka
+	  $(UNIT_SRC) $(SAN_DIR)/libkrenalis.a $(LIBS) -ljson-c -lcmocka
 
 sanitize-build: $(SAN_DIR)/mod_krenalis_auth.so $(SAN_DIR)/krenalis-keys $(SAN_DIR)/unit_tests
 

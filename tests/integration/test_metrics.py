@@ -532,3 +532,50 @@ def _(h):
            "503 lines and their reason in the access log")
     finally:
         srv.stop()
+
+
+def poke_meta(store, key, value):
+    """Writes one record of the store's meta database with tests/reliability/lmdb_poke.py (LMDB
+    itself, through ctypes): the records `krenalis-keys mirror` keeps in a mirrored store."""
+    tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reliability",
+                        "lmdb_poke.py")
+    p = subprocess.run(["python3", tool, str(store), "meta", "put", key.encode().hex(),
+                        value.hex()], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=60)
+    eq((p.returncode, p.stdout.decode()), (0, ""), "lmdb_poke.py meta put %s" % key)
+
+
+@test("metrics.mirror: the mirror gauges of a mirrored store, none for another")
+def _(h):
+    store = h.root / "store-metrics-mirror"
+    h.init_store(store=store)
+    org = h.new_org(store=store)
+    _, key = h.new_api_key(org, store=store)
+    # What `krenalis-keys mirror` records (src/keystore.c, docs/keystore.md), and its mark.
+    poke_meta(store, "mirror-source", b"7000000000000000001/krenalis/public")
+    poke_meta(store, "mirror-conninfo", b"host=127.0.0.1 dbname=krenalis")
+    poke_meta(store, "mirror-version", (4242).to_bytes(8, "big"))
+    mark = store / "mirror-confirmed"
+    mark.write_bytes(b"")
+    os.utime(mark, (1764680000.5, 1764680000.5))
+    srv = h.httpd("metrics-mirror", store=store,
+                  global_extra=metrics_conf(h, h.root / "logs", "metrics-mirror"))
+    srv.start()
+    try:
+        eq(http(srv.port_cgi, "GET", "/v1/m/mirror", [("Authorization", "Bearer " + key)]).status,
+           200, "a key of the mirrored store")
+        r = http(srv.port_cgi, "GET", "/krenalis-metrics")
+        s = parse(r.body.decode())
+        eq(s.get(("krenalis_auth_mirror_version", ())), 4242.0, "krenalis_auth_mirror_version")
+        eq(s.get(("krenalis_auth_mirror_confirmed_timestamp_seconds", ())), 1764680000.5,
+           "krenalis_auth_mirror_confirmed_timestamp_seconds")
+        p = subprocess.run(["promtool", "check", "metrics"], input=r.body,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+        eq((p.returncode, p.stdout.decode()), (0, ""), "promtool check metrics (mirror)")
+        # The mark moves: the gauge follows at the next scrape.
+        os.utime(mark, (1764680100.0, 1764680100.0))
+        s = parse(http(srv.port_cgi, "GET", "/krenalis-metrics").body.decode())
+        eq(s.get(("krenalis_auth_mirror_confirmed_timestamp_seconds", ())), 1764680100.0,
+           "the mark moved")
+    finally:
+        srv.stop()

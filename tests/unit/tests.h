@@ -20,5 +20,6 @@ int run_keystore_tests(void);
 int run_mapguard_tests(void);
 int run_metrics_tests(void);
 int run_names_tests(void);
+int run_mirror_tests(void);
 
 #endif
