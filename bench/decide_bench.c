@@ -46,16 +46,21 @@
  * which httpd itself exports. */
 module AP_MODULE_DECLARE_DATA krenalis_auth_module = {STANDARD20_MODULE_STUFF};
 
+static void log_line(const char *fmt, va_list ap)
+{
+    fputs("decide_bench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void ap_log_error_(const char *file, int line, int module_index, int level, apr_status_t status,
                    const server_rec *s, const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("decide_bench: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    log_line(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 void ap_log_rerror_(const char *file, int line, int module_index, int level, apr_status_t status,
@@ -63,11 +68,9 @@ void ap_log_rerror_(const char *file, int line, int module_index, int level, apr
 {
     va_list ap;
 
-    fputs("decide_bench: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    log_line(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 /* A child's store handle and a request record for it. */

@@ -1189,9 +1189,18 @@ ka_store_status ka_store_refuse_mirror(ka_store *st, char *err, size_t errlen)
 }
 
 /* Format 1 had no flags byte in a connection record: insert a zero one (a source connection
- * with a strategy, what krenalis-keys created). */
+ * with a strategy, what krenalis-keys created). The records are read first and written after:
+ * a put that changes a record's size is a delete and an insert, which a cursor walking the
+ * same database does not survive (it skipped and repeated records of large stores). */
 static ka_store_status upgrade_conns(MDB_txn *txn, ka_store *st)
 {
+    typedef struct {
+        char id[KA_ID_LEN];
+        size_t len;
+        char val[CONN_NAME + KA_NAME_MAX];
+    } conn_rec;
+    conn_rec *recs = NULL;
+    size_t n = 0, cap = 0;
     MDB_cursor *cur;
     MDB_val k, v;
     int rc;
@@ -1200,23 +1209,39 @@ static ka_store_status upgrade_conns(MDB_txn *txn, ka_store *st)
         return KA_FAIL;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        char buf[CONN_NAME + KA_NAME_MAX];
         size_t nl = v.mv_size - 2 * KA_ID_LEN;
-        MDB_val nv = {0, buf};
+        conn_rec *r;
 
-        if (v.mv_size < 2 * KA_ID_LEN || nl > KA_NAME_MAX) {
+        if (k.mv_size != KA_ID_LEN || v.mv_size < 2 * KA_ID_LEN || nl > KA_NAME_MAX) {
             rc = MDB_CORRUPTED;
             break;
         }
-        memcpy(buf, v.mv_data, 2 * KA_ID_LEN);
-        buf[CONN_FLAGS] = 0;
-        memcpy(buf + CONN_NAME, (const char *)v.mv_data + 2 * KA_ID_LEN, nl);
-        nv.mv_size = CONN_NAME + nl;
-        if ((rc = mdb_cursor_put(cur, &k, &nv, MDB_CURRENT)) != 0)
-            break;
+        if (n == cap) {
+            size_t ncap = cap ? 2 * cap : 1024;
+            void *p = realloc(recs, ncap * sizeof(*recs));
+            if (p == NULL) {
+                rc = ENOMEM;
+                break;
+            }
+            recs = p;
+            cap = ncap;
+        }
+        r = &recs[n++];
+        memcpy(r->id, k.mv_data, KA_ID_LEN);
+        memcpy(r->val, v.mv_data, 2 * KA_ID_LEN);
+        r->val[CONN_FLAGS] = 0;
+        memcpy(r->val + CONN_NAME, (const char *)v.mv_data + 2 * KA_ID_LEN, nl);
+        r->len = CONN_NAME + nl;
     }
     mdb_cursor_close(cur);
-    return rc == MDB_NOTFOUND ? KA_OK : KA_FAIL;
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        MDB_val nk = {KA_ID_LEN, recs[i].id}, nv = {recs[i].len, recs[i].val};
+        rc = mdb_put(txn, st->conns, &nk, &nv, 0);
+    }
+    free(recs);
+    return rc == 0 ? KA_OK : KA_FAIL;
 }
 
 ka_store_status ka_store_upgrade(const char *dir, const char *secret_path, char *err, size_t errlen)

@@ -1374,6 +1374,59 @@ static void test_upgrade(void **state)
     assert_string_equal(err, want);
 }
 
+static int count_entity(const ka_entity *e, void *arg)
+{
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* Many connections: the upgrade rewrites every record once, loses none, repeats none (a cursor
+ * put that grew each record skipped and repeated records once the pages split). */
+static void test_upgrade_many(void **state)
+{
+    enum { N = 3000 };
+    char err[512], id[KA_ID_LEN + 1], name[32];
+    MDB_env *env;
+    MDB_txn *raw;
+    MDB_dbi conns;
+    ka_store_txn *txn;
+    ka_entity e;
+    size_t n = 0;
+
+    (void)state;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &raw), 0);
+    assert_int_equal(mdb_dbi_open(raw, "connections", 0, &conns), 0);
+    for (int i = 0; i < N; i++) {
+        char rec[2 * KA_ID_LEN + 32];
+        int nl = snprintf(name, sizeof(name), "conn %d", i);
+        MDB_val k = {KA_ID_LEN, id}, v = {2 * KA_ID_LEN + (size_t)nl, rec};
+        snprintf(id, sizeof(id), "cn%010u", (unsigned)i);
+        memcpy(rec, WS_A1 ORG_A, 2 * KA_ID_LEN);
+        memcpy(rec + 2 * KA_ID_LEN, name, (size_t)nl);
+        assert_int_equal(mdb_put(raw, conns, &k, &v, 0), 0);
+    }
+    assert_int_equal(mdb_txn_commit(raw), 0);
+    mdb_env_close(env);
+    set_format(KA_STORE_FORMAT_1);
+    assert_int_equal(ka_store_upgrade(dir, NULL, err, sizeof(err)), KA_OK);
+    st = open_store(1);
+    txn = begin(1);
+    assert_int_equal(ka_list_conns(txn, st, NULL, count_entity, &n), KA_OK);
+    assert_int_equal(n, N);
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "cn%010u", (unsigned)i);
+        snprintf(name, sizeof(name), "conn %d", i);
+        assert_int_equal(ka_get_conn(txn, st, id, &e), KA_OK);
+        assert_int_equal(e.conn_flags, 0);
+        assert_string_equal(e.ws, WS_A1);
+        assert_string_equal(e.name, name);
+    }
+    ka_store_abort(txn);
+}
+
 int run_keystore_tests(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1405,6 +1458,7 @@ int run_keystore_tests(void)
         T(test_conn_flags),
         T(test_mirror_meta),
         T(test_upgrade),
+        T(test_upgrade_many),
     };
 #undef T
     return cmocka_run_group_tests_name("keystore", tests, NULL, NULL);
