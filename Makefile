@@ -12,11 +12,12 @@ PYTHON ?= python3
 AR ?= ar
 
 # Debian packages the build needs (checked by `make`, installed by `make deps`), and those the
-# tests, the demo and the benchmark need besides.
+# tests, the demo and the benchmark need besides (prometheus: promtool and the server the metrics
+# test scrapes with; its service is not used).
 BUILD_PKGS := apache2-dev libapr1-dev libaprutil1-dev liblmdb-dev libjson-c-dev libpq-dev \
               libssl-dev zlib1g-dev
 PKGS := $(BUILD_PKGS) apache2 lmdb-utils libcmocka-dev python3 python3-h2 curl chromium valgrind \
-        postgresql
+        postgresql prometheus
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 # GNU C (the code uses __int128, __thread and __asm__) and the GNU C library's declarations.
 CSTD := -std=gnu11 -D_GNU_SOURCE
@@ -24,7 +25,7 @@ CFLAGS ?= -O2 -g
 # The library: everything but the Apache glue and the command line, compiled once into a static
 # PIC archive that the module, krenalis-keys, the unit tests, the fuzzers and the bench link.
 LIB_SRC := src/token.c src/crypto.c src/keystore.c src/decide.c src/json.c src/cors.c src/body.c \
-           src/mapguard.c src/names.c src/mirror_apply.c src/kms.c
+           src/mapguard.c src/names.c src/mirror_apply.c src/kms.c src/metrics.c
 LIB_HDR := $(wildcard src/*.h)
 LIB := $(BUILD)/libkrenalis.a
 LIBS := -llmdb -lcrypto -lz

@@ -12,6 +12,8 @@
 #include "unixd.h"
 
 #include "apr_lib.h"
+#include "apr_optional_hooks.h"
+#include "mod_status.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -321,6 +323,7 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     apr_hash_t *byname = apr_hash_make(ptemp);
 
     proc->orgs_key = ka_orgs_key_load(pconf, ptemp, s);
+    proc->metrics = ka_metrics_attach(pconf, s);
     ka_handles_init(pconf, proc);
     for (server_rec *v = s; v; v = v->next) {
         ka_srv_cfg *c = ap_get_module_config(v->module_config, &krenalis_auth_module);
@@ -350,8 +353,10 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
 {
     ka_srv_cfg *c = ap_get_module_config(s->module_config, &krenalis_auth_module);
 
-    if (c->proc != NULL)
+    if (c->proc != NULL) {
+        ka_metrics_child_init(c->proc->metrics); /* first: a failed first open is counted */
         ka_handles_child_init(pchild, s, c->proc);
+    }
 }
 
 /* ---- hooks ---- */
@@ -369,6 +374,10 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_insert_filter(ka_insert_filter, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_insert_error_filter(ka_insert_error_filter, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_note_auth_failure(ka_note_auth_failure, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(ka_metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Before mod_log_config: KRENALIS_REFUSAL is set on the request it logs. */
+    ap_hook_log_transaction(ka_metrics_log_transaction, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    APR_OPTIONAL_HOOK(ap, status_hook, ka_metrics_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
     ap_register_input_filter(KEPT_BODY_FILTER, ka_kept_body_filter, NULL, AP_FTYPE_PROTOCOL - 1);
     ap_register_output_filter(CORS_FILTER, ka_cors_filter, NULL, AP_FTYPE_PROTOCOL - 1);
     ap_register_output_filter(JSON_ERROR_FILTER, ka_json_error_filter, NULL, AP_FTYPE_PROTOCOL - 1);

@@ -212,19 +212,22 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
  * KA_GO_ON is no verdict of ka_decide's. */
 #define KA_GO_ON ((ka_verdict)-1)
 
-static ka_verdict refuse(ka_decision *dec, int status, const char *code, const char *message)
+static ka_verdict refuse(ka_decision *dec, ka_refusal reason, int status, const char *code,
+                         const char *message)
 {
     dec->verdict = KA_VERDICT_REFUSE;
+    dec->reason = reason;
     dec->status = status;
     dec->code = code;
     snprintf(dec->message, sizeof(dec->message), "%s", message);
     return dec->verdict;
 }
 
-static ka_verdict refuse_id(ka_decision *dec, int status, const char *code, const char *fmt,
-                            const char *id)
+static ka_verdict refuse_id(ka_decision *dec, ka_refusal reason, int status, const char *code,
+                            const char *fmt, const char *id)
 {
     dec->verdict = KA_VERDICT_REFUSE;
+    dec->reason = reason;
     dec->status = status;
     dec->code = code;
     snprintf(dec->message, sizeof(dec->message), fmt, id);
@@ -234,7 +237,7 @@ static ka_verdict refuse_id(ka_decision *dec, int status, const char *code, cons
 void ka_decision_unavailable(ka_decision *dec)
 {
     dec->token_presented = 0;
-    refuse(dec, 503, "ServiceUnavailable",
+    refuse(dec, KA_REFUSAL_UNAVAILABLE, 503, "ServiceUnavailable",
            "request cannot be processed at this time; try again later");
     dec->verdict = KA_VERDICT_UNAVAILABLE;
 }
@@ -345,7 +348,7 @@ void ka_decision_repeated(ka_decision *dec, const ka_route *route, int workspace
     const api_msgs *m = route->endpoint == KA_EP_API ? &API_MSGS : &INGESTION_MSGS;
 
     memset(dec, 0, sizeof(*dec));
-    refuse(dec, 400, "BadRequest", workspace ? m->ws_multi : MSG_MULTI_AUTH);
+    refuse(dec, KA_REFUSAL_REPEATED, 400, "BadRequest", workspace ? m->ws_multi : MSG_MULTI_AUTH);
 }
 
 /* Authenticates an api_ token: key, its organization and restricted workspace. Returns KA_GO_ON
@@ -358,26 +361,28 @@ static ka_verdict api_key_auth(const char *tok, size_t len, const ka_lookup *lk,
     ka_store_status rc;
 
     if (!ka_api_body_parse(tok + 4, len - 4, payload))
-        return refuse(dec, m->malformed_status, m->malformed_code, m->malformed);
+        return refuse(dec, KA_REFUSAL_MALFORMED, m->malformed_status, m->malformed_code,
+                      m->malformed);
     rc = lk->api_key(lk->ctx, payload, rec);
     if (rc != KA_OK && rc != KA_NOTFOUND)
         return unavailable(dec);
     if (rc == KA_NOTFOUND || rec->type != KA_KEY_API)
-        return refuse(dec, 401, "Unauthorized", m->unknown);
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", m->unknown);
     rc = lk->org(lk->ctx, rec->org, &org);
     if (rc == KA_FAIL)
         return unavailable(dec);
     if (rc == KA_NOTFOUND)
-        return refuse(dec, 401, "Unauthorized", m->unknown);
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", m->unknown);
     if (rec->ws[0] != '\0') {
         rc = lk->ws(lk->ctx, rec->ws, &ws);
         if (rc == KA_FAIL)
             return unavailable(dec);
         if (rc == KA_NOTFOUND || strcmp(ws.org, rec->org) != 0)
-            return refuse(dec, 401, "Unauthorized", m->unknown);
+            return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", m->unknown);
     }
     if (!org.enabled)
-        return refuse_id(dec, 422, "OrganizationDisabled", "organization %s is disabled", rec->org);
+        return refuse_id(dec, KA_REFUSAL_DISABLED_ORG, 422, "OrganizationDisabled",
+                         "organization %s is disabled", rec->org);
     return KA_GO_ON;
 }
 
@@ -393,24 +398,26 @@ static ka_verdict select_workspace(const ka_request *req, const ka_lookup *lk, c
     set_id(selected, KA_ID_LEN + 1, rec->ws);
     if (h != NULL) {
         if (strchr(h, ',') != NULL)
-            return refuse(dec, 400, "BadRequest", m->ws_multi);
+            return refuse(dec, KA_REFUSAL_REPEATED, 400, "BadRequest", m->ws_multi);
         if (rec->ws[0] != '\0')
-            return refuse(dec, 400, "BadRequest", m->ws_restricted);
+            return refuse(dec, KA_REFUSAL_WS_INVALID, 400, "BadRequest", m->ws_restricted);
         if (!ka_id_valid(h, strlen(h)))
-            return refuse(dec, 400, "BadRequest", m->ws_invalid);
+            return refuse(dec, KA_REFUSAL_WS_INVALID, 400, "BadRequest", m->ws_invalid);
         rc = lk->ws(lk->ctx, h, &ws);
         if (rc == KA_FAIL)
             return unavailable(dec);
         if (rc == KA_NOTFOUND || strcmp(ws.org, rec->org) != 0)
-            return refuse_id(dec, 404, "NotFound", "workspace %s does not exist", h);
+            return refuse_id(dec, KA_REFUSAL_WS_UNKNOWN, 404, "NotFound",
+                             "workspace %s does not exist", h);
         set_id(selected, KA_ID_LEN + 1, h);
     }
     if (req->ws_policy == KA_WS_REQUIRED && selected[0] == '\0')
-        return refuse(dec, 403, "Forbidden",
+        return refuse(dec, KA_REFUSAL_WS_POLICY, 403, "Forbidden",
                       "Krenalis-Workspace header is missing; provide it in the format "
                       "'Krenalis-Workspace: <WORKSPACE_ID>'");
     if (req->ws_policy == KA_WS_FORBIDDEN && selected[0] != '\0')
-        return refuse(dec, 401, "Unauthorized", "organization request cannot specify a workspace");
+        return refuse(dec, KA_REFUSAL_WS_POLICY, 401, "Unauthorized",
+                      "organization request cannot specify a workspace");
     return KA_GO_ON;
 }
 
@@ -419,9 +426,9 @@ static ka_verdict bearer_token(const char *auth, const char *invalid_msg, const 
                                size_t *len, ka_decision *dec)
 {
     if (strchr(auth, ',') != NULL)
-        return refuse(dec, 400, "BadRequest", MSG_MULTI_AUTH);
+        return refuse(dec, KA_REFUSAL_REPEATED, 400, "BadRequest", MSG_MULTI_AUTH);
     if (!ka_bearer_parse(auth, tok, len))
-        return refuse(dec, 400, "BadRequest", invalid_msg);
+        return refuse(dec, KA_REFUSAL_BAD_AUTHZ, 400, "BadRequest", invalid_msg);
     dec->token_presented = 1;
     return KA_GO_ON;
 }
@@ -442,13 +449,13 @@ static ka_verdict decide_api(const ka_request *req, const ka_lookup *lk, ka_deci
     ka_verdict v;
 
     if (req->authorization == NULL)
-        return refuse(dec, 401, "Unauthorized",
+        return refuse(dec, KA_REFUSAL_MISSING, 401, "Unauthorized",
                       "Authorization header with the API key is not present in the request");
     if ((v = bearer_token(req->authorization, API_MSGS.invalid_bearer, &tok, &len, dec)) !=
         KA_GO_ON)
         return v;
     if (!has_api_prefix(tok, len))
-        return refuse(dec, 400, "BadRequest",
+        return refuse(dec, KA_REFUSAL_WRONG_ENDPOINT, 400, "BadRequest",
                       "API key is not valid; API keys start with the api_ prefix");
     if ((v = api_key_auth(tok, len, lk, &API_MSGS, &rec, dec)) != KA_GO_ON)
         return v;
@@ -469,9 +476,10 @@ static ka_verdict write_key_org(const ka_lookup *lk, const ka_key_rec *rec, cons
     if (rc == KA_FAIL)
         return unavailable(dec);
     if (rc == KA_NOTFOUND)
-        return refuse(dec, 401, "Unauthorized", unknown_msg);
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", unknown_msg);
     if (!org.enabled)
-        return refuse(dec, 503, "ServiceUnavailable", "organization is disabled");
+        return refuse(dec, KA_REFUSAL_DISABLED_ORG, 503, "ServiceUnavailable",
+                      "organization is disabled");
     return KA_GO_ON;
 }
 
@@ -482,12 +490,12 @@ static ka_verdict find_write_key(const char *key, size_t len, const ka_lookup *l
     ka_store_status rc;
 
     if (!ka_write_key_valid(key, len))
-        return refuse(dec, 401, "Unauthorized", unknown_msg);
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", unknown_msg);
     rc = lk->write_key(lk->ctx, key, rec);
     if (rc != KA_OK && rc != KA_NOTFOUND)
         return unavailable(dec);
     if (rc == KA_NOTFOUND || rec->type != KA_KEY_WRITE)
-        return refuse(dec, 401, "Unauthorized", unknown_msg);
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", unknown_msg);
     return KA_GO_ON;
 }
 
@@ -503,7 +511,7 @@ static ka_verdict write_key_conn(const ka_lookup *lk, const ka_key_rec *rec, int
         return unavailable(dec);
     if (rc == KA_NOTFOUND || (conn.conn_flags & KA_CONN_DESTINATION) ||
         (need_strategy && (conn.conn_flags & KA_CONN_NO_STRATEGY)))
-        return refuse(dec, 401, "Unauthorized", unknown_msg);
+        return refuse(dec, KA_REFUSAL_UNKNOWN_KEY, 401, "Unauthorized", unknown_msg);
     return KA_GO_ON;
 }
 
@@ -527,16 +535,18 @@ static ka_verdict ingest_with_api_key(const ka_request *req, const char *tok, si
     /* A repeated connectionId could be read differently by the backend: refuse it. */
     if (!req->body->valid_object || cid->kind != KA_JF_STRING || cid->too_long || cid->len == 0 ||
         cid->duplicate)
-        return refuse(dec, 400, "BadRequest",
+        return refuse(dec, KA_REFUSAL_CONNECTION_ID, 400, "BadRequest",
                       "parameter 'connectionId' is required when using API key authentication");
     if (!ka_id_valid(cid->val, cid->len))
-        return refuse_id(dec, 422, "ConnectionNotExist", "connection %s does not exist", cid->val);
+        return refuse_id(dec, KA_REFUSAL_UNKNOWN_CONN, 422, "ConnectionNotExist",
+                         "connection %s does not exist", cid->val);
     rc = lk->conn(lk->ctx, cid->val, &conn);
     if (rc == KA_FAIL)
         return unavailable(dec);
     if (rc == KA_NOTFOUND || strcmp(conn.org, rec.org) != 0 ||
         (ws[0] != '\0' && strcmp(conn.ws, ws) != 0))
-        return refuse_id(dec, 422, "ConnectionNotExist", "connection %s does not exist", cid->val);
+        return refuse_id(dec, KA_REFUSAL_UNKNOWN_CONN, 422, "ConnectionNotExist",
+                         "connection %s does not exist", cid->val);
     return accept(dec, KA_KEY_API, rec.id, rec.org, conn.ws, conn.id);
 }
 
@@ -548,20 +558,25 @@ static ka_verdict ingest_with_body_key(const ka_request *req, const ka_lookup *l
     ka_verdict v;
 
     if (!req->route.body_key_allowed)
-        return refuse(dec, 401, "Unauthorized", "Authorization header is missing");
+        return refuse(dec, KA_REFUSAL_MISSING, 401, "Unauthorized",
+                      "Authorization header is missing");
     if (req->body == NULL)
         return need_body(dec);
     wk = &req->body->write_key;
     /* A repeated writeKey (also under another case) could be read differently by the
      * backend: refuse it. */
     if (req->body->valid_object && wk->duplicate)
-        return refuse(dec, 400, "BadRequest", "property 'writeKey' is not a valid string");
+        return refuse(dec, KA_REFUSAL_BODY_WRITE_KEY, 400, "BadRequest",
+                      "property 'writeKey' is not a valid string");
     if (!req->body->valid_object || wk->kind == KA_JF_ABSENT)
-        return refuse(dec, 401, "Unauthorized", "Authorization header is missing");
+        return refuse(dec, KA_REFUSAL_MISSING, 401, "Unauthorized",
+                      "Authorization header is missing");
     if (wk->kind != KA_JF_STRING)
-        return refuse(dec, 400, "BadRequest", "property 'writeKey' is not a valid string");
+        return refuse(dec, KA_REFUSAL_BODY_WRITE_KEY, 400, "BadRequest",
+                      "property 'writeKey' is not a valid string");
     if (!wk->too_long && wk->len == 0)
-        return refuse(dec, 400, "BadRequest", "property 'writeKey' cannot be empty");
+        return refuse(dec, KA_REFUSAL_BODY_WRITE_KEY, 400, "BadRequest",
+                      "property 'writeKey' cannot be empty");
     dec->token_presented = 1;
     if ((v = find_write_key(wk->val, wk->too_long ? 0 : wk->len, lk, unknown, &rec, dec)) !=
         KA_GO_ON)
@@ -571,7 +586,7 @@ static ka_verdict ingest_with_body_key(const ka_request *req, const ka_lookup *l
     if ((v = write_key_org(lk, &rec, unknown, dec)) != KA_GO_ON)
         return v;
     if (req->body->connection_id.kind != KA_JF_ABSENT || req->body->connection_id.variant)
-        return refuse(dec, 400, "BadRequest",
+        return refuse(dec, KA_REFUSAL_CONNECTION_ID, 400, "BadRequest",
                       "property 'connectionId' cannot be provided when using an event write key "
                       "for authentication");
     return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
@@ -594,7 +609,7 @@ static ka_verdict decide_ingestion(const ka_request *req, const ka_lookup *lk, k
         return ingest_with_api_key(req, tok, len, lk, dec);
     /* A write key is good only on the exact ingestion paths. */
     if (req->route.noncanonical)
-        return refuse(dec, 401, "Unauthorized", unknown);
+        return refuse(dec, KA_REFUSAL_WRONG_ENDPOINT, 401, "Unauthorized", unknown);
     if ((v = find_write_key(tok, len, lk, unknown, &rec, dec)) != KA_GO_ON)
         return v;
     if ((v = write_key_conn(lk, &rec, 0, unknown, dec)) != KA_GO_ON)
@@ -614,7 +629,7 @@ static ka_verdict decide_settings(const ka_request *req, const ka_lookup *lk, ka
     ka_verdict v;
 
     if (key == NULL || key[0] == '\0' || strchr(key, '/') != NULL)
-        return refuse(dec, 404, "NotFound", "");
+        return refuse(dec, KA_REFUSAL_SETTINGS_PATH, 404, "NotFound", "");
     dec->token_presented = 1;
     if ((v = find_write_key(key, strlen(key), lk, unknown, &rec, dec)) != KA_GO_ON)
         return v;
@@ -632,7 +647,7 @@ static ka_verdict decide_orgs(const ka_request *req, ka_decision *dec)
     ka_verdict v;
 
     if (req->authorization == NULL)
-        return refuse(dec, 401, "Unauthorized",
+        return refuse(dec, KA_REFUSAL_MISSING, 401, "Unauthorized",
                       "Authorization header with the platform management API key is not present "
                       "in the request");
     if ((v = bearer_token(req->authorization,
@@ -641,13 +656,13 @@ static ka_verdict decide_orgs(const ka_request *req, ka_decision *dec)
                           &tok, &len, dec)) != KA_GO_ON)
         return v;
     if (len < 4 || memcmp(tok, "org_", 4) != 0)
-        return refuse(dec, 400, "BadRequest",
+        return refuse(dec, KA_REFUSAL_WRONG_ENDPOINT, 400, "BadRequest",
                       "platform management APIs require specific keys for authentication (these "
                       "are keys that begin with 'org_')");
     /* The length of a key is public (SPEC §2); only equal-length tokens reach the comparison. */
     if (req->orgs_key == NULL || len != strlen(req->orgs_key) ||
         !ka_ct_equal(tok, req->orgs_key, len))
-        return refuse(dec, 401, "Unauthorized",
+        return refuse(dec, KA_REFUSAL_ORGS_KEY, 401, "Unauthorized",
                       "platform management API key in the Authorization header of the request is "
                       "not valid");
     return accept(dec, KA_KEY_ORGS, "organizations", NULL, NULL, NULL);

@@ -7,6 +7,7 @@
 #include "json.h"
 #include "ka.h"
 #include "keystore.h"
+#include "metrics.h"
 
 /* What the path and method make of a request. */
 typedef struct {
@@ -58,6 +59,7 @@ typedef struct {
     int status; /* the HTTP status of a refusal (REFUSE, UNAVAILABLE); 0 otherwise */
     const char *code;
     char message[256];
+    ka_refusal reason;   /* why it was refused (KRENALIS_REFUSAL); KA_REFUSAL_NONE otherwise */
     int token_presented; /* a credential was presented: WWW-Authenticate error="invalid_token" */
     ka_identity id;      /* when accepted */
 } ka_decision;

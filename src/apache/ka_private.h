@@ -35,6 +35,8 @@
 #include "../keystore.h"
 #include "../names.h"
 
+#include "metrics.h"
+
 APLOG_USE_MODULE(krenalis_auth);
 
 /* The project's own tag of a log call site (never httpd's AH numbers). */
@@ -54,6 +56,7 @@ typedef struct ka_handle ka_handle;
 typedef struct {
     const char *orgs_key;        /* NULL: the Organizations API stays closed */
     apr_array_header_t *handles; /* ka_handle *, one per store directory and secret */
+    ka_metrics *metrics;         /* the counters (metrics.c); NULL: nothing is counted */
 } ka_proc;
 
 typedef struct {
@@ -124,6 +127,7 @@ typedef struct {
     const ka_body_fields *body; /* the body the decision read (NULL: none), for redirects */
     const char *authorization;  /* the value decided on: KrenalisAuthPassAuthorization Off
                                    removes it from the headers an internal redirect shares */
+    ka_metrics_req mr;          /* what the request counts when it is logged (metrics.c) */
 } ka_req;
 
 /* ---- the organizations key (handoff.c) ---- */
@@ -195,14 +199,29 @@ ka_req *ka_response_state(request_rec *r);
 /* ---- responses (response.c) ---- */
 
 /* Sends a refusal as Krenalis would (SPEC §7) and ends the request: DONE. */
-int ka_send_refusal(request_rec *r, const ka_req *q, const ka_decision *dec);
+int ka_send_refusal(request_rec *r, ka_req *q, const ka_decision *dec);
 /* A CORS preflight, answered without a credential and without the backend (SPEC §9). */
-int ka_send_preflight(request_rec *r, const ka_req *q);
+int ka_send_preflight(request_rec *r, ka_req *q);
 void ka_insert_filter(request_rec *r);
 void ka_insert_error_filter(request_rec *r);
 int ka_note_auth_failure(request_rec *r, const char *auth_type);
 apr_status_t ka_cors_filter(ap_filter_t *f, apr_bucket_brigade *bb);
 apr_status_t ka_json_error_filter(ap_filter_t *f, apr_bucket_brigade *bb);
+
+/* The store's gauges for the metrics, after the checks a request makes (replaced: reopened;
+ * closed: opened): s's last txnid and, for a mirrored store, the mirror's version and when it
+ * last confirmed the store current (the mtime of DIR/mirror-confirmed). 1, or 0 (and none of
+ * them) when the store cannot be read. */
+int ka_handle_gauges(ka_handle *h, request_rec *r, ka_metrics_snapshot *s);
+
+/* ---- metrics (metrics.c, over src/metrics.c; SPEC §12) ---- */
+
+/* SetHandler krenalis-auth-metrics */
+int ka_metrics_handler(request_rec *r);
+/* mod_status's section (its optional status_hook) */
+int ka_metrics_status_hook(request_rec *r, int flags);
+/* Counts a request the module answered for, with the status sent. */
+int ka_metrics_log_transaction(request_rec *r);
 
 /* ---- Require providers (authz.c) ---- */
 

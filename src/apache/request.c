@@ -136,7 +136,15 @@ typedef struct {
 static ka_verdict decide_once(void *arg, const ka_request *req, ka_decision *dec)
 {
     const decide_ctx *d = arg;
-    return ka_store_decide(d->h, d->r, 1, req, dec, NULL);
+    uint64_t t0 = ka_metrics_now_ns();
+    ka_verdict v = ka_store_decide(d->h, d->r, 1, req, dec, NULL);
+    ka_req *q = ap_get_module_config(d->r->request_config, &krenalis_auth_module);
+
+    if (q != NULL) { /* krenalis_auth_decision_seconds */
+        q->mr.decide_ns += ka_metrics_now_ns() - t0;
+        q->mr.timed = 1;
+    }
+    return v;
 }
 
 static int read_ingestion_body(void *arg, ka_body_fields *fields)
@@ -201,6 +209,7 @@ static void request_inputs(request_rec *r, const ka_srv_cfg *sc, const ka_dir_cf
 
 static int accepted(request_rec *r, ka_req *q, const ka_decision *dec)
 {
+    ka_metrics_note_accepted(&q->mr, q->route.endpoint, dec->id.type);
     q->authenticated = 1;
     q->id = dec->id;
     r->user = q->id.key_id; /* q lives as long as r */
@@ -246,6 +255,15 @@ static int recheck_redirect(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc
     return ka_send_refusal(r, q, &dec);
 }
 
+/* A body refused before or while it was read (413, or an error reading it): the status rc. */
+static int body_refused(request_rec *r, ka_req *q, int rc)
+{
+    ka_metrics_note_refused(r, &q->mr, q->route.endpoint,
+                            rc == HTTP_REQUEST_ENTITY_TOO_LARGE ? KA_REFUSAL_BODY_TOO_LARGE
+                                                                : KA_REFUSAL_BODY_UNREADABLE);
+    return rc;
+}
+
 int ka_check_user(request_rec *r)
 {
     ka_srv_cfg *sc = ap_get_module_config(r->server->module_config, &krenalis_auth_module);
@@ -265,10 +283,10 @@ int ka_check_user(request_rec *r)
         apr_table_get(r->headers_in, "Access-Control-Request-Method"))
         return ka_send_preflight(r, q);
     if (q->route.endpoint == KA_EP_INGESTION && ka_bad_content_length(r, ka_cfg_max_body(dc)))
-        return HTTP_REQUEST_ENTITY_TOO_LARGE;
+        return body_refused(r, q, HTTP_REQUEST_ENTITY_TOO_LARGE);
     request_inputs(r, sc, dc, q, &req);
     if ((rc = run_decision(r, sc, dc, &req, &dec)) != OK)
-        return rc;
+        return body_refused(r, q, rc);
     if (dec.verdict != KA_VERDICT_ACCEPT)
         return ka_send_refusal(r, q, &dec);
     /* A chunked ingestion body the decision did not need is still held to the limit, whole,
@@ -278,7 +296,7 @@ int ka_check_user(request_rec *r)
         const char *data;
         apr_size_t len;
         if ((rc = ka_keep_body(r, ka_cfg_max_body(dc), &data, &len)) != OK)
-            return rc;
+            return body_refused(r, q, rc);
     }
     if (trailers_refused(r, q, &dec))
         return ka_send_refusal(r, q, &dec);

@@ -78,7 +78,7 @@ static void set_error_headers(request_rec *r)
 }
 
 /* SPEC §7; the one place a verdict becomes an HTTP status (ka_verdict_status). */
-int ka_send_refusal(request_rec *r, const ka_req *q, const ka_decision *dec)
+int ka_send_refusal(request_rec *r, ka_req *q, const ka_decision *dec)
 {
     char body[512];
     size_t len = ka_json_error(body, sizeof(body), dec->code, dec->message);
@@ -95,16 +95,18 @@ int ka_send_refusal(request_rec *r, const ka_req *q, const ka_decision *dec)
                                     dec->token_presented ? ", error=\"invalid_token\"" : ""));
     if (q->cors)
         cors_apply(r, q);
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, KA_LOGNO(00010) "refused: %d %s", status,
-                  dec->code);
+    ka_metrics_note_refused(r, &q->mr, q->route.endpoint, dec->reason);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, KA_LOGNO(00010) "refused: %d %s (%s)", status,
+                  dec->code, ka_refusal_name(dec->reason));
     ap_rwrite(body, (int)len, r);
     return DONE;
 }
 
-int ka_send_preflight(request_rec *r, const ka_req *q)
+int ka_send_preflight(request_rec *r, ka_req *q)
 {
     int settings = q->route.endpoint == KA_EP_SETTINGS;
 
+    ka_metrics_note_preflight(&q->mr);
     r->status = HTTP_NO_CONTENT;
     cors_apply(r, q);
     apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods", settings ? "GET" : "POST");
@@ -133,6 +135,7 @@ void ka_insert_error_filter(request_rec *r)
         return;
     /* ap_custom_response takes the text as is (it marks it as text itself). */
     if (q->authenticated && (r->status == HTTP_FORBIDDEN || r->status == HTTP_UNAUTHORIZED)) {
+        ka_metrics_note_refused(r, &q->mr, q->route.endpoint, KA_REFUSAL_NOT_ALLOWED);
         len = ka_json_error(body, sizeof(body),
                             r->status == HTTP_FORBIDDEN ? "Forbidden" : "Unauthorized",
                             "the key is not allowed to access this resource");

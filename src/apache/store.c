@@ -35,6 +35,7 @@ struct ka_handle {
     ino_t ino;
     int failing;                   /* the last open failed (logged once, not per request) */
     unsigned long opens;           /* how many times st was opened: a memo names the one */
+    ka_metrics *metrics;           /* counts reopens, faults and memo hits */
     apr_thread_mutex_t *pool_lock; /* guards the idle transactions below */
     ka_store_txn **idle;           /* reset read transactions: renewing one keeps its */
     int nidle;                     /* reader slot, so no reader-table lock per request */
@@ -99,6 +100,7 @@ ka_handle *ka_handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *proc, c
         return h;
     if ((h = ka_handle_make(pconf, dir, secret_path, err, sizeof(err))) == NULL)
         return NULL;
+    h->metrics = proc->metrics;
     apr_hash_set(byname, key, APR_HASH_KEY_STRING, h);
     *(ka_handle **)apr_array_push(proc->handles) = h;
     return h;
@@ -111,6 +113,8 @@ static void handle_failing(ka_handle *h, server_rec *s, const char *directive, c
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      KA_LOGNO(00011) "%s: %s; requests get 503 until it opens", directive, why);
     h->failing = 1;
+    if (ka_metrics_mine(h->metrics))
+        ka_metrics_inc(&ka_metrics_mine(h->metrics)->store_faults);
 }
 
 /* Opens a handle's environment in this child; the caller holds open_lock. */
@@ -157,6 +161,8 @@ static ka_store_status handle_open(ka_handle *h, server_rec *s)
     apr_thread_rwlock_wrlock(h->env_lock);
     h->st = st;
     h->opens++;
+    if (h->opens > 1 && ka_metrics_mine(h->metrics))
+        ka_metrics_inc(&ka_metrics_mine(h->metrics)->store_reopens);
     apr_thread_rwlock_unlock(h->env_lock);
     return KA_OK;
 }
@@ -578,6 +584,9 @@ static __attribute__((noinline)) ka_verdict decide_guarded(ka_txn *t, const ka_r
     ka_map_guard_arm(&g);
     if (memo_answer(t, req, dec)) {
         rc = KA_VERDICT_ACCEPT;
+        dec->reason = KA_REFUSAL_NONE;
+        if (ka_metrics_mine(t->h->metrics))
+            ka_metrics_inc(&ka_metrics_mine(t->h->metrics)->memo_hits);
     } else {
         rc = ka_decide(req, &lk, dec);
         if (rc == KA_VERDICT_ACCEPT)
@@ -612,6 +621,64 @@ ka_verdict ka_store_decide(ka_handle *h, request_rec *r, int memo, const ka_requ
     if (began)
         *began = t.lk.st != NULL;
     return v;
+}
+
+/* The mirror's version, in a read transaction of its own; the caller holds env_lock and the
+ * map guard. 1 and *version, or 0. */
+static int mirror_version(ka_handle *h, uint64_t *version)
+{
+    char err[256];
+    ka_store_txn *txn;
+    ka_mirror_meta m;
+    int ok;
+
+    if (ka_store_read_begin(h->st, &txn, err, sizeof(err)) != KA_OK)
+        return 0;
+    ok = ka_mirror_meta_get(txn, h->st, &m) == KA_OK;
+    ka_store_abort(txn);
+    if (ok)
+        *version = m.version;
+    return ok;
+}
+
+int ka_handle_gauges(ka_handle *h, request_rec *r, ka_metrics_snapshot *s)
+{
+    ka_map_guard g;
+    struct stat sb;
+    int rc;
+
+    if (h == NULL || !h->ready)
+        return 0;
+    /* As a request would: a store replaced since this child last looked is reopened first, so
+     * that the gauges are never the old file's. */
+    handle_recheck(h, r);
+    if (handle_ensure_open(h, r) != KA_OK)
+        return 0;
+    apr_thread_rwlock_rdlock(h->env_lock);
+    if (h->st == NULL) {
+        rc = 0;
+    } else if (sigsetjmp(g.jb, 0) == 0) {
+        ka_map_guard_arm(&g);
+        s->last_txnid = ka_store_last_commit(h->st);
+        s->have_txnid = rc = s->last_txnid != 0;
+        if (rc && h->mirrored)
+            s->mirrored = mirror_version(h, &s->mirror_version);
+        ka_map_guard_disarm(&g);
+    } else {
+        ka_map_guard_recover();
+        rc = 0;
+    }
+    apr_thread_rwlock_unlock(h->env_lock);
+    if (!rc) {
+        s->have_txnid = s->mirrored = 0;
+        return 0;
+    }
+    /* Never confirmed: 0, so that time() - it is huge and a staleness alert fires. */
+    if (s->mirrored)
+        s->mirror_confirmed = stat(h->confirmed_path, &sb) == 0
+                                  ? (double)sb.st_mtim.tv_sec + sb.st_mtim.tv_nsec / 1e9
+                                  : 0;
+    return 1;
 }
 
 ka_store_status ka_store_txn_cycle(ka_handle *h, request_rec *r)

@@ -7,8 +7,8 @@
 Builds a temporary ServerRoot under /tmp with a key store made by build/krenalis-keys, starts
 the proxy echo backend (tests/backends/echo_server.py) and httpd with the module, runs the
 tests of test_api.py (SPEC §6.1, §8), test_ingestion.py (§6.2, §6.3, §9), test_orgs.py
-(§6.4) and test_browser.py (§6.2, §9 in headless Chromium), calls the modules' teardown(h),
-then checks that no credential appears in the logs. Prints "ok NAME", "FAIL NAME: detail" or
+(§6.4), test_browser.py (§6.2, §9 in headless Chromium) and test_metrics.py (§12), calls the
+modules' teardown(h), then checks that no credential appears in the logs. Prints "ok NAME", "FAIL NAME: detail" or
 "skip NAME: reason" per test and finally "N passed, N failed"; exits 1 on any failure.
 Every process it starts is stopped by its PID.
 """
@@ -27,7 +27,8 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness  # noqa: E402
 from harness import Failure, Harness  # noqa: E402
 
-MODULES = ("test_api", "test_ingestion", "test_orgs", "test_security", "test_cli", "test_browser")
+MODULES = ("test_api", "test_ingestion", "test_orgs", "test_security", "test_cli", "test_browser",
+           "test_metrics")
 
 
 def main():

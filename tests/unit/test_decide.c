@@ -228,6 +228,47 @@ static ka_verdict decide(void)
     return ka_decide(&R, &LK, &D);
 }
 
+/* The reasons a refusal's words allow (bit per ka_refusal): the reason is set with each row. */
+static unsigned reasons_for(const char *code, const char *m)
+{
+    static const struct {
+        const char *words;
+        unsigned reasons;
+    } rows[] = {
+        {"try again later", 1u << KA_REFUSAL_UNAVAILABLE},
+        {"multiple", 1u << KA_REFUSAL_REPEATED},
+        {"header is missing; provide", 1u << KA_REFUSAL_WS_POLICY},
+        {"cannot specify a workspace", 1u << KA_REFUSAL_WS_POLICY},
+        {"is not present in the request", 1u << KA_REFUSAL_MISSING},
+        {"Authorization header is missing", 1u << KA_REFUSAL_MISSING},
+        {"Authorization header is invalid;", 1u << KA_REFUSAL_BAD_AUTHZ},
+        {"start with the api_ prefix", 1u << KA_REFUSAL_WRONG_ENDPOINT},
+        {"require specific keys", 1u << KA_REFUSAL_WRONG_ENDPOINT},
+        {"platform management API key", 1u << KA_REFUSAL_ORGS_KEY},
+        {"malformed", 1u << KA_REFUSAL_MALFORMED},
+        {"restricted key", 1u << KA_REFUSAL_WS_INVALID},
+        {"Krenalis-Workspace header is invalid", 1u << KA_REFUSAL_WS_INVALID},
+        {"\"Krenalis-Workspace\" header is invalid", 1u << KA_REFUSAL_WS_INVALID},
+        {"workspace ", 1u << KA_REFUSAL_WS_UNKNOWN},
+        {"is disabled", 1u << KA_REFUSAL_DISABLED_ORG},
+        {"connectionId", 1u << KA_REFUSAL_CONNECTION_ID},
+        {"connection ", 1u << KA_REFUSAL_UNKNOWN_CONN},
+        {"writeKey", 1u << KA_REFUSAL_BODY_WRITE_KEY},
+        /* A write key on an ingestion path that is one only once normalized: wrong-endpoint. */
+        {"event write key in the Authorization header is not valid",
+         1u << KA_REFUSAL_UNKNOWN_KEY | 1u << KA_REFUSAL_WRONG_ENDPOINT},
+        {"API key in the", 1u << KA_REFUSAL_UNKNOWN_KEY},
+        {"event write key", 1u << KA_REFUSAL_UNKNOWN_KEY},
+    };
+
+    if (strcmp(code, "NotFound") == 0 && m[0] == '\0')
+        return 1u << KA_REFUSAL_SETTINGS_PATH;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        if (strstr(m, rows[i].words) != NULL)
+            return rows[i].reasons;
+    return 0;
+}
+
 static void expect_refusal(int status, const char *code, const char *message)
 {
     ka_verdict v = decide();
@@ -235,6 +276,10 @@ static void expect_refusal(int status, const char *code, const char *message)
                               strcmp(message, "organization is disabled") != 0
                           ? KA_VERDICT_UNAVAILABLE
                           : KA_VERDICT_REFUSE;
+
+    if (D.reason <= KA_REFUSAL_NONE || D.reason >= KA_REFUSAL_COUNT ||
+        (reasons_for(code, message) & 1u << D.reason) == 0)
+        fail_msg("reason %d (%s) for \"%s\"", D.reason, ka_refusal_name(D.reason), message);
 
     if (D.status != status || v != want || D.verdict != want || ka_verdict_status(&D) != status)
         fail_msg("status %d (verdict %d), want %d; message \"%s\"", D.status, (int)v, status,
