@@ -6,6 +6,7 @@
  * live in src/decide.c; this file is the glue: directives, hooks, filters, providers. */
 #include "httpd.h"
 #include "http_config.h"
+#include "http_connection.h"
 #include "http_core.h"
 #include "http_log.h"
 #include "http_protocol.h"
@@ -738,6 +739,10 @@ static void ka_child_init(apr_pool_t *pchild, server_rec *s)
  * store has committed nothing since, ka_decide would answer the same, so the next such request
  * skips it (docs/operations.md, "Connection memo"). */
 typedef struct {
+    /* Set when the memo is shared by the streams of an HTTP/2 connection, which run on several
+     * threads at once: every read and write of the fields below holds it. NULL for a memo only
+     * its own connection's thread uses. */
+    apr_thread_mutex_t *lock;
     const ka_handle *h;
     unsigned long opens; /* h->opens of the environment that decided */
     size_t txnid;        /* the snapshot (LMDB transaction ID) it read; 0: empty */
@@ -863,23 +868,71 @@ static apr_status_t memo_wipe(void *data)
     return APR_SUCCESS;
 }
 
+/* An HTTP/2 connection's memo, made before its first stream: the streams (secondary
+ * connections, each with a conn_config of its own that lives one request) share their primary
+ * connection's memo, under its lock. Only where the server allows HTTP/2; made here, on the
+ * primary connection's own thread, because the streams' threads may not allocate from its pool. */
+static int ka_pre_connection(conn_rec *c, void *csd)
+{
+    conn_memo *m;
+
+    if (c->master != NULL || (!ap_is_allowed_protocol(c, NULL, c->base_server, "h2c") &&
+                              !ap_is_allowed_protocol(c, NULL, c->base_server, "h2")))
+        return DECLINED;
+    m = apr_pcalloc(c->pool, sizeof(*m));
+    if (apr_thread_mutex_create(&m->lock, APR_THREAD_MUTEX_DEFAULT, c->pool) != APR_SUCCESS)
+        return DECLINED; /* no memo: every request is decided in full */
+    /* Registered after the mutex's own cleanup, so run before it: the lock is still there. */
+    apr_pool_cleanup_register(c->pool, m, memo_wipe, apr_pool_cleanup_null);
+    ap_set_module_config(c->conn_config, &krenalis_auth_module, m);
+    return DECLINED;
+}
+
+/* The memo a request may use: its connection's, or for an HTTP/2 stream its primary
+ * connection's when that one was made shareable (ka_pre_connection). */
+static conn_memo *memo_of(conn_rec *c)
+{
+    conn_memo *m;
+
+    if (c->master == NULL)
+        return ap_get_module_config(c->conn_config, &krenalis_auth_module);
+    m = ap_get_module_config(c->master->conn_config, &krenalis_auth_module);
+    return m && m->lock ? m : NULL;
+}
+
 /* Answers dec from the memo when req has its inputs (the Authorization value compared in
  * constant time: behind a proxy one connection carries many clients' keys) and the store has
  * committed nothing since. */
 static int memo_answer(ka_txn *t, const ka_request *req, ka_decision *dec)
 {
-    const conn_memo *m = t->memo;
+    conn_memo *m = t->memo;
     ka_handle *h = t->h;
     MDB_envinfo info;
+    unsigned long opens = 0;
+    size_t txnid = 0;
+    ka_identity id;
     int hit;
 
-    if (m == NULL || m->txnid == 0 || m->h != h || !ka_memo_key_match(&m->key, req))
+    if (m == NULL)
+        return 0;
+    /* What the checks below need, copied under the lock (another stream may replace it). */
+    if (m->lock)
+        apr_thread_mutex_lock(m->lock);
+    hit = m->txnid != 0 && m->h == h && ka_memo_key_match(&m->key, req);
+    if (hit) {
+        opens = m->opens;
+        txnid = m->txnid;
+        id = m->id;
+    }
+    if (m->lock)
+        apr_thread_mutex_unlock(m->lock);
+    if (!hit)
         return 0;
     handle_recheck(h, t->r);
     txn_lock(t, 1);
     /* The last committed transaction, read from the meta pages (under the caller's map guard). */
-    hit = h->st && h->opens == m->opens && mdb_env_info(h->st->env, &info) == 0 &&
-          info.me_last_txnid == m->txnid;
+    hit = h->st && h->opens == opens && mdb_env_info(h->st->env, &info) == 0 &&
+          info.me_last_txnid == txnid;
     txn_unlock(t);
     if (!hit)
         return 0;
@@ -887,7 +940,7 @@ static int memo_answer(ka_txn *t, const ka_request *req, ka_decision *dec)
     dec->code = NULL;
     dec->message[0] = '\0';
     dec->token_presented = 1;
-    dec->id = m->id;
+    dec->id = id;
     return 1;
 }
 
@@ -897,20 +950,34 @@ static void memo_keep(ka_txn *t, const ka_request *req, const ka_decision *dec)
     conn_rec *c = t->r->connection;
     conn_memo *m = t->memo;
     ka_memo_key key;
+    size_t txnid;
 
     if (t->txn == NULL || !ka_memo_key_set(&key, req))
         return;
     if (m == NULL) {
+        /* An HTTP/2 stream without a shareable memo keeps none: its conn_config and pool end
+         * with its request, and its primary connection's pool is another thread's. */
+        if (c->master != NULL) {
+            OPENSSL_cleanse(&key, sizeof(key));
+            return;
+        }
         /* Once per connection, from its pool; wiped when the connection ends. */
         m = t->memo = apr_pcalloc(c->pool, sizeof(*m));
         ap_set_module_config(c->conn_config, &krenalis_auth_module, m);
         apr_pool_cleanup_register(c->pool, m, memo_wipe, apr_pool_cleanup_null);
     }
+    txnid = mdb_txn_id(t->txn);
+    /* Nothing under the lock reads the store's map: a fault there (mapguard.h) never jumps out
+     * with the lock held. */
+    if (m->lock)
+        apr_thread_mutex_lock(m->lock);
     m->h = t->h;
     m->opens = t->h->opens;
-    m->txnid = mdb_txn_id(t->txn);
+    m->txnid = txnid;
     m->key = key;
     m->id = dec->id;
+    if (m->lock)
+        apr_thread_mutex_unlock(m->lock);
     OPENSSL_cleanse(&key, sizeof(key));
 }
 
@@ -1357,7 +1424,7 @@ static int decide_once(request_rec *r, ka_handle *h, const ka_request *req, ka_d
     memset(&lctx, 0, sizeof(lctx));
     t.r = r;
     t.h = h;
-    t.memo = ap_get_module_config(r->connection->conn_config, &krenalis_auth_module);
+    t.memo = memo_of(r->connection);
     lctx.begin = txn_begin;
     lctx.begin_arg = &t;
     return decide_guarded(&t, &lctx, req, dec);
@@ -1788,6 +1855,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_check_config(ka_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(ka_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(ka_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_pre_connection(ka_pre_connection, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_read_request(strip_identity_headers, NULL, NULL, APR_HOOK_REALLY_FIRST);
     /* First: each check_user hook declines the AuthTypes not its own, so the order changes
      * nothing but cost, and ours answering first spares Krenalis locations the others' calls. */
