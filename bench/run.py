@@ -1257,20 +1257,23 @@ class Bench:
                ("of which location walk", ("ap_location_walk",)))
 
     def count_instructions(self):
-        """open and api in one httpd process (-X) under callgrind: user-space instructions per
-        request, a figure this machine's changing speed does not move."""
+        """The --instr-cases in one httpd process (-X) under callgrind: user-space instructions
+        per request, a figure this machine's changing speed does not move. The HTTP/2 cases
+        (h2, h2-floor, h2-open) are driven by h2load."""
         if not (shutil.which("valgrind") and shutil.which("callgrind_annotate")):
             self.instr_note = "valgrind is not installed: no instruction counts"
             log(self.instr_note)
             return
         prim = self.store(self.args.primary)
+        h2paths = dict(H2Compare.CASES)
         for name in self.args.instr_cases.split(","):
             case = self.case(name)
-            if case is None:
+            if case is None and not (name in h2paths and self.h2):
                 continue
             srv = Httpd(self, "cg-%s" % name, [prim], floor_key=self.floor_key)
-            case = copy.copy(case)
-            case.port = srv.port
+            if case is not None:
+                case = copy.copy(case)
+                case.port = srv.port
             out = self.root / "logs" / ("callgrind-%s.out" % name)
             # Written at exit by a process that is www-data by then.
             out.touch(mode=0o666)
@@ -1278,7 +1281,12 @@ class Bench:
             srv.start(wrap=["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % out],
                       single=True, timeout=120, pin=False)
             try:
-                r = wrk(self, case, self.args.instr_duration)
+                if case is None:
+                    h = H2Compare(self, srv.port, self.floor_key).run(
+                        h2paths[name], ms=1000 * self.args.instr_duration)
+                    r = {"requests": h["ok"], "bad": h["bad"]}
+                else:
+                    r = wrk(self, case, self.args.instr_duration)
                 if r["bad"]:
                     die("callgrind run of %s: %d unexpected responses" % (name, r["bad"]))
             finally:
