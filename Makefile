@@ -6,7 +6,8 @@ PYTHON ?= python3
 
 # Debian packages the build, the tests, the demo and the benchmark need.
 PKGS := apache2 apache2-dev libapr1-dev libaprutil1-dev liblmdb-dev lmdb-utils libjson-c-dev \
-        libssl-dev zlib1g-dev libcmocka-dev python3 python3-h2 curl chromium valgrind
+        libssl-dev zlib1g-dev libcmocka-dev python3 python3-h2 curl chromium valgrind \
+        postgresql libpq-dev
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 CSTD := -std=c11 -D_GNU_SOURCE
 CFLAGS ?= -O2 -g
@@ -14,10 +15,14 @@ LIB_SRC := src/token.c src/crypto.c src/keystore.c src/decide.c src/json.c src/c
            src/mapguard.c
 LIB_HDR := $(wildcard src/*.h)
 LIBS := -llmdb -lcrypto -lz
+# krenalis-keys mirror (src/mirror*.c, src/kms.c): libpq; the module does not link it.
+MIRROR_SRC := src/mirror.c src/mirror_apply.c src/kms.c
+PQ_CFLAGS := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 
 
 
-.PHONY: all deps install test unit ct-check integration demo demo-stop clean format lint
+.PHONY: all deps install test unit ct-check integration mirror mirror-bench demo demo-stop \
+        demo-mirror demo-mirror-stop clean format lint
 
 all: deps $(BUILD)/mod_krenalis_auth.so $(BUILD)/krenalis-keys
 
@@ -46,8 +51,9 @@ $(BUILD)/mod_krenalis_auth.so: mod_krenalis_auth.c $(LIB_SRC) $(LIB_HDR) | $(BUI
 	@! grep -E "(warning|error):" $(BUILD)/apxs.log
 	install -m 0755 .libs/mod_krenalis_auth.so $@
 
-$(BUILD)/krenalis-keys: src/cli.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
-	$(CC) $(CSTD) $(WARN) $(CFLAGS) -o $@ src/cli.c $(LIB_SRC) $(LIBS) -ljson-c
+$(BUILD)/krenalis-keys: src/cli.c $(MIRROR_SRC) $(LIB_SRC) $(LIB_HDR) | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(PQ_CFLAGS) -o $@ src/cli.c $(MIRROR_SRC) $(LIB_SRC) \
+	  $(LIBS) -ljson-c -lpq
 
 comma := ,
 
@@ -60,8 +66,12 @@ install: all
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-$(BUILD)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
-	$(CC) $(CSTD) $(WARN) $(CFLAGS) -Isrc -o $@ tests/unit/main.c $(UNIT_SRC) $(LIB_SRC) $(LIBS) -lcmocka
+# The mirror's code that needs no PostgreSQL is unit-tested too.
+UNIT_LIB_SRC := src/mirror_apply.c src/kms.c
+
+$(BUILD)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) $(UNIT_LIB_SRC) $(LIB_HDR) | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) -Isrc -o $@ tests/unit/main.c $(UNIT_SRC) $(LIB_SRC) \
+	  $(UNIT_LIB_SRC) $(LIBS) -ljson-c -lcmocka
 
 unit: deps $(BUILD)/unit_tests ct-check
 	$(BUILD)/unit_tests
@@ -86,13 +96,33 @@ integration: all
 # ASan+UBSan preloaded into httpd (tests/fuzz/fuzz.mk), and the short reliability suites
 # (hostile input, key churn under load, store faults, restarts, the secret scan; about 75 s,
 # tests/reliability/reliability.mk).
-test: all unit integration test-sanitize reliability
+test: all unit integration test-sanitize reliability mirror
+
+# krenalis-keys mirror against a throwaway PostgreSQL cluster and a real httpd (tests/mirror/).
+$(BUILD)/kms_seal: tests/mirror/kms_seal.c | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) -o $@ $< -lcrypto
+
+mirror: all $(BUILD)/kms_seal
+	$(PYTHON) tests/mirror/run.py
+
+# A snapshot of 1 000 000 API keys and 100 000 write keys in under 20 s, Apache answering from
+# the old store until the swap (about 1 min, 1.5 GB of /tmp; not part of make test).
+mirror-bench: all $(BUILD)/kms_seal
+	$(PYTHON) tests/mirror/bench.py
 
 demo: all
 	@$(PYTHON) conf/demo/demo.py start
 
 demo-stop:
 	@$(PYTHON) conf/demo/demo.py stop
+
+# The mirrored set-up: a Krenalis-style PostgreSQL database, krenalis-keys mirror, httpd on
+# 127.0.0.1:8081 (conf/demo/mirror_demo.py; root).
+demo-mirror: all
+	@$(PYTHON) conf/demo/mirror_demo.py start
+
+demo-mirror-stop:
+	@$(PYTHON) conf/demo/mirror_demo.py stop
 
 format:
 	clang-format -i mod_krenalis_auth.c src/*.c src/*.h tests/unit/*.c
@@ -108,3 +138,5 @@ clean:
 -include bench/bench.mk
 -include tests/fuzz/fuzz.mk
 -include tests/reliability/reliability.mk
+# Debian packages (make deb), lintian and the package test, which `make test` runs too.
+-include debian/deb.mk

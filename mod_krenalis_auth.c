@@ -38,6 +38,7 @@
 #include "src/keystore.h"
 #include "src/mapguard.h"
 #include "src/token.h"
+#include "src/version.h"
 
 #define AUTH_TYPE_NAME "Krenalis"
 #define DEFAULT_ORGS_ENV "KRENALIS_ORGANIZATIONS_API_KEY"
@@ -69,6 +70,12 @@ typedef struct {
     apr_thread_mutex_t *pool_lock; /* guards the idle transactions below */
     MDB_txn **idle;                /* reset read transactions: renewing one keeps its */
     int nidle;                     /* reader slot, so no reader-table lock per request */
+    /* A mirrored store (krenalis-keys mirror): when the mirror last confirmed it current, the
+     * mtime of DIR/mirror-confirmed, read at most once a second. */
+    int mirrored;
+    const char *confirmed_path;
+    apr_time_t confirmed_checked;
+    apr_time_t confirmed; /* Unix seconds; 0: no mark */
 } ka_handle;
 
 #define IDLE_TXNS 512
@@ -83,6 +90,7 @@ typedef struct {
     const char *store_dir;
     const char *secret_path;
     const char *orgs_env; /* main server only */
+    int max_stale;        /* KrenalisAuthMaxStaleness seconds, 0 off, -1 unset */
     ka_handle *handle;
     ka_proc *proc;
 } ka_srv_cfg;
@@ -116,7 +124,9 @@ typedef struct {
 
 static void *create_srv_cfg(apr_pool_t *p, server_rec *s)
 {
-    return apr_pcalloc(p, sizeof(ka_srv_cfg));
+    ka_srv_cfg *c = apr_pcalloc(p, sizeof(ka_srv_cfg));
+    c->max_stale = UNSET;
+    return c;
 }
 
 static void *merge_srv_cfg(apr_pool_t *p, void *basev, void *addv)
@@ -127,6 +137,7 @@ static void *merge_srv_cfg(apr_pool_t *p, void *basev, void *addv)
     c->secret_path = add->store_dir ? add->secret_path
                                     : (add->secret_path ? add->secret_path : base->secret_path);
     c->orgs_env = base->orgs_env;
+    c->max_stale = add->max_stale != UNSET ? add->max_stale : base->max_stale;
     return c;
 }
 
@@ -193,6 +204,24 @@ static const char *set_orgs_env(cmd_parms *cmd, void *dummy, const char *arg)
         if (!apr_isalnum(*p) && *p != '_')
             return "KrenalisAuthOrganizationsKeyEnv: not an environment variable name";
     c->orgs_env = arg;
+    return NULL;
+}
+
+static const char *set_max_stale(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    ka_srv_cfg *c = ap_get_module_config(cmd->server->module_config, &krenalis_auth_module);
+    char *end;
+    long v;
+
+    if (strcasecmp(arg, "off") == 0) {
+        c->max_stale = 0;
+        return NULL;
+    }
+    errno = 0;
+    v = strtol(arg, &end, 10);
+    if (errno || end == arg || *end || v < 1 || v > 86400 * 365)
+        return "KrenalisAuthMaxStaleness: expected off or a number of seconds (1 or more)";
+    c->max_stale = (int)v;
     return NULL;
 }
 
@@ -274,6 +303,9 @@ static const command_rec ka_cmds[] = {
                   "The store secret file (default: DIR/secret)"),
     AP_INIT_TAKE1("KrenalisAuthOrganizationsKeyEnv", set_orgs_env, NULL, RSRC_CONF,
                   "Environment variable holding the organizations key"),
+    AP_INIT_TAKE1("KrenalisAuthMaxStaleness", set_max_stale, NULL, RSRC_CONF,
+                  "off, or the seconds after which a mirrored store not confirmed current "
+                  "answers 503"),
     AP_INIT_TAKE1("KrenalisAuthEndpoint", set_endpoint, NULL, OR_AUTHCFG,
                   "auto, api, ingestion, settings or organizations"),
     AP_INIT_TAKE1("KrenalisAuthWorkspace", set_workspace, NULL, OR_AUTHCFG,
@@ -477,6 +509,7 @@ static ka_handle *handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *pro
     h = apr_pcalloc(pconf, sizeof(*h));
     h->dir = c->store_dir;
     h->data_path = apr_pstrcat(pconf, c->store_dir, "/data.mdb", NULL);
+    h->confirmed_path = apr_pstrcat(pconf, c->store_dir, "/" KA_MIRROR_CONFIRMED_FILE, NULL);
     h->secret_path = spath;
     h->secret = ka_secure_alloc(KA_SECRET_LEN);
     if (h->secret == NULL || ka_secret_read(spath, h->secret, err, sizeof(err)) != NULL) {
@@ -532,6 +565,9 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if (proc->orgs_key == NULL)
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                      "%s is not set: the Organizations API stays closed", orgs_env_name(s));
+    /* Once per configuration load: not on the first of the two passes of a start. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG)
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "mod_krenalis_auth/" KA_VERSION " configured");
     return OK;
 }
 
@@ -581,6 +617,8 @@ static int handle_open(ka_handle *h, server_rec *s)
     /* ka_store_open_secret has cleared the reader slots of dead children already. */
     h->dev = sb.st_dev;
     h->ino = sb.st_ino;
+    h->mirrored = ka_store_is_mirror(st);
+    h->confirmed_checked = 0;
     if (h->failing)
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "key store %s is readable again", h->dir);
     h->failing = 0;
@@ -1412,6 +1450,27 @@ static __attribute__((noinline)) int decide_guarded(ka_txn *t, ka_store_lookup_c
     return rc;
 }
 
+/* KrenalisAuthMaxStaleness (SPEC §11.2): whether a mirrored store has gone unconfirmed for
+ * longer than allowed. The mark is outside the LMDB data, so the memo stays valid meanwhile. */
+static int store_stale(ka_handle *h, const ka_srv_cfg *sc, request_rec *r)
+{
+    struct stat sb;
+
+    if (sc->max_stale <= 0 || h == NULL || !h->mirrored)
+        return 0;
+    if (r->request_time - h->confirmed_checked >= apr_time_from_sec(1)) {
+        h->confirmed = stat(h->confirmed_path, &sb) == 0 ? sb.st_mtime : 0;
+        h->confirmed_checked = r->request_time;
+    }
+    if (apr_time_sec(r->request_time) - h->confirmed <= sc->max_stale)
+        return 0;
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  "key store %s: its mirror has not confirmed it current for more than %d s "
+                  "(KrenalisAuthMaxStaleness): 503",
+                  h->dir, sc->max_stale);
+    return 1;
+}
+
 /* One pass of the decision tables over the store, guarded against a data.mdb truncated under
  * the map. On the stack, not in the request pool: nothing per request outgrows its first
  * block because of the module. */
@@ -1439,6 +1498,10 @@ static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka
     ka_body_fields *fields;
     int rc;
 
+    if (req->route.endpoint != KA_EP_ORGS && store_stale(sc->handle, sc, r)) {
+        ka_decision_unavailable(dec);
+        return dec->status;
+    }
     rc = decide_once(r, sc->handle, req, dec);
     if (rc != KA_NEED_BODY)
         return rc;

@@ -19,7 +19,9 @@
 #include "decide.h"
 #include "json.h"
 #include "keystore.h"
+#include "mirror.h"
 #include "token.h"
+#include "version.h"
 
 #define PROG "krenalis-keys"
 #define EXIT_OK 0
@@ -384,6 +386,12 @@ static ka_store *open_store(const cli *c, int readonly)
         return NULL;
     }
     if (ka_store_open(c->dir, c->a.opt[OPT_SECRET], readonly, &st, err, sizeof(err)) != KA_OK) {
+        fail("%s", err);
+        return NULL;
+    }
+    /* Keys of a mirrored store change in Krenalis only (SPEC §11.2). */
+    if (!readonly && ka_store_refuse_mirror(st, err, sizeof(err)) != KA_OK) {
+        ka_store_close(st);
         fail("%s", err);
         return NULL;
     }
@@ -1775,10 +1783,15 @@ static void print_help(FILE *f)
     fputs("usage: " PROG " [--store DIR] [--secret FILE] [--json] COMMAND [ARGS]\n\n"
           "  --store DIR    the key store (default $" STORE_ENV ", else " DEFAULT_STORE ")\n"
           "  --secret FILE  the store secret (default DIR/secret)\n"
-          "  --json         print results as one JSON object\n\ncommands:\n",
+          "  --json         print results as one JSON object\n"
+          "  --version      print the version and exit\n\ncommands:\n",
           f);
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %s\n", COMMANDS[i].synopsis);
+    fputs("  mirror --postgres CONNINFO [--schema NAME] [--pepper-file FILE | --kms key:BASE64] "
+          "[--poll-interval MS] [--once]\n"
+          "  upgrade\n",
+          f);
     fputs("\nSee docs/krenalis-keys.md.\n", f);
 }
 
@@ -1921,6 +1934,13 @@ int main(int argc, char **argv)
     cli c;
     int used = 0;
 
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        puts(PROG " " KA_VERSION);
+        return EXIT_OK;
+    }
+    if ((used = ka_mirror_cli(argc, argv)) >= 0) /* mirror, upgrade: src/mirror.c */
+        return used;
+    used = 0;
     memset(&c, 0, sizeof(c));
     if (parse_args(argc, argv, &c.a, err, sizeof(err)) != 0)
         return usage(NULL, err);

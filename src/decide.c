@@ -446,6 +446,22 @@ static int find_write_key(const char *key, size_t len, const ka_lookup *lk, cons
     return 0;
 }
 
+/* A write key authenticates only for a Source connection (SPEC §11.2); the settings endpoint
+ * also needs the connection's strategy set. Else it is unknown, as in Krenalis. */
+static int write_key_conn(const ka_lookup *lk, const ka_key_rec *rec, int need_strategy,
+                          const char *unknown_msg, ka_decision *dec)
+{
+    ka_entity conn;
+    int rc = lk->conn(lk->ctx, rec->conn, &conn);
+
+    if (rc == KA_FAIL)
+        return unavailable(dec);
+    if (rc == KA_NOTFOUND || (conn.conn_flags & KA_CONN_DESTINATION) ||
+        (need_strategy && (conn.conn_flags & KA_CONN_NO_STRATEGY)))
+        return refuse(dec, 401, "Unauthorized", unknown_msg);
+    return 0;
+}
+
 static int ingest_with_api_key(const ka_request *req, const char *tok, size_t len,
                                const ka_lookup *lk, ka_decision *dec)
 {
@@ -503,6 +519,8 @@ static int ingest_with_body_key(const ka_request *req, const ka_lookup *lk, ka_d
     dec->token_presented = 1;
     if ((rc = find_write_key(wk->val, wk->too_long ? 0 : wk->len, lk, unknown, &rec, dec)) != 0)
         return rc;
+    if ((rc = write_key_conn(lk, &rec, 0, unknown, dec)) != 0)
+        return rc;
     if ((rc = write_key_org(lk, &rec, unknown, dec)) != 0)
         return rc;
     if (req->body->connection_id.kind != KA_JF_ABSENT || req->body->connection_id.variant)
@@ -532,6 +550,8 @@ static int decide_ingestion(const ka_request *req, const ka_lookup *lk, ka_decis
         return refuse(dec, 401, "Unauthorized", unknown);
     if ((rc = find_write_key(tok, len, lk, unknown, &rec, dec)) != 0)
         return rc;
+    if ((rc = write_key_conn(lk, &rec, 0, unknown, dec)) != 0)
+        return rc;
     if ((rc = write_key_org(lk, &rec, unknown, dec)) != 0)
         return rc;
     return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
@@ -550,6 +570,8 @@ static int decide_settings(const ka_request *req, const ka_lookup *lk, ka_decisi
         return refuse(dec, 404, "NotFound", "");
     dec->token_presented = 1;
     if ((rc = find_write_key(key, strlen(key), lk, unknown, &rec, dec)) != 0)
+        return rc;
+    if ((rc = write_key_conn(lk, &rec, 1, unknown, dec)) != 0)
         return rc;
     return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
 }

@@ -30,6 +30,12 @@
 #define IDX_WRITE_OF_CONN 'W'
 #define IDX_LEN (1 + 2 * KA_ID_LEN)
 
+/* Offsets in a connection record. */
+#define CONN_WS 0
+#define CONN_ORG KA_ID_LEN
+#define CONN_FLAGS (2 * KA_ID_LEN)
+#define CONN_NAME (CONN_FLAGS + 1)
+
 const char *ka_store_strerror(int rc)
 {
     return mdb_strerror(rc);
@@ -162,7 +168,13 @@ static int check_file_size(ka_store *st, char *err, size_t errlen)
     return ka_store_check_size(st, (long long)sb.st_size, err, errlen);
 }
 
-static int check_format(ka_store *st, char *err, size_t errlen)
+static int format_is(const MDB_val *v, const char *format)
+{
+    return v->mv_size == strlen(format) && memcmp(v->mv_data, format, v->mv_size) == 0;
+}
+
+/* format: the one the caller reads (KA_STORE_FORMAT, or KA_STORE_FORMAT_1 to upgrade it). */
+static int check_format(ka_store *st, const char *format, char *err, size_t errlen)
 {
     MDB_txn *txn;
     MDB_val k = {4 + 2, "format"}, v;
@@ -173,12 +185,15 @@ static int check_format(ka_store *st, char *err, size_t errlen)
         return KA_FAIL;
     }
     rc = mdb_get(txn, st->meta, &k, &v);
-    if (rc != 0 || v.mv_size != strlen(KA_STORE_FORMAT) ||
-        memcmp(v.mv_data, KA_STORE_FORMAT, v.mv_size) != 0) {
-        if (rc == 0)
+    if (rc != 0 || !format_is(&v, format)) {
+        if (rc == 0 && format_is(&v, KA_STORE_FORMAT_1))
+            snprintf(err, errlen,
+                     "key store %s has format '%s'; this build reads '%s': upgrade it with "
+                     "'krenalis-keys --store %s upgrade'",
+                     st->dir, KA_STORE_FORMAT_1, KA_STORE_FORMAT, st->dir);
+        else if (rc == 0)
             snprintf(err, errlen, "key store %s has format '%.*s'; this build reads '%s'", st->dir,
-                     (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data,
-                     KA_STORE_FORMAT);
+                     (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data, format);
         else
             snprintf(err, errlen,
                      "key store %s has no format record; it was not made by "
@@ -235,8 +250,17 @@ int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_sto
     return rc;
 }
 
+static int open_secret_format(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
+                              const char *format, ka_store **out, char *err, size_t errlen);
+
 int ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
                          ka_store **out, char *err, size_t errlen)
+{
+    return open_secret_format(dir, secret, readonly, KA_STORE_FORMAT, out, err, errlen);
+}
+
+static int open_secret_format(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
+                              const char *format, ka_store **out, char *err, size_t errlen)
 {
     struct stat sb;
     ka_store *st;
@@ -281,7 +305,7 @@ int ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN], i
     mdb_reader_check(st->env, NULL);
     rc = open_dbis(st, readonly, err, errlen);
     if (rc == KA_OK)
-        rc = check_format(st, err, errlen);
+        rc = check_format(st, format, err, errlen);
     if (rc != KA_OK) {
         ka_store_close(st);
         return rc;
@@ -464,6 +488,7 @@ int ka_get_org(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
     copy_id(e->id, id);
     e->org[0] = e->ws[0] = '\0';
     e->enabled = ((const uint8_t *)v.mv_data)[0] & 1;
+    e->conn_flags = 0;
     copy_name(e->name, (const char *)v.mv_data + 1, v.mv_size - 1);
     return KA_OK;
 }
@@ -481,6 +506,7 @@ int ka_get_ws(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
     copy_id(e->org, v.mv_data);
     e->ws[0] = '\0';
     e->enabled = 1;
+    e->conn_flags = 0;
     copy_name(e->name, (const char *)v.mv_data + KA_ID_LEN, v.mv_size - KA_ID_LEN);
     return KA_OK;
 }
@@ -492,13 +518,14 @@ int ka_get_conn(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
 
     if (rc != KA_OK)
         return rc;
-    if (v.mv_size < 2 * KA_ID_LEN)
+    if (v.mv_size < CONN_NAME)
         return KA_FAIL;
     copy_id(e->id, id);
-    copy_id(e->ws, v.mv_data);
-    copy_id(e->org, (const char *)v.mv_data + KA_ID_LEN);
+    copy_id(e->ws, (const char *)v.mv_data + CONN_WS);
+    copy_id(e->org, (const char *)v.mv_data + CONN_ORG);
     e->enabled = 1;
-    copy_name(e->name, (const char *)v.mv_data + 2 * KA_ID_LEN, v.mv_size - 2 * KA_ID_LEN);
+    e->conn_flags = ((const uint8_t *)v.mv_data)[CONN_FLAGS];
+    copy_name(e->name, (const char *)v.mv_data + CONN_NAME, v.mv_size - CONN_NAME);
     return KA_OK;
 }
 
@@ -614,13 +641,14 @@ int ka_put_ws(MDB_txn *txn, ka_store *st, const ka_entity *e)
 
 int ka_put_conn(MDB_txn *txn, ka_store *st, const ka_entity *e)
 {
-    char buf[2 * KA_ID_LEN + KA_NAME_MAX];
+    char buf[CONN_NAME + KA_NAME_MAX];
     size_t nl = strnlen(e->name, KA_NAME_MAX);
 
-    memcpy(buf, e->ws, KA_ID_LEN);
-    memcpy(buf + KA_ID_LEN, e->org, KA_ID_LEN);
-    memcpy(buf + 2 * KA_ID_LEN, e->name, nl);
-    if (put_raw(txn, st->conns, e->id, KA_ID_LEN, buf, 2 * KA_ID_LEN + nl) != KA_OK)
+    memcpy(buf + CONN_WS, e->ws, KA_ID_LEN);
+    memcpy(buf + CONN_ORG, e->org, KA_ID_LEN);
+    buf[CONN_FLAGS] = (char)(e->conn_flags & (KA_CONN_DESTINATION | KA_CONN_NO_STRATEGY));
+    memcpy(buf + CONN_NAME, e->name, nl);
+    if (put_raw(txn, st->conns, e->id, KA_ID_LEN, buf, CONN_NAME + nl) != KA_OK)
         return KA_FAIL;
     return idx_put(txn, st, IDX_CONN_OF_WS, e->ws, e->id);
 }
@@ -799,6 +827,7 @@ int ka_list_orgs(MDB_txn *txn, const ka_store *st, ka_entity_cb cb, void *arg)
         copy_id(e.id, k.mv_data);
         e.org[0] = e.ws[0] = '\0';
         e.enabled = ((const uint8_t *)v.mv_data)[0] & 1;
+        e.conn_flags = 0;
         copy_name(e.name, (const char *)v.mv_data + 1, v.mv_size - 1);
         if (cb(&e, arg) != 0)
             break;
@@ -898,4 +927,164 @@ int ka_list_write_keys(MDB_txn *txn, const ka_store *st, const char *conn, ka_ke
 {
     list_keys_ctx c = {txn, st, cb, arg, 0, 0};
     return idx_each(txn, st, IDX_WRITE_OF_CONN, conn, list_key_cb, &c);
+}
+
+/* ---- mirrored stores (krenalis-keys mirror, docs/mirror.md) ---- */
+
+#define META_MIRROR_SOURCE "mirror-source"
+#define META_MIRROR_CONNINFO "mirror-conninfo"
+#define META_MIRROR_VERSION "mirror-version"
+
+static int meta_get_text(MDB_txn *txn, const ka_store *st, const char *key, char *out, size_t size)
+{
+    MDB_val k = {strlen(key), (void *)key}, v;
+    int rc = get_result(mdb_get(txn, st->meta, &k, &v));
+
+    if (rc != KA_OK)
+        return rc;
+    if (v.mv_size >= size)
+        return KA_FAIL;
+    memcpy(out, v.mv_data, v.mv_size);
+    out[v.mv_size] = '\0';
+    return KA_OK;
+}
+
+static int meta_put(MDB_txn *txn, ka_store *st, const char *key, const void *val, size_t len)
+{
+    return put_raw(txn, st->meta, key, strlen(key), val, len);
+}
+
+int ka_mirror_meta_get(MDB_txn *txn, const ka_store *st, ka_mirror_meta *m)
+{
+    MDB_val k = {sizeof(META_MIRROR_VERSION) - 1, META_MIRROR_VERSION}, v;
+    int rc = meta_get_text(txn, st, META_MIRROR_SOURCE, m->source, sizeof(m->source));
+
+    if (rc != KA_OK)
+        return rc;
+    if (meta_get_text(txn, st, META_MIRROR_CONNINFO, m->conninfo, sizeof(m->conninfo)) != KA_OK ||
+        mdb_get(txn, st->meta, &k, &v) != 0 || v.mv_size != 8)
+        return KA_FAIL;
+    m->version = 0;
+    for (int i = 0; i < 8; i++)
+        m->version = m->version << 8 | ((const uint8_t *)v.mv_data)[i];
+    return KA_OK;
+}
+
+int ka_mirror_version_put(MDB_txn *txn, ka_store *st, uint64_t version)
+{
+    uint8_t buf[8];
+
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)(version >> (56 - 8 * i));
+    return meta_put(txn, st, META_MIRROR_VERSION, buf, sizeof(buf));
+}
+
+int ka_mirror_meta_put(MDB_txn *txn, ka_store *st, const ka_mirror_meta *m)
+{
+    if (m->source[0] == '\0' ||
+        meta_put(txn, st, META_MIRROR_SOURCE, m->source,
+                 strnlen(m->source, KA_MIRROR_SOURCE_MAX)) != KA_OK ||
+        meta_put(txn, st, META_MIRROR_CONNINFO, m->conninfo,
+                 strnlen(m->conninfo, KA_MIRROR_CONNINFO_MAX)) != KA_OK)
+        return KA_FAIL;
+    return ka_mirror_version_put(txn, st, m->version);
+}
+
+/* KA_OK and m filled, KA_NOTFOUND (not a mirror) or KA_FAIL, in a read transaction of its own. */
+static int mirror_meta_read(ka_store *st, ka_mirror_meta *m)
+{
+    MDB_txn *txn;
+    int rc;
+
+    if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
+        return KA_FAIL;
+    rc = ka_mirror_meta_get(txn, st, m);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int ka_store_is_mirror(ka_store *st)
+{
+    ka_mirror_meta m;
+    return mirror_meta_read(st, &m) == KA_OK;
+}
+
+int ka_store_refuse_mirror(ka_store *st, char *err, size_t errlen)
+{
+    ka_mirror_meta m;
+    int rc = mirror_meta_read(st, &m);
+
+    if (rc == KA_NOTFOUND)
+        return KA_OK;
+    if (rc == KA_OK)
+        snprintf(err, errlen,
+                 "key store %s is a mirror of the Krenalis database '%s' (%s): change keys in "
+                 "Krenalis, 'krenalis-keys mirror' brings them here",
+                 st->dir, m.conninfo, m.source);
+    else
+        snprintf(err, errlen, "key store %s: its mirror record cannot be read", st->dir);
+    return KA_FAIL;
+}
+
+/* Format 1 had no flags byte in a connection record: insert a zero one (a source connection
+ * with a strategy, what krenalis-keys created). */
+static int upgrade_conns(MDB_txn *txn, ka_store *st)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc;
+
+    if (mdb_cursor_open(txn, st->conns, &cur) != 0)
+        return KA_FAIL;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        char buf[CONN_NAME + KA_NAME_MAX];
+        size_t nl = v.mv_size - 2 * KA_ID_LEN;
+        MDB_val nv = {0, buf};
+
+        if (v.mv_size < 2 * KA_ID_LEN || nl > KA_NAME_MAX) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        memcpy(buf, v.mv_data, 2 * KA_ID_LEN);
+        buf[CONN_FLAGS] = 0;
+        memcpy(buf + CONN_NAME, (const char *)v.mv_data + 2 * KA_ID_LEN, nl);
+        nv.mv_size = CONN_NAME + nl;
+        if ((rc = mdb_cursor_put(cur, &k, &nv, MDB_CURRENT)) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? KA_OK : KA_FAIL;
+}
+
+int ka_store_upgrade(const char *dir, const char *secret_path, char *err, size_t errlen)
+{
+    uint8_t secret[KA_SECRET_LEN];
+    char spath[4200];
+    MDB_val k = {6, "format"}, v = {strlen(KA_STORE_FORMAT), KA_STORE_FORMAT};
+    ka_store *st;
+    MDB_txn *txn;
+    int rc;
+
+    default_secret(dir, secret_path, spath, sizeof(spath));
+    if (ka_secret_read(spath, secret, err, errlen) != NULL)
+        return KA_FAIL;
+    rc = open_secret_format(dir, secret, 0, KA_STORE_FORMAT_1, &st, err, errlen);
+    OPENSSL_cleanse(secret, sizeof(secret));
+    if (rc == KA_BADSECRET)
+        ka_store_bad_secret_msg(dir, spath, err, errlen);
+    if (rc != KA_OK)
+        return KA_FAIL;
+    rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc == 0) {
+        if (upgrade_conns(txn, st) != KA_OK || mdb_put(txn, st->meta, &k, &v, 0) != 0) {
+            mdb_txn_abort(txn);
+            rc = MDB_CORRUPTED;
+        } else
+            rc = mdb_txn_commit(txn);
+    }
+    if (rc != 0)
+        snprintf(err, errlen, "cannot upgrade key store %s: %s", dir, mdb_strerror(rc));
+    ka_store_close(st);
+    return rc == 0 ? KA_OK : KA_FAIL;
 }

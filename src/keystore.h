@@ -13,7 +13,8 @@
 #define KA_FAIL (-1)
 #define KA_BADSECRET (-2) /* ka_store_open*: the secret is not the store's */
 
-#define KA_STORE_FORMAT "krenalis-keys 1"
+#define KA_STORE_FORMAT "krenalis-keys 2"
+#define KA_STORE_FORMAT_1 "krenalis-keys 1" /* upgraded in place by ka_store_upgrade */
 #define KA_STORE_MAXREADERS 4094
 #define KA_STORE_DEFAULT_MAPSIZE ((size_t)1 << 30)
 
@@ -41,8 +42,14 @@ typedef struct {
     char org[KA_ID_LEN + 1]; /* workspaces, connections */
     char ws[KA_ID_LEN + 1];  /* connections */
     int enabled;             /* organizations */
+    unsigned conn_flags;     /* connections: KA_CONN_* (0: a source with a strategy) */
     char name[KA_NAME_MAX + 1];
 } ka_entity;
+
+/* A connection's flags. Zero is what krenalis-keys creates: a source connection whose write
+ * keys authenticate everywhere; a mirrored store holds every connection of Krenalis. */
+#define KA_CONN_DESTINATION 1u /* role Destination: its write keys do not authenticate */
+#define KA_CONN_NO_STRATEGY 2u /* strategy NULL: the settings endpoint refuses its keys */
 
 /* Opens an existing store and checks its format, its secret (KA_BADSECRET when the store was
  * created with another) and that data.mdb is whole. readonly: the module's mode (MDB_RDONLY,
@@ -102,6 +109,34 @@ int ka_list_conns(MDB_txn *txn, const ka_store *st, const char *ws, ka_entity_cb
 int ka_list_api_keys(MDB_txn *txn, const ka_store *st, const char *org, ka_key_cb cb, void *arg);
 /* Write keys of one connection. */
 int ka_list_write_keys(MDB_txn *txn, const ka_store *st, const char *conn, ka_key_cb cb, void *arg);
+
+/* ---- mirrored stores (krenalis-keys mirror, docs/mirror.md) ---- */
+
+/* What the meta database records about the Krenalis database a store mirrors. */
+#define KA_MIRROR_SOURCE_MAX 255
+#define KA_MIRROR_CONNINFO_MAX 1023
+typedef struct {
+    char source[KA_MIRROR_SOURCE_MAX + 1];     /* "SYSTEM_ID/DATABASE/SCHEMA" */
+    char conninfo[KA_MIRROR_CONNINFO_MAX + 1]; /* the connection string, password elided */
+    uint64_t version;                          /* last notifications.version applied */
+} ka_mirror_meta;
+
+/* The file whose mtime is when the mirror last confirmed the store current; outside the LMDB
+ * data, so that touching it commits nothing (the module's memo stays valid). */
+#define KA_MIRROR_CONFIRMED_FILE "mirror-confirmed"
+
+/* KA_NOTFOUND when the store is not a mirror. */
+int ka_mirror_meta_get(MDB_txn *txn, const ka_store *st, ka_mirror_meta *m);
+/* Records all of m (a snapshot), or only the version (each batch of the follow). */
+int ka_mirror_meta_put(MDB_txn *txn, ka_store *st, const ka_mirror_meta *m);
+int ka_mirror_version_put(MDB_txn *txn, ka_store *st, uint64_t version);
+/* KA_FAIL with "key store DIR is a mirror of ..." when the store is a mirror (the CLI's write
+ * commands call it), KA_OK otherwise. */
+int ka_store_refuse_mirror(ka_store *st, char *err, size_t errlen);
+/* 1 when the store is a mirror (one read transaction); 0 otherwise or on a read error. */
+int ka_store_is_mirror(ka_store *st);
+/* Rewrites a store of format KA_STORE_FORMAT_1 to the current one, in one transaction. */
+int ka_store_upgrade(const char *dir, const char *secret_path, char *err, size_t errlen);
 
 /* The last LMDB error as text, for messages. */
 const char *ka_store_strerror(int rc);

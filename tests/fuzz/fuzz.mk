@@ -79,9 +79,10 @@ fuzz: $(FUZZ_BINS)
 
 # ---- AddressSanitizer + UndefinedBehaviorSanitizer ----
 
-$(SAN_DIR)/krenalis-keys: src/cli.c $(LIB_SRC) $(LIB_HDR)
+$(SAN_DIR)/krenalis-keys: src/cli.c $(MIRROR_SRC) $(LIB_SRC) $(LIB_HDR)
 	@mkdir -p $(SAN_DIR)
-	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) -o $@ src/cli.c $(LIB_SRC) $(LIBS) -ljson-c
+	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(PQ_CFLAGS) -o $@ src/cli.c $(MIRROR_SRC) $(LIB_SRC) \
+	  $(LIBS) -ljson-c -lpq
 
 # Built directly (not through apxs/libtool) so that nothing lands in src/; linked against
 # libasan/libubsan, which httpd gets through LD_PRELOAD.
@@ -91,10 +92,10 @@ $(SAN_DIR)/mod_krenalis_auth.so: mod_krenalis_auth.c $(LIB_SRC) $(LIB_HDR)
 	  mod_krenalis_auth.c $(LIB_SRC) $(LIBS)
 	@ldd $@ | grep -q libasan || { echo "$@ is not linked against libasan"; exit 1; }
 
-$(SAN_DIR)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) $(LIB_HDR)
+$(SAN_DIR)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) $(UNIT_LIB_SRC) $(LIB_HDR)
 	@mkdir -p $(SAN_DIR)
 	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) -Isrc -o $@ tests/unit/main.c $(UNIT_SRC) $(LIB_SRC) \
-	  $(LIBS) -lcmocka
+	  $(UNIT_LIB_SRC) $(LIBS) -ljson-c -lcmocka
 
 sanitize-build: $(SAN_DIR)/mod_krenalis_auth.so $(SAN_DIR)/krenalis-keys $(SAN_DIR)/unit_tests
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import secrets
 import shlex
 import shutil
@@ -110,6 +111,15 @@ def find_build(arg):
             print("0 passed, 1 failed")
             return None
     return build
+
+
+def project_version():
+    """KA_VERSION from src/version.h, the one place the version is written."""
+    m = re.search(r'^#define KA_VERSION "([^"]+)"$', (REPO / "src" / "version.h").read_text(),
+                  re.M)
+    if m is None:
+        raise Failure("src/version.h has no KA_VERSION")
+    return m.group(1)
 
 
 def b62(n, width):

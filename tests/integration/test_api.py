@@ -4,7 +4,7 @@ import shutil
 import subprocess
 
 from harness import (Failure, KeepAlive, Skip, api_body, assert_error, assert_identity, b62, backend,
-                     check, eq, hdrs, identity, krenalis_auth_headers, random_alnum,
+                     check, eq, hdrs, identity, krenalis_auth_headers, project_version, random_alnum,
                      random_api_token, random_id, test, www_auth)
 import zlib
 import secrets
@@ -677,6 +677,22 @@ def _(h):
     rc, out = conftest(h, "conf-ok")
     eq(rc, 0, "apache2 -t exit status; output:\n" + out)
     check("Syntax OK" in out, "no 'Syntax OK' in %r" % out)
+
+
+@test("version: logged once at start-up, printed by krenalis-keys --version")
+def _(h):
+    v = project_version()
+    if h.loglevel not in ("info", "debug") and not h.loglevel.startswith("trace"):
+        raise Skip("LogLevel %s hides the info line" % h.loglevel)
+    lines = [ln for ln in h.main.error_log.read_text("latin-1").splitlines()
+             if "mod_krenalis_auth/" in ln]
+    eq(len(lines), 1, "start-up lines naming mod_krenalis_auth/: %r" % lines)
+    check(lines[0].endswith("] mod_krenalis_auth/%s configured" % v) and
+          "[krenalis_auth:info]" in lines[0], "start-up line %r" % lines[0])
+    p = subprocess.run([str(h.keys_bin), "--version"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30)
+    eq((p.returncode, p.stdout.decode(), p.stderr.decode()), (0, "krenalis-keys %s\n" % v, ""),
+       "krenalis-keys --version (exit, stdout, stderr)")
 
 
 def bad_directive(label, directive, snippet, store=None):

@@ -23,7 +23,9 @@
 #define CN_A2 "cnA223456789"
 #define CN_B1 "cnB123456789"
 #define CN_C1 "cnC123456789"
-#define CN_G "cnG123456789" /* gone */
+#define CN_G "cnG123456789"  /* gone */
+#define CN_AD "cnD123456789" /* ORG_A, WS_A1, role Destination */
+#define CN_AN "cnN123456789" /* ORG_A, WS_A1, Source without a strategy */
 
 #define KID_API_A "kyA123456789"
 #define KID_API_R "kyR123456789"
@@ -44,6 +46,7 @@ typedef struct {
 
 typedef struct {
     const char *id, *ws, *org;
+    unsigned flags; /* KA_CONN_* */
 } f_conn;
 
 /* A key is found by its 32 bytes: the API key payload or the write key's characters, as the
@@ -56,8 +59,12 @@ typedef struct {
 
 static const f_org ORGS[] = {{ORG_A, 1}, {ORG_B, 0}, {ORG_C, 1}};
 static const f_ws WSS[] = {{WS_A1, ORG_A}, {WS_A2, ORG_A}, {WS_B1, ORG_B}, {WS_C1, ORG_C}};
-static const f_conn CONNS[] = {
-    {CN_A1, WS_A1, ORG_A}, {CN_A2, WS_A2, ORG_A}, {CN_B1, WS_B1, ORG_B}, {CN_C1, WS_C1, ORG_C}};
+static const f_conn CONNS[] = {{CN_A1, WS_A1, ORG_A},
+                               {CN_A2, WS_A2, ORG_A},
+                               {CN_B1, WS_B1, ORG_B},
+                               {CN_C1, WS_C1, ORG_C},
+                               {CN_AD, WS_A1, ORG_A, KA_CONN_DESTINATION},
+                               {CN_AN, WS_A1, ORG_A, KA_CONN_NO_STRATEGY}};
 
 /* Payload bytes of the API keys (all 32 bytes the same value). */
 enum {
@@ -74,6 +81,7 @@ enum {
 static f_key KEYS[16];
 static size_t NKEYS;
 
+static char WK_DEST[33], WK_NOSTRAT[33];
 static char WK_A1[33], WK_B1[33], WK_GONE[33], WK_Q[33], WK_UNKNOWN[33], WK_ALNUM_API[33];
 static char ORGS_KEY[] = "org_abcdefghijABCDEFGHIJ0123456789klmnopqrstKLM";
 
@@ -174,6 +182,7 @@ static int fk_conn(void *ctx, const char *id, ka_entity *e)
     for (size_t i = 0; i < sizeof(CONNS) / sizeof(CONNS[0]); i++)
         if (strcmp(CONNS[i].id, id) == 0) {
             fill_entity(e, id, CONNS[i].org, CONNS[i].ws, 1);
+            e->conn_flags = CONNS[i].flags;
             return KA_OK;
         }
     return KA_NOTFOUND;
@@ -225,6 +234,8 @@ static int group_setup(void **state)
     make_wk(WK_GONE, "WriteKeyGone");
     make_wk(WK_UNKNOWN, "WriteKeyUnknown");
     make_wk(WK_ALNUM_API, "ApiPayloadThatIsAlnum");
+    make_wk(WK_DEST, "WriteKeyDestination");
+    make_wk(WK_NOSTRAT, "WriteKeyNoStrategy");
     memset(WK_Q, 'Q', 32);
     WK_Q[32] = '\0';
     NKEYS = 0;
@@ -242,6 +253,8 @@ static int group_setup(void **state)
     add_key(WK_Q, KA_KEY_WRITE, KID_WK_Q, ORG_A, WS_A2, CN_A2);
     /* An API key whose payload bytes are 32 alphanumerics: found by the write key look-up. */
     add_key(WK_ALNUM_API, KA_KEY_API, KID_API_ALNUM, ORG_A, NULL, NULL);
+    add_key(WK_DEST, KA_KEY_WRITE, "kwD123456789", ORG_A, WS_A1, CN_AD);
+    add_key(WK_NOSTRAT, KA_KEY_WRITE, "kwN123456789", ORG_A, WS_A1, CN_AN);
     return 0;
 }
 
@@ -1643,6 +1656,68 @@ static void test_classify_configured(void **state)
     assert_int_equal(r.endpoint, KA_EP_API);
 }
 
+/* ---- SPEC §11.2: connection roles and strategies ---- */
+
+/* A write key of a Destination connection is unknown everywhere, before its organization is
+ * read; a Source without a strategy authenticates ingestion but not the settings endpoint. */
+static void test_write_key_destination(void **state)
+{
+    char body[128];
+
+    (void)state;
+    ingest(bearer(WK_DEST), NULL);
+    expect_refusal(401, "Unauthorized", "event write key in the Authorization header is not valid");
+    assert_int_equal(F.conn, 1);
+    assert_int_equal(F.org, 0);
+    req("GET", "/v1/events/settings/WriteKeyDestinationxxxxxxxxxxxxx", NULL, NULL);
+    assert_string_equal(R.route.settings_key, WK_DEST);
+    expect_refusal(401, "Unauthorized", "event write key in the path is invalid");
+    ingest(NULL, NULL);
+    snprintf(body, sizeof(body), "{\"writeKey\":\"%s\"}", WK_DEST);
+    with_body(body);
+    expect_refusal(401, "Unauthorized", "the event write key in the request body does not exist");
+}
+
+static void test_write_key_no_strategy(void **state)
+{
+    char path[80], body[128];
+
+    (void)state;
+    ingest(bearer(WK_NOSTRAT), NULL);
+    expect_accept(KA_KEY_WRITE, "kwN123456789", ORG_A, WS_A1, CN_AN);
+    ingest(NULL, NULL);
+    snprintf(body, sizeof(body), "{\"writeKey\":\"%s\"}", WK_NOSTRAT);
+    with_body(body);
+    expect_accept(KA_KEY_WRITE, "kwN123456789", ORG_A, WS_A1, CN_AN);
+    snprintf(path, sizeof(path), "/v1/events/settings/%s", WK_NOSTRAT);
+    req("GET", path, NULL, NULL);
+    expect_refusal(401, "Unauthorized", "event write key in the path is invalid");
+    snprintf(path, sizeof(path), "/v1/events/settings/%s", WK_A1);
+    req("GET", path, NULL, NULL);
+    expect_accept(KA_KEY_WRITE, KID_WK_A1, ORG_A, WS_A1, CN_A1);
+}
+
+static void test_write_key_conn_unavailable(void **state)
+{
+    (void)state;
+    F.fail_conn = 1;
+    ingest(bearer(WK_A1), NULL);
+    expect_refusal(503, "ServiceUnavailable",
+                   "request cannot be processed at this time; try again later");
+}
+
+/* An API key's connectionId may name any connection of its organization, whatever its role. */
+static void test_ingest_api_any_role(void **state)
+{
+    (void)state;
+    ingest(bearer_api(P_API_A), NULL);
+    with_body("{\"connectionId\":\"" CN_AD "\"}");
+    expect_accept(KA_KEY_API, KID_API_A, ORG_A, WS_A1, CN_AD);
+    ingest(bearer_api(P_API_R), NULL);
+    with_body("{\"connectionId\":\"" CN_AN "\"}");
+    expect_accept(KA_KEY_API, KID_API_R, ORG_A, WS_A1, CN_AN);
+}
+
 int run_decide_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1705,6 +1780,10 @@ int run_decide_tests(void)
         T(test_memo_key_same_inputs),
         T(test_memo_key_any_difference),
         T(test_memo_key_not_kept),
+        T(test_write_key_destination),
+        T(test_write_key_no_strategy),
+        T(test_write_key_conn_unavailable),
+        T(test_ingest_api_any_role),
     };
     return cmocka_run_group_tests_name("decide", tests, group_setup, NULL);
 }

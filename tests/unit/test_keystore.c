@@ -460,17 +460,25 @@ static void test_format_version(void **state)
     ka_store *s = NULL;
 
     (void)state;
-    assert_string_equal(KA_STORE_FORMAT, "krenalis-keys 1");
-    set_format("krenalis-keys 2");
+    assert_string_equal(KA_STORE_FORMAT, "krenalis-keys 2");
+    set_format("krenalis-keys 3");
     for (int ro = 0; ro <= 1; ro++) {
         s = (ka_store *)1;
         assert_int_equal(ka_store_open(dir, NULL, ro, &s, err, sizeof(err)), KA_FAIL);
         assert_null(s);
         snprintf(want, sizeof(want),
-                 "key store %s has format 'krenalis-keys 2'; this build reads 'krenalis-keys 1'",
+                 "key store %s has format 'krenalis-keys 3'; this build reads 'krenalis-keys 2'",
                  dir);
         assert_string_equal(err, want);
     }
+    /* The previous format says how to upgrade it. */
+    set_format("krenalis-keys 1");
+    assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    snprintf(want, sizeof(want),
+             "key store %s has format 'krenalis-keys 1'; this build reads 'krenalis-keys 2': "
+             "upgrade it with 'krenalis-keys --store %s upgrade'",
+             dir, dir);
+    assert_string_equal(err, want);
     /* A prefix of the right value is not the right value. */
     set_format("krenalis-keys");
     assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
@@ -1156,6 +1164,131 @@ static void test_lookup_lazy_begin(void **state)
     mdb_txn_abort(b.txn);
 }
 
+/* ---- connection flags, mirrored stores, the upgrade from format 1 ---- */
+
+static void test_conn_flags(void **state)
+{
+    static const unsigned flags[] = {0, KA_CONN_DESTINATION, KA_CONN_NO_STRATEGY,
+                                     KA_CONN_DESTINATION | KA_CONN_NO_STRATEGY};
+    MDB_txn *txn;
+    ka_entity e;
+
+    (void)state;
+    st = open_store(0);
+    txn = begin(0);
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        memset(&e, 0, sizeof(e));
+        snprintf(e.id, sizeof(e.id), "cnF%zu23456789", i);
+        snprintf(e.ws, sizeof(e.ws), WS_A1);
+        snprintf(e.org, sizeof(e.org), ORG_A);
+        snprintf(e.name, sizeof(e.name), "flags %u", flags[i]);
+        e.conn_flags = flags[i] | 0xf0u; /* unknown bits are not stored */
+        assert_int_equal(ka_put_conn(txn, st, &e), KA_OK);
+    }
+    commit(txn);
+    txn = begin(1);
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        char id[KA_ID_LEN + 1], name[32];
+        snprintf(id, sizeof(id), "cnF%zu23456789", i);
+        snprintf(name, sizeof(name), "flags %u", flags[i]);
+        assert_int_equal(ka_get_conn(txn, st, id, &e), KA_OK);
+        assert_int_equal(e.conn_flags, flags[i]);
+        assert_string_equal(e.ws, WS_A1);
+        assert_string_equal(e.org, ORG_A);
+        assert_string_equal(e.name, name);
+    }
+    mdb_txn_abort(txn);
+}
+
+static void test_mirror_meta(void **state)
+{
+    char err[512], want[1024];
+    ka_mirror_meta m, got;
+    MDB_txn *txn;
+
+    (void)state;
+    st = open_store(0);
+    assert_int_equal(ka_store_is_mirror(st), 0);
+    assert_int_equal(ka_store_refuse_mirror(st, err, sizeof(err)), KA_OK);
+    txn = begin(1);
+    assert_int_equal(ka_mirror_meta_get(txn, st, &got), KA_NOTFOUND);
+    mdb_txn_abort(txn);
+    memset(&m, 0, sizeof(m));
+    snprintf(m.source, sizeof(m.source), "7300000000000000001/krenalis/public");
+    snprintf(m.conninfo, sizeof(m.conninfo), "host=db1 dbname=krenalis user=edge");
+    m.version = 0x0102030405060708ull;
+    txn = begin(0);
+    assert_int_equal(ka_mirror_meta_put(txn, st, &m), KA_OK);
+    commit(txn);
+    assert_int_equal(ka_store_is_mirror(st), 1);
+    txn = begin(1);
+    assert_int_equal(ka_mirror_meta_get(txn, st, &got), KA_OK);
+    mdb_txn_abort(txn);
+    assert_string_equal(got.source, m.source);
+    assert_string_equal(got.conninfo, m.conninfo);
+    assert_true(got.version == m.version);
+    /* Each batch records only its version. */
+    txn = begin(0);
+    assert_int_equal(ka_mirror_version_put(txn, st, 42), KA_OK);
+    commit(txn);
+    txn = begin(1);
+    assert_int_equal(ka_mirror_meta_get(txn, st, &got), KA_OK);
+    mdb_txn_abort(txn);
+    assert_true(got.version == 42);
+    assert_string_equal(got.source, m.source);
+    assert_int_equal(ka_store_refuse_mirror(st, err, sizeof(err)), KA_FAIL);
+    snprintf(want, sizeof(want),
+             "key store %s is a mirror of the Krenalis database 'host=db1 dbname=krenalis "
+             "user=edge' (7300000000000000001/krenalis/public): change keys in Krenalis, "
+             "'krenalis-keys mirror' brings them here",
+             dir);
+    assert_string_equal(err, want);
+    /* A record without a source is refused. */
+    m.source[0] = '\0';
+    txn = begin(0);
+    assert_int_equal(ka_mirror_meta_put(txn, st, &m), KA_FAIL);
+    mdb_txn_abort(txn);
+}
+
+/* A store of format 1: connection records without the flags byte. */
+static void test_upgrade(void **state)
+{
+    static const char old_rec[] = WS_A1 ORG_A "old connection";
+    char err[512], want[1024];
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi conns;
+    MDB_val k = {KA_ID_LEN, CN_A1}, v = {sizeof(old_rec) - 1, (void *)old_rec};
+    ka_store *s = NULL;
+    ka_entity e;
+
+    (void)state;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "connections", 0, &conns), 0);
+    assert_int_equal(mdb_put(txn, conns, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    set_format(KA_STORE_FORMAT_1);
+    assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    assert_int_equal(ka_store_upgrade(dir, NULL, err, sizeof(err)), KA_OK);
+    st = open_store(1);
+    txn = begin(1);
+    assert_int_equal(ka_get_conn(txn, st, CN_A1, &e), KA_OK);
+    mdb_txn_abort(txn);
+    assert_int_equal(e.conn_flags, 0);
+    assert_string_equal(e.ws, WS_A1);
+    assert_string_equal(e.org, ORG_A);
+    assert_string_equal(e.name, "old connection");
+    /* A second upgrade finds the current format, not the old one. */
+    assert_int_equal(ka_store_upgrade(dir, NULL, err, sizeof(err)), KA_FAIL);
+    snprintf(want, sizeof(want),
+             "key store %s has format 'krenalis-keys 2'; this build reads 'krenalis-keys 1'", dir);
+    assert_string_equal(err, want);
+}
+
 int run_keystore_tests(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1183,6 +1316,9 @@ int run_keystore_tests(void)
         T(test_list_api_keys_inconsistent),
         T(test_decide_over_store),
         T(test_lookup_lazy_begin),
+        T(test_conn_flags),
+        T(test_mirror_meta),
+        T(test_upgrade),
     };
 #undef T
     return cmocka_run_group_tests_name("keystore", tests, NULL, NULL);
