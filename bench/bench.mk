@@ -1,6 +1,6 @@
 # Benchmark targets (see bench/README.md). Included from the top Makefile, or:
 #     make -f Makefile -f bench/bench.mk bench
-# Uses BUILD, CC, CSTD, WARN, CFLAGS, LIB_SRC, LIB_HDR, LIBS and PYTHON of the top Makefile.
+# Uses BUILD, CC, CSTD, WARN, CFLAGS, LIB, LIB_HDR, LIBS and PYTHON of the top Makefile.
 
 BENCH_PKGS := wrk apache2-utils valgrind nghttp2-client lmdb-utils
 
@@ -11,8 +11,13 @@ BENCH_PKGS := wrk apache2-utils valgrind nghttp2-client lmdb-utils
 bench-deps:
 	$(call apt_install,$(BENCH_PKGS))
 
-$(BUILD)/decide_bench: bench/decide_bench.c $(LIB_SRC) $(LIB_HDR) | $(BUILD)
-	$(CC) $(CSTD) $(WARN) $(CFLAGS) -Isrc -o $@ bench/decide_bench.c $(LIB_SRC) $(LIBS) -lpthread
+# The bench links the module's own store code (src/apache/store.c) over APR, outside httpd.
+BENCH_APR_CFLAGS = $(shell $(APXS) -q EXTRA_CPPFLAGS) -I$(shell $(APXS) -q INCLUDEDIR) \
+                   -I$(shell $(APXS) -q APR_INCLUDEDIR)
+
+$(BUILD)/decide_bench: bench/decide_bench.c src/apache/store.c $(MOD_HDR) $(LIB) $(LIB_HDR) | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(BENCH_APR_CFLAGS) -Isrc -o $@ bench/decide_bench.c \
+	  src/apache/store.c $(LIB) $(LIBS) -lapr-1 -lpthread
 
 # The floor: a do-nothing Bearer module (bench/floor.c), built with apxs like the module.
 $(BUILD)/mod_bench_floor.so: bench/floor.c | $(BUILD)
@@ -22,9 +27,11 @@ $(BUILD)/mod_bench_floor.so: bench/floor.c | $(BUILD)
 	install -m 0755 .libs/mod_bench_floor.so $@
 
 # 10 thousand and 1 million keys; under 10 minutes on 2 CPUs. Writes bench/RESULTS.md.
-bench: all bench-deps $(BUILD)/decide_bench $(BUILD)/mod_bench_floor.so
+bench: deps bench-deps
+	@$(MAKE) --no-print-directory all $(BUILD)/decide_bench $(BUILD)/mod_bench_floor.so
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 # The same with a 10-million-key store as well (5 GiB in /tmp while it runs, about 12 min).
-bench-large: all bench-deps $(BUILD)/decide_bench $(BUILD)/mod_bench_floor.so
+bench-large: deps bench-deps
+	@$(MAKE) --no-print-directory all $(BUILD)/decide_bench $(BUILD)/mod_bench_floor.so
 	$(PYTHON) bench/run.py --large $(BENCH_ARGS)

@@ -8,11 +8,11 @@
  * The first --sample lines of each are loaded (bulk-created keys are random, so any lines are a
  * random sample of the store) and shuffled; every decision takes the next token of the set.
  *
- * Each decision reproduces the module's request path (mod_krenalis_auth.c decide_once): a
- * ka_store_lookup_ctx whose transaction is begun on the first look-up by renewing a reset read
- * transaction from an idle list (rwlock + mutex, as the module does), ka_decide, then the
- * transaction reset and put back. Malformed tokens are refused before any look-up, so they never
- * begin a transaction, as in the module.
+ * Each decision is the module's own (src/apache/store.c, linked here): ka_store_decide over a
+ * store handle, whose read transaction is begun on the first look-up by renewing a reset one
+ * from the child's pool (rwlock + mutex), under the SIGBUS guard, then reset and put back. The
+ * connection memo is left out: every decision runs the tables. Malformed tokens are refused
+ * before any look-up, so they never begin a transaction, as in the module.
  *
  * --body: a JSON ingestion body holding the 32-character placeholder WRITE_KEY_PLACEHOLDER (see
  * PLACEHOLDER below) where the write key goes; with --wk, the body path is timed too: the body
@@ -23,15 +23,15 @@
  * kind of token, and ns per step for the parts of a valid API key decision. Exits 1 when a
  * decision does not come out as expected (a valid key refused, an unknown one accepted...). */
 #include <errno.h>
-#include <lmdb.h>
 #include <openssl/opensslv.h>
-#include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "apache/ka_private.h"
 #include "crypto.h"
 #include "decide.h"
 #include "keystore.h"
@@ -40,87 +40,56 @@
 #define MAX_REPS 15
 #define PLACEHOLDER "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@" /* 32 characters, in --body */
 
-/* ---- a module-like transaction pool ---- */
+/* ---- the module's store code, outside httpd ---- */
 
-typedef struct {
-    ka_store *st;
-    pthread_rwlock_t resize_lock;
-    pthread_mutex_t pool_lock;
-    MDB_txn *idle[64];
-    int nidle;
-} txn_pool;
+/* What src/apache/store.c needs of httpd: the module (its log index) and the log functions,
+ * which httpd itself exports. */
+module AP_MODULE_DECLARE_DATA krenalis_auth_module = {STANDARD20_MODULE_STUFF};
 
-typedef struct {
-    txn_pool *p;
-    MDB_txn *txn;
-    int began; /* transactions begun (to check that malformed tokens begin none) */
-} req_txn;
-
-static int pool_begin(void *arg, const ka_store **st, MDB_txn **txn)
+static void log_line(const char *fmt, va_list ap)
 {
-    req_txn *t = arg;
-    txn_pool *p = t->p;
-    MDB_txn *x = NULL;
-    int rc;
-
-    pthread_rwlock_rdlock(&p->resize_lock);
-    pthread_mutex_lock(&p->pool_lock);
-    if (p->nidle > 0)
-        x = p->idle[--p->nidle];
-    pthread_mutex_unlock(&p->pool_lock);
-    if (x == NULL) {
-        rc = mdb_txn_begin(p->st->env, NULL, MDB_RDONLY, &x);
-    } else if ((rc = mdb_txn_renew(x)) != 0) {
-        mdb_txn_abort(x);
-        x = NULL;
-    }
-    if (rc != 0) {
-        pthread_rwlock_unlock(&p->resize_lock);
-        fprintf(stderr, "decide_bench: cannot begin a read transaction: %s\n", mdb_strerror(rc));
-        return KA_FAIL;
-    }
-    t->txn = x;
-    t->began++;
-    *st = p->st;
-    *txn = x;
-    return KA_OK;
+    fputs("decide_bench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
 }
 
-static void pool_end(req_txn *t)
+void ap_log_error_(const char *file, int line, int module_index, int level, apr_status_t status,
+                   const server_rec *s, const char *fmt, ...)
 {
-    txn_pool *p = t->p;
+    va_list ap;
 
-    if (t->txn == NULL)
-        return;
-    mdb_txn_reset(t->txn);
-    pthread_mutex_lock(&p->pool_lock);
-    if (p->nidle < (int)(sizeof(p->idle) / sizeof(p->idle[0]))) {
-        p->idle[p->nidle++] = t->txn;
-        t->txn = NULL;
-    }
-    pthread_mutex_unlock(&p->pool_lock);
-    if (t->txn)
-        mdb_txn_abort(t->txn);
-    t->txn = NULL;
-    pthread_rwlock_unlock(&p->resize_lock);
+    va_start(ap, fmt);
+    log_line(fmt, ap);
+    va_end(ap);
 }
 
-/* One decision, as the module's decide_once. */
-static int decide_once(txn_pool *p, const ka_request *req, ka_decision *dec, int *began)
+void ap_log_rerror_(const char *file, int line, int module_index, int level, apr_status_t status,
+                    const request_rec *r, const char *fmt, ...)
 {
-    req_txn t = {.p = p, .txn = NULL, .began = 0};
-    ka_store_lookup_ctx c;
-    ka_lookup lk;
-    int rc;
+    va_list ap;
 
-    memset(&c, 0, sizeof(c));
-    c.begin = pool_begin;
-    c.begin_arg = &t;
-    ka_store_lookup(&c, &lk);
-    rc = ka_decide(req, &lk, dec);
-    pool_end(&t);
-    *began += t.began;
-    return rc;
+    va_start(ap, fmt);
+    log_line(fmt, ap);
+    va_end(ap);
+}
+
+/* A child's store handle and a request record for it. */
+typedef struct {
+    ka_handle *h;
+    const ka_store *st; /* the handle's open store, for the step timings */
+    server_rec s;
+    request_rec r;
+} bench_store;
+
+/* One decision, as the module's; returns its HTTP status (ka_verdict_status: 200 accepted, 0
+ * the body is needed) and adds to *began the transactions it began. */
+static int decide_once(bench_store *p, const ka_request *req, ka_decision *dec, int *began)
+{
+    int b = 0;
+
+    ka_store_decide(p->h, &p->r, 0, req, dec, &b);
+    *began += b;
+    return ka_verdict_status(dec);
 }
 
 /* ---- tokens ---- */
@@ -264,13 +233,13 @@ typedef struct {
     const char *name;
     ka_route route;
     const char *workspace;
-    int want;        /* expected result: KA_ACCEPT or an HTTP status */
+    int want;        /* expected HTTP status: 200 accepted, else the refusal's */
     int want_txn;    /* 1: a transaction must be begun; 0: none */
     const tokset *s; /* authorization values */
 } dcase;
 
 /* ns per decision, best of g_reps runs over the set (after one warm-up pass). */
-static double bench_decide(txn_pool *p, const dcase *dc)
+static double bench_decide(bench_store *p, const dcase *dc)
 {
     ka_request req;
     ka_decision dec;
@@ -320,13 +289,14 @@ typedef struct {
  * costs around the look-ups (parsing included, digest and LMDB excluded). */
 static ka_key_rec stub_rec;
 
-static int stub_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec)
+static ka_store_status stub_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN],
+                                    ka_key_rec *rec)
 {
     *rec = stub_rec;
     return KA_OK;
 }
 
-static int stub_entity(void *ctx, const char *id, ka_entity *e)
+static ka_store_status stub_entity(void *ctx, const char *id, ka_entity *e)
 {
     memset(e, 0, sizeof(*e));
     memcpy(e->id, id, KA_ID_LEN);
@@ -334,7 +304,7 @@ static int stub_entity(void *ctx, const char *id, ka_entity *e)
     return KA_OK;
 }
 
-static steps bench_steps(txn_pool *p, const tokset *api)
+static steps bench_steps(bench_store *p, const tokset *api)
 {
     steps out;
     size_t n = api->n;
@@ -342,7 +312,8 @@ static steps bench_steps(txn_pool *p, const tokset *api)
     uint8_t(*digests)[KA_DIGEST_LEN] = malloc(n * KA_DIGEST_LEN);
     char(*orgs)[KA_ID_LEN + 1] = malloc(n * (KA_ID_LEN + 1));
     double runs[MAX_REPS] = {0};
-    MDB_txn *txn;
+    ka_store_txn *txn;
+    char err[256];
     ka_key_rec rec;
     ka_entity e;
 
@@ -356,7 +327,7 @@ static steps bench_steps(txn_pool *p, const tokset *api)
             die("a token of the API key file does not parse");
         ka_digest_api(p->st, payloads[i], digests[i]);
     }
-    if (mdb_txn_begin(p->st->env, NULL, MDB_RDONLY, &txn) != 0)
+    if (ka_store_read_begin(p->st, &txn, err, sizeof(err)) != KA_OK)
         die("cannot begin a read transaction");
     for (size_t i = 0; i < n; i++) {
         if (ka_get_key(txn, p->st, digests[i], &rec) != KA_OK)
@@ -378,7 +349,7 @@ static steps bench_steps(txn_pool *p, const tokset *api)
             runs[r] = (now_ns() - t0) / (double)g_iters;                                           \
             g_sink += acc;                                                                         \
         }                                                                                          \
-        out.field = best(runs, g_reps);                                                          \
+        out.field = best(runs, g_reps);                                                            \
     } while (0)
 
     {
@@ -415,18 +386,12 @@ static steps bench_steps(txn_pool *p, const tokset *api)
         acc += (unsigned)ka_get_org(txn, p->st, orgs[j], &e);
         acc += (unsigned)e.enabled;
     });
-    mdb_txn_abort(txn);
-    TIME_LOOP(txn_renew, {
-        req_txn t = {.p = p, .txn = NULL, .began = 0};
-        const ka_store *st;
-        MDB_txn *x;
-        acc += (unsigned)pool_begin(&t, &st, &x);
-        pool_end(&t);
-    });
+    ka_store_abort(txn);
+    TIME_LOOP(txn_renew, { acc += (unsigned)ka_store_txn_cycle(p->h, &p->r); });
     TIME_LOOP(txn_begin_abort, {
-        MDB_txn *x;
-        acc += (unsigned)mdb_txn_begin(p->st->env, NULL, MDB_RDONLY, &x);
-        mdb_txn_abort(x);
+        ka_store_txn *x;
+        acc += (unsigned)ka_store_read_begin(p->st, &x, err, sizeof(err));
+        ka_store_abort(x);
     });
 #undef TIME_LOOP
     free(payloads);
@@ -459,7 +424,34 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
-static body_result bench_body(txn_pool *p, const char *path, const tokset *wk, ka_route route)
+/* The module's decide / read the body / decide again step (ka_decide_with_body). */
+typedef struct {
+    bench_store *p;
+    int began;
+} body_decider;
+
+static ka_verdict decide_step(void *arg, const ka_request *req, ka_decision *dec)
+{
+    body_decider *d = arg;
+
+    decide_once(d->p, req, dec, &d->began);
+    return dec->verdict;
+}
+
+typedef struct {
+    const char *data;
+    size_t len;
+} body_source;
+
+static int scan_step(void *arg, ka_body_fields *fields)
+{
+    const body_source *b = arg;
+
+    ka_json_scan(b->data, b->len, fields);
+    return 0;
+}
+
+static body_result bench_body(bench_store *p, const char *path, const tokset *wk, ka_route route)
 {
     body_result out;
     size_t len, nb = wk->n < 4096 ? wk->n : 4096;
@@ -488,14 +480,15 @@ static body_result bench_body(txn_pool *p, const char *path, const tokset *wk, k
         ka_json_scan(bodies[i], len, &fields);
         req.body = NULL;
         rc = decide_once(p, &req, &dec, &began);
-        if (rc != KA_NEED_BODY || began != 0) {
-            fprintf(stderr, "decide_bench: body: first decision %d, expected KA_NEED_BODY\n", rc);
+        if (rc != 0 || dec.verdict != KA_VERDICT_NEED_BODY || began != 0) {
+            fprintf(stderr, "decide_bench: body: first decision %d, expected the body needed\n",
+                    rc);
             g_failed = 1;
             break;
         }
         req.body = &fields;
         rc = decide_once(p, &req, &dec, &began);
-        if (rc != KA_ACCEPT) {
+        if (rc != 200) {
             fprintf(stderr, "decide_bench: body: decision %d (%s: %s), expected acceptance\n", rc,
                     dec.code ? dec.code : "-", dec.message);
             g_failed = 1;
@@ -517,12 +510,12 @@ static body_result bench_body(txn_pool *p, const char *path, const tokset *wk, k
         unsigned acc = 0;
         double t0 = now_ns();
         for (size_t i = 0; i < g_iters; i++) {
-            int began = 0;
-            ka_json_scan(bodies[i % nb], len, &fields);
+            body_decider d = {p, 0};
+            body_source b = {bodies[i % nb], len};
             req.body = NULL;
-            acc += (unsigned)decide_once(p, &req, &dec, &began);
-            req.body = &fields;
-            acc += (unsigned)decide_once(p, &req, &dec, &began);
+            acc +=
+                (unsigned)ka_decide_with_body(&req, decide_step, &d, scan_step, &b, &fields, &dec);
+            acc += (unsigned)dec.verdict;
         }
         runs[r] = (now_ns() - t0) / (double)g_iters;
         g_sink += acc;
@@ -550,12 +543,12 @@ int main(int argc, char **argv)
     const char *store = NULL, *api_path = NULL, *restricted_path = NULL, *wk_path = NULL,
                *workspace = NULL, *body_path = NULL;
     size_t sample = 100000;
-    txn_pool pool;
-    char err[512];
+    bench_store pool;
+    apr_pool_t *apool;
+    char err[512], spath[4200];
     ka_route api_route, ingest_route;
     tokset api, restricted, wk, unknown, malformed;
     steps st;
-    int major, minor, patch;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -588,12 +581,17 @@ int main(int argc, char **argv)
         usage();
 
     memset(&pool, 0, sizeof(pool));
-    if (ka_store_open(store, NULL, 1, &pool.st, err, sizeof(err)) != KA_OK) {
-        fprintf(stderr, "decide_bench: %s\n", err);
+    apr_initialize();
+    apr_pool_create(&apool, NULL);
+    pool.r.server = &pool.s;
+    pool.r.request_time = apr_time_now();
+    pool.h = ka_handle_make(apool, store, ka_store_default_secret(store, spath, sizeof(spath)), err,
+                            sizeof(err));
+    if (pool.h == NULL || ka_handle_child_init(pool.h, apool, &pool.s) != APR_SUCCESS ||
+        (pool.st = ka_handle_store(pool.h)) == NULL) {
+        fprintf(stderr, "decide_bench: %s\n", pool.h ? "cannot open the store" : err);
         return 2;
     }
-    pthread_rwlock_init(&pool.resize_lock, NULL);
-    pthread_mutex_init(&pool.pool_lock, NULL);
     ka_classify("GET", "/v1/ping.txt", KA_EP_AUTO, &api_route);
     ka_classify("POST", "/v1/events", KA_EP_AUTO, &ingest_route);
 
@@ -603,30 +601,29 @@ int main(int argc, char **argv)
 
     printf("{\"store\":\"%s\",\"sample\":%zu,\"iters\":%zu,\"reps\":%d", store, api.n, g_iters,
            g_reps);
-    mdb_version(&major, &minor, &patch);
-    printf(",\"lmdb\":\"%d.%d.%d\",\"openssl\":\"%s\"", major, minor, patch,
+    printf(",\"lmdb\":\"%s\",\"openssl\":\"%s\"", ka_store_engine_version(err, sizeof(err)),
            OPENSSL_VERSION_TEXT);
     {
-        dcase c = {"api", api_route, NULL, KA_ACCEPT, 1, &api};
+        dcase c = {"api", api_route, NULL, 200, 1, &api};
         printf(",\"api_ns\":%.1f", bench_decide(&pool, &c));
     }
     if (workspace) {
-        dcase c = {"api_ws", api_route, workspace, KA_ACCEPT, 1, &api};
+        dcase c = {"api_ws", api_route, workspace, 200, 1, &api};
         printf(",\"api_ws_ns\":%.1f", bench_decide(&pool, &c));
     }
     if (restricted_path) {
         restricted = read_tokens(restricted_path, sample);
-        dcase c = {"restricted", api_route, NULL, KA_ACCEPT, 1, &restricted};
+        dcase c = {"restricted", api_route, NULL, 200, 1, &restricted};
         printf(",\"restricted_ns\":%.1f", bench_decide(&pool, &c));
     }
     if (wk_path) {
         wk = read_tokens(wk_path, sample);
-        dcase c = {"write_key", ingest_route, NULL, KA_ACCEPT, 1, &wk};
+        dcase c = {"write_key", ingest_route, NULL, 200, 1, &wk};
         printf(",\"write_key_ns\":%.1f", bench_decide(&pool, &c));
         if (body_path) {
             body_result br = bench_body(&pool, body_path, &wk, ingest_route);
-            printf(",\"body_bytes\":%zu,\"body_scan_ns\":%.1f,\"write_key_body_ns\":%.1f",
-                   br.bytes, br.scan, br.scan_decide);
+            printf(",\"body_bytes\":%zu,\"body_scan_ns\":%.1f,\"write_key_body_ns\":%.1f", br.bytes,
+                   br.scan, br.scan_decide);
         }
     }
     {
@@ -643,8 +640,8 @@ int main(int argc, char **argv)
            st.parse, st.digest, st.txn_renew, st.txn_begin_abort, st.get_key, st.get_org,
            st.no_store);
     printf(",\"ok\":%s}\n", g_failed ? "false" : "true");
-    for (int i = 0; i < pool.nidle; i++)
-        mdb_txn_abort(pool.idle[i]);
-    ka_store_close(pool.st);
+    ka_handle_close(pool.h);
+    apr_pool_destroy(apool);
+    apr_terminate();
     return g_failed ? 1 : 0;
 }

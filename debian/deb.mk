@@ -14,7 +14,7 @@ DEB_OUT := $(BUILD)/deb
 DEB_WORK := $(BUILD)/deb-src
 
 .PHONY: deb lintian package-test
-test: lintian package-test
+TEST_TARGETS += lintian package-test
 
 # krenalis-keys(1), written by hand in docs/krenalis-keys.1; refused when its COMMANDS do not
 # list exactly the synopses that `krenalis-keys --help` prints.

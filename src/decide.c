@@ -208,21 +208,27 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
 
 /* ---- helpers ---- */
 
-static int refuse(ka_decision *dec, int status, const char *code, const char *message)
+/* The helpers below return a verdict, or KA_GO_ON: the row does not apply, the tables go on.
+ * KA_GO_ON is no verdict of ka_decide's. */
+#define KA_GO_ON ((ka_verdict)-1)
+
+static ka_verdict refuse(ka_decision *dec, int status, const char *code, const char *message)
 {
+    dec->verdict = KA_VERDICT_REFUSE;
     dec->status = status;
     dec->code = code;
     snprintf(dec->message, sizeof(dec->message), "%s", message);
-    return status;
+    return dec->verdict;
 }
 
-static int refuse_id(ka_decision *dec, int status, const char *code, const char *fmt,
-                     const char *id)
+static ka_verdict refuse_id(ka_decision *dec, int status, const char *code, const char *fmt,
+                            const char *id)
 {
+    dec->verdict = KA_VERDICT_REFUSE;
     dec->status = status;
     dec->code = code;
     snprintf(dec->message, sizeof(dec->message), fmt, id);
-    return status;
+    return dec->verdict;
 }
 
 void ka_decision_unavailable(ka_decision *dec)
@@ -230,12 +236,48 @@ void ka_decision_unavailable(ka_decision *dec)
     dec->token_presented = 0;
     refuse(dec, 503, "ServiceUnavailable",
            "request cannot be processed at this time; try again later");
+    dec->verdict = KA_VERDICT_UNAVAILABLE;
 }
 
-static int unavailable(ka_decision *dec)
+static ka_verdict unavailable(ka_decision *dec)
 {
     ka_decision_unavailable(dec);
-    return dec->status;
+    return dec->verdict;
+}
+
+static ka_verdict need_body(ka_decision *dec)
+{
+    dec->verdict = KA_VERDICT_NEED_BODY;
+    dec->status = 0;
+    return dec->verdict;
+}
+
+int ka_verdict_status(const ka_decision *dec)
+{
+    switch (dec->verdict) {
+    case KA_VERDICT_ACCEPT:
+        return 200;
+    case KA_VERDICT_NEED_BODY:
+        return 0;
+    default:
+        return dec->status;
+    }
+}
+
+int ka_decide_with_body(ka_request *req, ka_decide_fn decide, void *decide_arg,
+                        ka_read_body_fn read_body, void *body_arg, ka_body_fields *fields,
+                        ka_decision *dec)
+{
+    int rc;
+
+    if (decide(decide_arg, req, dec) != KA_VERDICT_NEED_BODY)
+        return 0;
+    memset(fields, 0, sizeof(*fields));
+    if ((rc = read_body(body_arg, fields)) != 0)
+        return rc;
+    req->body = fields;
+    decide(decide_arg, req, dec);
+    return 0;
 }
 
 static void set_id(char *dst, size_t size, const char *src)
@@ -246,10 +288,11 @@ static void set_id(char *dst, size_t size, const char *src)
     dst[n] = '\0';
 }
 
-static int accept(ka_decision *dec, ka_key_type type, const char *key_id, const char *org,
-                  const char *ws, const char *conn)
+static ka_verdict accept(ka_decision *dec, ka_key_type type, const char *key_id, const char *org,
+                         const char *ws, const char *conn)
 {
-    dec->status = KA_ACCEPT;
+    dec->verdict = KA_VERDICT_ACCEPT;
+    dec->status = 0;
     dec->code = NULL;
     dec->message[0] = '\0';
     dec->id.type = type;
@@ -257,7 +300,7 @@ static int accept(ka_decision *dec, ka_key_type type, const char *key_id, const 
     set_id(dec->id.org, sizeof(dec->id.org), org);
     set_id(dec->id.ws, sizeof(dec->id.ws), ws);
     set_id(dec->id.conn, sizeof(dec->id.conn), conn);
-    return KA_ACCEPT;
+    return KA_VERDICT_ACCEPT;
 }
 
 /* The messages that differ between api (§6.1) and ingestion (§6.2) endpoints. */
@@ -305,14 +348,14 @@ void ka_decision_repeated(ka_decision *dec, const ka_route *route, int workspace
     refuse(dec, 400, "BadRequest", workspace ? m->ws_multi : MSG_MULTI_AUTH);
 }
 
-/* Authenticates an api_ token: key, its organization and restricted workspace. Returns 0 and
- * fills rec when it may go on, else the refusal status. */
-static int api_key_auth(const char *tok, size_t len, const ka_lookup *lk, const api_msgs *m,
-                        ka_key_rec *rec, ka_decision *dec)
+/* Authenticates an api_ token: key, its organization and restricted workspace. Returns KA_GO_ON
+ * and fills rec when the tables go on, else the verdict. */
+static ka_verdict api_key_auth(const char *tok, size_t len, const ka_lookup *lk, const api_msgs *m,
+                               ka_key_rec *rec, ka_decision *dec)
 {
     uint8_t payload[KA_PAYLOAD_LEN];
     ka_entity org, ws;
-    int rc;
+    ka_store_status rc;
 
     if (!ka_api_body_parse(tok + 4, len - 4, payload))
         return refuse(dec, m->malformed_status, m->malformed_code, m->malformed);
@@ -335,16 +378,17 @@ static int api_key_auth(const char *tok, size_t len, const ka_lookup *lk, const 
     }
     if (!org.enabled)
         return refuse_id(dec, 422, "OrganizationDisabled", "organization %s is disabled", rec->org);
-    return 0;
+    return KA_GO_ON;
 }
 
 /* The Krenalis-Workspace rows; fills selected (possibly "") on success. */
-static int select_workspace(const ka_request *req, const ka_lookup *lk, const api_msgs *m,
-                            const ka_key_rec *rec, char selected[KA_ID_LEN + 1], ka_decision *dec)
+static ka_verdict select_workspace(const ka_request *req, const ka_lookup *lk, const api_msgs *m,
+                                   const ka_key_rec *rec, char selected[KA_ID_LEN + 1],
+                                   ka_decision *dec)
 {
     const char *h = req->workspace;
     ka_entity ws;
-    int rc;
+    ka_store_status rc;
 
     set_id(selected, KA_ID_LEN + 1, rec->ws);
     if (h != NULL) {
@@ -367,19 +411,19 @@ static int select_workspace(const ka_request *req, const ka_lookup *lk, const ap
                       "'Krenalis-Workspace: <WORKSPACE_ID>'");
     if (req->ws_policy == KA_WS_FORBIDDEN && selected[0] != '\0')
         return refuse(dec, 401, "Unauthorized", "organization request cannot specify a workspace");
-    return 0;
+    return KA_GO_ON;
 }
 
 /* Common head of the Authorization rows: multiple, then Bearer syntax. */
-static int bearer_token(const char *auth, const char *invalid_msg, const char **tok, size_t *len,
-                        ka_decision *dec)
+static ka_verdict bearer_token(const char *auth, const char *invalid_msg, const char **tok,
+                               size_t *len, ka_decision *dec)
 {
     if (strchr(auth, ',') != NULL)
         return refuse(dec, 400, "BadRequest", MSG_MULTI_AUTH);
     if (!ka_bearer_parse(auth, tok, len))
         return refuse(dec, 400, "BadRequest", invalid_msg);
     dec->token_presented = 1;
-    return 0;
+    return KA_GO_ON;
 }
 
 static int has_api_prefix(const char *tok, size_t len)
@@ -389,37 +433,38 @@ static int has_api_prefix(const char *tok, size_t len)
 
 /* ---- §6.1 ---- */
 
-static int decide_api(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
+static ka_verdict decide_api(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
 {
     const char *tok;
     size_t len;
     ka_key_rec rec;
     char ws[KA_ID_LEN + 1];
-    int rc;
+    ka_verdict v;
 
     if (req->authorization == NULL)
         return refuse(dec, 401, "Unauthorized",
                       "Authorization header with the API key is not present in the request");
-    if ((rc = bearer_token(req->authorization, API_MSGS.invalid_bearer, &tok, &len, dec)) != 0)
-        return rc;
+    if ((v = bearer_token(req->authorization, API_MSGS.invalid_bearer, &tok, &len, dec)) !=
+        KA_GO_ON)
+        return v;
     if (!has_api_prefix(tok, len))
         return refuse(dec, 400, "BadRequest",
                       "API key is not valid; API keys start with the api_ prefix");
-    if ((rc = api_key_auth(tok, len, lk, &API_MSGS, &rec, dec)) != 0)
-        return rc;
-    if ((rc = select_workspace(req, lk, &API_MSGS, &rec, ws, dec)) != 0)
-        return rc;
+    if ((v = api_key_auth(tok, len, lk, &API_MSGS, &rec, dec)) != KA_GO_ON)
+        return v;
+    if ((v = select_workspace(req, lk, &API_MSGS, &rec, ws, dec)) != KA_GO_ON)
+        return v;
     return accept(dec, KA_KEY_API, rec.id, rec.org, ws, NULL);
 }
 
 /* ---- §6.2 ---- */
 
 /* A write key's organization: gone means the key is not valid, disabled means 503. */
-static int write_key_org(const ka_lookup *lk, const ka_key_rec *rec, const char *unknown_msg,
-                         ka_decision *dec)
+static ka_verdict write_key_org(const ka_lookup *lk, const ka_key_rec *rec, const char *unknown_msg,
+                                ka_decision *dec)
 {
     ka_entity org;
-    int rc = lk->org(lk->ctx, rec->org, &org);
+    ka_store_status rc = lk->org(lk->ctx, rec->org, &org);
 
     if (rc == KA_FAIL)
         return unavailable(dec);
@@ -427,14 +472,14 @@ static int write_key_org(const ka_lookup *lk, const ka_key_rec *rec, const char 
         return refuse(dec, 401, "Unauthorized", unknown_msg);
     if (!org.enabled)
         return refuse(dec, 503, "ServiceUnavailable", "organization is disabled");
-    return 0;
+    return KA_GO_ON;
 }
 
 /* Looks a write key up (no store read when its form is wrong). */
-static int find_write_key(const char *key, size_t len, const ka_lookup *lk, const char *unknown_msg,
-                          ka_key_rec *rec, ka_decision *dec)
+static ka_verdict find_write_key(const char *key, size_t len, const ka_lookup *lk,
+                                 const char *unknown_msg, ka_key_rec *rec, ka_decision *dec)
 {
-    int rc;
+    ka_store_status rc;
 
     if (!ka_write_key_valid(key, len))
         return refuse(dec, 401, "Unauthorized", unknown_msg);
@@ -443,40 +488,41 @@ static int find_write_key(const char *key, size_t len, const ka_lookup *lk, cons
         return unavailable(dec);
     if (rc == KA_NOTFOUND || rec->type != KA_KEY_WRITE)
         return refuse(dec, 401, "Unauthorized", unknown_msg);
-    return 0;
+    return KA_GO_ON;
 }
 
 /* A write key authenticates only for a Source connection (SPEC §11.2); the settings endpoint
  * also needs the connection's strategy set. Else it is unknown, as in Krenalis. */
-static int write_key_conn(const ka_lookup *lk, const ka_key_rec *rec, int need_strategy,
-                          const char *unknown_msg, ka_decision *dec)
+static ka_verdict write_key_conn(const ka_lookup *lk, const ka_key_rec *rec, int need_strategy,
+                                 const char *unknown_msg, ka_decision *dec)
 {
     ka_entity conn;
-    int rc = lk->conn(lk->ctx, rec->conn, &conn);
+    ka_store_status rc = lk->conn(lk->ctx, rec->conn, &conn);
 
     if (rc == KA_FAIL)
         return unavailable(dec);
     if (rc == KA_NOTFOUND || (conn.conn_flags & KA_CONN_DESTINATION) ||
         (need_strategy && (conn.conn_flags & KA_CONN_NO_STRATEGY)))
         return refuse(dec, 401, "Unauthorized", unknown_msg);
-    return 0;
+    return KA_GO_ON;
 }
 
-static int ingest_with_api_key(const ka_request *req, const char *tok, size_t len,
-                               const ka_lookup *lk, ka_decision *dec)
+static ka_verdict ingest_with_api_key(const ka_request *req, const char *tok, size_t len,
+                                      const ka_lookup *lk, ka_decision *dec)
 {
     ka_key_rec rec;
     ka_entity conn;
     char ws[KA_ID_LEN + 1];
     const ka_jfield *cid;
-    int rc;
+    ka_verdict v;
+    ka_store_status rc;
 
-    if ((rc = api_key_auth(tok, len, lk, &INGESTION_MSGS, &rec, dec)) != 0)
-        return rc;
-    if ((rc = select_workspace(req, lk, &INGESTION_MSGS, &rec, ws, dec)) != 0)
-        return rc;
+    if ((v = api_key_auth(tok, len, lk, &INGESTION_MSGS, &rec, dec)) != KA_GO_ON)
+        return v;
+    if ((v = select_workspace(req, lk, &INGESTION_MSGS, &rec, ws, dec)) != KA_GO_ON)
+        return v;
     if (req->body == NULL)
-        return dec->status = KA_NEED_BODY;
+        return need_body(dec);
     cid = &req->body->connection_id;
     /* A repeated connectionId could be read differently by the backend: refuse it. */
     if (!req->body->valid_object || cid->kind != KA_JF_STRING || cid->too_long || cid->len == 0 ||
@@ -494,17 +540,17 @@ static int ingest_with_api_key(const ka_request *req, const char *tok, size_t le
     return accept(dec, KA_KEY_API, rec.id, rec.org, conn.ws, conn.id);
 }
 
-static int ingest_with_body_key(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
+static ka_verdict ingest_with_body_key(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
 {
     static const char unknown[] = "the event write key in the request body does not exist";
     const ka_jfield *wk;
     ka_key_rec rec;
-    int rc;
+    ka_verdict v;
 
     if (!req->route.body_key_allowed)
         return refuse(dec, 401, "Unauthorized", "Authorization header is missing");
     if (req->body == NULL)
-        return dec->status = KA_NEED_BODY;
+        return need_body(dec);
     wk = &req->body->write_key;
     /* A repeated writeKey (also under another case) could be read differently by the
      * backend: refuse it. */
@@ -517,12 +563,13 @@ static int ingest_with_body_key(const ka_request *req, const ka_lookup *lk, ka_d
     if (!wk->too_long && wk->len == 0)
         return refuse(dec, 400, "BadRequest", "property 'writeKey' cannot be empty");
     dec->token_presented = 1;
-    if ((rc = find_write_key(wk->val, wk->too_long ? 0 : wk->len, lk, unknown, &rec, dec)) != 0)
-        return rc;
-    if ((rc = write_key_conn(lk, &rec, 0, unknown, dec)) != 0)
-        return rc;
-    if ((rc = write_key_org(lk, &rec, unknown, dec)) != 0)
-        return rc;
+    if ((v = find_write_key(wk->val, wk->too_long ? 0 : wk->len, lk, unknown, &rec, dec)) !=
+        KA_GO_ON)
+        return v;
+    if ((v = write_key_conn(lk, &rec, 0, unknown, dec)) != KA_GO_ON)
+        return v;
+    if ((v = write_key_org(lk, &rec, unknown, dec)) != KA_GO_ON)
+        return v;
     if (req->body->connection_id.kind != KA_JF_ABSENT || req->body->connection_id.variant)
         return refuse(dec, 400, "BadRequest",
                       "property 'connectionId' cannot be provided when using an event write key "
@@ -530,69 +577,69 @@ static int ingest_with_body_key(const ka_request *req, const ka_lookup *lk, ka_d
     return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
 }
 
-static int decide_ingestion(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
+static ka_verdict decide_ingestion(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
 {
     static const char unknown[] = "event write key in the Authorization header is not valid";
     const char *tok;
     size_t len;
     ka_key_rec rec;
-    int rc;
+    ka_verdict v;
 
     if (req->authorization == NULL)
         return ingest_with_body_key(req, lk, dec);
-    if ((rc = bearer_token(req->authorization, INGESTION_MSGS.invalid_bearer, &tok, &len, dec)) !=
-        0)
-        return rc;
+    if ((v = bearer_token(req->authorization, INGESTION_MSGS.invalid_bearer, &tok, &len, dec)) !=
+        KA_GO_ON)
+        return v;
     if (has_api_prefix(tok, len))
         return ingest_with_api_key(req, tok, len, lk, dec);
     /* A write key is good only on the exact ingestion paths. */
     if (req->route.noncanonical)
         return refuse(dec, 401, "Unauthorized", unknown);
-    if ((rc = find_write_key(tok, len, lk, unknown, &rec, dec)) != 0)
-        return rc;
-    if ((rc = write_key_conn(lk, &rec, 0, unknown, dec)) != 0)
-        return rc;
-    if ((rc = write_key_org(lk, &rec, unknown, dec)) != 0)
-        return rc;
+    if ((v = find_write_key(tok, len, lk, unknown, &rec, dec)) != KA_GO_ON)
+        return v;
+    if ((v = write_key_conn(lk, &rec, 0, unknown, dec)) != KA_GO_ON)
+        return v;
+    if ((v = write_key_org(lk, &rec, unknown, dec)) != KA_GO_ON)
+        return v;
     return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
 }
 
 /* ---- §6.3 ---- */
 
-static int decide_settings(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
+static ka_verdict decide_settings(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
 {
     static const char unknown[] = "event write key in the path is invalid";
     const char *key = req->route.settings_key;
     ka_key_rec rec;
-    int rc;
+    ka_verdict v;
 
     if (key == NULL || key[0] == '\0' || strchr(key, '/') != NULL)
         return refuse(dec, 404, "NotFound", "");
     dec->token_presented = 1;
-    if ((rc = find_write_key(key, strlen(key), lk, unknown, &rec, dec)) != 0)
-        return rc;
-    if ((rc = write_key_conn(lk, &rec, 1, unknown, dec)) != 0)
-        return rc;
+    if ((v = find_write_key(key, strlen(key), lk, unknown, &rec, dec)) != KA_GO_ON)
+        return v;
+    if ((v = write_key_conn(lk, &rec, 1, unknown, dec)) != KA_GO_ON)
+        return v;
     return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
 }
 
 /* ---- §6.4 ---- */
 
-static int decide_orgs(const ka_request *req, ka_decision *dec)
+static ka_verdict decide_orgs(const ka_request *req, ka_decision *dec)
 {
     const char *tok;
     size_t len;
-    int rc;
+    ka_verdict v;
 
     if (req->authorization == NULL)
         return refuse(dec, 401, "Unauthorized",
                       "Authorization header with the platform management API key is not present "
                       "in the request");
-    if ((rc = bearer_token(req->authorization,
-                           "Authorization header is invalid; it should be in the format "
-                           "'Authorization: Bearer <YOUR_PLATFORM_MANAGEMENT_API_KEY>'",
-                           &tok, &len, dec)) != 0)
-        return rc;
+    if ((v = bearer_token(req->authorization,
+                          "Authorization header is invalid; it should be in the format "
+                          "'Authorization: Bearer <YOUR_PLATFORM_MANAGEMENT_API_KEY>'",
+                          &tok, &len, dec)) != KA_GO_ON)
+        return v;
     if (len < 4 || memcmp(tok, "org_", 4) != 0)
         return refuse(dec, 400, "BadRequest",
                       "platform management APIs require specific keys for authentication (these "
@@ -606,7 +653,7 @@ static int decide_orgs(const ka_request *req, ka_decision *dec)
     return accept(dec, KA_KEY_ORGS, "organizations", NULL, NULL, NULL);
 }
 
-int ka_decide(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
+ka_verdict ka_decide(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
 {
     memset(dec, 0, sizeof(*dec));
     switch (req->route.endpoint) {
@@ -672,7 +719,7 @@ int ka_memo_key_match(const ka_memo_key *k, const ka_request *req)
 /* ---- look-ups over the store ---- */
 
 /* The transaction of a look-up, begun on first use. */
-static int lk_txn(ka_store_lookup_ctx *c)
+static ka_store_status lk_txn(ka_store_lookup_ctx *c)
 {
     if (c->txn != NULL)
         return KA_OK;
@@ -684,14 +731,14 @@ static int lk_txn(ka_store_lookup_ctx *c)
 }
 
 /* Notes a read error inside the transaction, so the caller can say why it answered 503. */
-static int lk_read(ka_store_lookup_ctx *c, int rc)
+static ka_store_status lk_read(ka_store_lookup_ctx *c, ka_store_status rc)
 {
     if (rc == KA_FAIL)
         c->read_failed = 1;
     return rc;
 }
 
-static int lk_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec)
+static ka_store_status lk_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec)
 {
     ka_store_lookup_ctx *c = ctx;
     uint8_t digest[KA_DIGEST_LEN];
@@ -702,7 +749,7 @@ static int lk_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_r
     return lk_read(c, ka_get_key(c->txn, c->st, digest, rec));
 }
 
-static int lk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec)
+static ka_store_status lk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec)
 {
     ka_store_lookup_ctx *c = ctx;
     uint8_t digest[KA_DIGEST_LEN];
@@ -713,7 +760,7 @@ static int lk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec 
     return lk_read(c, ka_get_key(c->txn, c->st, digest, rec));
 }
 
-static int lk_org(void *ctx, const char *id, ka_entity *e)
+static ka_store_status lk_org(void *ctx, const char *id, ka_entity *e)
 {
     ka_store_lookup_ctx *c = ctx;
     if (lk_txn(c) != KA_OK)
@@ -721,7 +768,7 @@ static int lk_org(void *ctx, const char *id, ka_entity *e)
     return lk_read(c, ka_get_org(c->txn, c->st, id, e));
 }
 
-static int lk_ws(void *ctx, const char *id, ka_entity *e)
+static ka_store_status lk_ws(void *ctx, const char *id, ka_entity *e)
 {
     ka_store_lookup_ctx *c = ctx;
     if (lk_txn(c) != KA_OK)
@@ -729,7 +776,7 @@ static int lk_ws(void *ctx, const char *id, ka_entity *e)
     return lk_read(c, ka_get_ws(c->txn, c->st, id, e));
 }
 
-static int lk_conn(void *ctx, const char *id, ka_entity *e)
+static ka_store_status lk_conn(void *ctx, const char *id, ka_entity *e)
 {
     ka_store_lookup_ctx *c = ctx;
     if (lk_txn(c) != KA_OK)

@@ -8,10 +8,6 @@
 #include "ka.h"
 #include "keystore.h"
 
-typedef enum { KA_EP_AUTO = 0, KA_EP_API, KA_EP_INGESTION, KA_EP_SETTINGS, KA_EP_ORGS } ka_endpoint;
-
-typedef enum { KA_WS_OPTIONAL = 0, KA_WS_REQUIRED, KA_WS_FORBIDDEN } ka_ws_policy;
-
 /* What the path and method make of a request. */
 typedef struct {
     ka_endpoint endpoint;     /* never KA_EP_AUTO */
@@ -33,11 +29,11 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
  * (store unreadable: the decision is 503). */
 typedef struct {
     void *ctx;
-    int (*api_key)(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec);
-    int (*write_key)(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec);
-    int (*org)(void *ctx, const char *id, ka_entity *e);
-    int (*ws)(void *ctx, const char *id, ka_entity *e);
-    int (*conn)(void *ctx, const char *id, ka_entity *e);
+    ka_store_status (*api_key)(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec);
+    ka_store_status (*write_key)(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec);
+    ka_store_status (*org)(void *ctx, const char *id, ka_entity *e);
+    ka_store_status (*ws)(void *ctx, const char *id, ka_entity *e);
+    ka_store_status (*conn)(void *ctx, const char *id, ka_entity *e);
 } ka_lookup;
 
 typedef struct {
@@ -49,18 +45,39 @@ typedef struct {
     const ka_body_fields *body; /* NULL until the body has been read */
 } ka_request;
 
-#define KA_NEED_BODY (-1) /* read the body, scan it, decide again with req.body set */
-#define KA_ACCEPT 0
+/* What the decision tables make of a request. Not an HTTP status: ka_verdict_status maps it. */
+typedef enum {
+    KA_VERDICT_ACCEPT = 0, /* dec->id is the identity to pass on */
+    KA_VERDICT_NEED_BODY,  /* read the body, scan it, decide again with req->body set */
+    KA_VERDICT_REFUSE,     /* answer dec->status with the JSON error dec->code, dec->message */
+    KA_VERDICT_UNAVAILABLE /* the store cannot be read: the 503 of SPEC §10, in dec too */
+} ka_verdict;
 
 typedef struct {
-    int status; /* KA_ACCEPT, KA_NEED_BODY or an HTTP status */
+    ka_verdict verdict;
+    int status; /* the HTTP status of a refusal (REFUSE, UNAVAILABLE); 0 otherwise */
     const char *code;
     char message[256];
     int token_presented; /* a credential was presented: WWW-Authenticate error="invalid_token" */
     ka_identity id;      /* when accepted */
 } ka_decision;
 
-int ka_decide(const ka_request *req, const ka_lookup *lk, ka_decision *dec);
+/* Fills dec and returns its verdict. */
+ka_verdict ka_decide(const ka_request *req, const ka_lookup *lk, ka_decision *dec);
+
+/* The HTTP status of a decision: 200 when accepted, the refusal's status, 0 for NEED_BODY. */
+int ka_verdict_status(const ka_decision *dec);
+
+/* The decide / read the body / decide again step of the module, krenalis-keys check and the
+ * bench. decide runs the tables once (over whatever transaction the caller manages); when they
+ * need the body, read_body fills fields (0), or answers nonzero, which stops the step (the
+ * caller knows why: a body too large, a client gone...) and is returned as it is. Otherwise
+ * returns 0 with dec decided. req->body points to fields when the body was read. */
+typedef ka_verdict (*ka_decide_fn)(void *arg, const ka_request *req, ka_decision *dec);
+typedef int (*ka_read_body_fn)(void *arg, ka_body_fields *fields);
+int ka_decide_with_body(ka_request *req, ka_decide_fn decide, void *decide_arg,
+                        ka_read_body_fn read_body, void *body_arg, ka_body_fields *fields,
+                        ka_decision *dec);
 
 /* The inputs of an API-endpoint decision, kept by the module's connection memo. ka_decide reads
  * nothing but the request and the store, so on one snapshot of the store two requests with
@@ -83,11 +100,13 @@ int ka_memo_key_match(const ka_memo_key *k, const ka_request *req);
 
 /* The look-ups over a store and a read transaction. When txn is NULL the first look-up calls
  * begin to open the store and the transaction, so a decision that reads nothing (a malformed
- * token, the organizations key) never touches LMDB. */
+ * token, the organizations key) never touches LMDB. The transaction is kept here only: its
+ * owner ends it through txn. */
 typedef struct {
     const ka_store *st;
-    MDB_txn *txn;
-    int (*begin)(void *arg, const ka_store **st, MDB_txn **txn); /* KA_OK or KA_FAIL */
+    ka_store_txn *txn;
+    /* KA_OK (st and txn set) or KA_FAIL */
+    ka_store_status (*begin)(void *arg, const ka_store **st, ka_store_txn **txn);
     void *begin_arg;
     int read_failed; /* set when a look-up inside an open transaction failed */
 } ka_store_lookup_ctx;

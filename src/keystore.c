@@ -9,9 +9,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <lmdb.h>
 #include <openssl/crypto.h>
 
+#include "crypto.h"
 #include "token.h"
+
+struct ka_store {
+    MDB_env *env;
+    MDB_dbi meta, orgs, wss, conns, keys, kids, idx;
+    ka_hmac_key hmac;
+    unsigned psize; /* LMDB page size of data.mdb */
+    char dir[4096];
+};
+
+/* A ka_store_txn is an MDB_txn: the type only keeps LMDB out of the header. */
+#define TX(t) ((MDB_txn *)(t))
 
 /* Offsets in a key record (value of the "keys" database). */
 #define REC_TYPE 0
@@ -36,11 +49,6 @@
 #define CONN_FLAGS (2 * KA_ID_LEN)
 #define CONN_NAME (CONN_FLAGS + 1)
 
-const char *ka_store_strerror(int rc)
-{
-    return mdb_strerror(rc);
-}
-
 static void copy_id(char dst[KA_ID_LEN + 1], const void *src)
 {
     memcpy(dst, src, KA_ID_LEN);
@@ -64,7 +72,7 @@ static void copy_name(char dst[KA_NAME_MAX + 1], const void *src, size_t len)
     dst[len] = '\0';
 }
 
-static int open_dbis(ka_store *st, int readonly, char *err, size_t errlen)
+static ka_store_status open_dbis(ka_store *st, int readonly, char *err, size_t errlen)
 {
     MDB_txn *txn = NULL;
     unsigned flags = readonly ? 0 : MDB_CREATE;
@@ -105,11 +113,11 @@ static void secret_check_value(const ka_store *st, uint8_t out[KA_DIGEST_LEN])
 }
 
 /* A wrong secret would make every key "does not exist"; refuse it instead. */
-static int check_secret(ka_store *st, MDB_txn *txn, char *err, size_t errlen)
+static ka_store_status check_secret(ka_store *st, MDB_txn *txn, char *err, size_t errlen)
 {
     MDB_val k = {sizeof(SECRET_CHECK_KEY) - 1, SECRET_CHECK_KEY}, v;
     uint8_t want[KA_DIGEST_LEN];
-    int rc = mdb_get(txn, st->meta, &k, &v);
+    int rc = mdb_get(TX(txn), st->meta, &k, &v);
 
     if (rc != 0 || v.mv_size != KA_DIGEST_LEN) {
         snprintf(err, errlen,
@@ -126,7 +134,7 @@ static int check_secret(ka_store *st, MDB_txn *txn, char *err, size_t errlen)
     return KA_OK;
 }
 
-int ka_store_check_size(const ka_store *st, long long size, char *err, size_t errlen)
+ka_store_status ka_store_check_size(const ka_store *st, long long size, char *err, size_t errlen)
 {
     MDB_envinfo info;
     unsigned long long need;
@@ -152,7 +160,7 @@ int ka_store_check_size(const ka_store *st, long long size, char *err, size_t er
 }
 
 /* Pages past the end of data.mdb would be read as SIGBUS, not as an error. */
-static int check_file_size(ka_store *st, char *err, size_t errlen)
+static ka_store_status check_file_size(ka_store *st, char *err, size_t errlen)
 {
     MDB_stat ms;
     struct stat sb;
@@ -174,7 +182,7 @@ static int format_is(const MDB_val *v, const char *format)
 }
 
 /* format: the one the caller reads (KA_STORE_FORMAT, or KA_STORE_FORMAT_1 to upgrade it). */
-static int check_format(ka_store *st, const char *format, char *err, size_t errlen)
+static ka_store_status check_format(ka_store *st, const char *format, char *err, size_t errlen)
 {
     MDB_txn *txn;
     MDB_val k = {4 + 2, "format"}, v;
@@ -184,7 +192,7 @@ static int check_format(ka_store *st, const char *format, char *err, size_t errl
         snprintf(err, errlen, "key store %s: %s", st->dir, mdb_strerror(rc));
         return KA_FAIL;
     }
-    rc = mdb_get(txn, st->meta, &k, &v);
+    rc = mdb_get(TX(txn), st->meta, &k, &v);
     if (rc != 0 || !format_is(&v, format)) {
         if (rc == 0 && format_is(&v, KA_STORE_FORMAT_1))
             snprintf(err, errlen,
@@ -207,7 +215,7 @@ static int check_format(ka_store *st, const char *format, char *err, size_t errl
     return rc;
 }
 
-void ka_store_bad_secret_msg(const char *dir, const char *secret_path, char *err, size_t errlen)
+static void bad_secret_msg(const char *dir, const char *secret_path, char *err, size_t errlen)
 {
     snprintf(err, errlen,
              "the store secret %s does not match key store %s (the store was created with "
@@ -215,23 +223,39 @@ void ka_store_bad_secret_msg(const char *dir, const char *secret_path, char *err
              secret_path, dir);
 }
 
+char *ka_store_default_secret(const char *dir, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/secret", dir);
+    return buf;
+}
+
 static void default_secret(const char *dir, const char *secret_path, char *buf, size_t len)
 {
     if (secret_path)
         snprintf(buf, len, "%s", secret_path);
     else
-        snprintf(buf, len, "%s/secret", dir);
+        ka_store_default_secret(dir, buf, len);
 }
 
-int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_store **out, char *err,
-                  size_t errlen)
+char *ka_store_engine_version(char *buf, size_t len)
 {
-    uint8_t secret[KA_SECRET_LEN];
-    char spath[4200];
-    struct stat sb;
-    int rc;
+    int major, minor, patch;
 
-    *out = NULL;
+    mdb_version(&major, &minor, &patch);
+    snprintf(buf, len, "%d.%d.%d", major, minor, patch);
+    return buf;
+}
+
+const char *ka_store_dir(const ka_store *st)
+{
+    return st->dir;
+}
+
+/* KA_FAIL with a message unless dir is a directory. */
+static ka_store_status check_dir(const char *dir, char *err, size_t errlen)
+{
+    struct stat sb;
+
     if (stat(dir, &sb) != 0) {
         snprintf(err, errlen, "key store %s: %s", dir, strerror(errno));
         return KA_FAIL;
@@ -240,45 +264,21 @@ int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_sto
         snprintf(err, errlen, "key store %s is not a directory", dir);
         return KA_FAIL;
     }
-    default_secret(dir, secret_path, spath, sizeof(spath));
-    if (ka_secret_read(spath, secret, err, errlen) != NULL)
-        return KA_FAIL;
-    rc = ka_store_open_secret(dir, secret, readonly, out, err, errlen);
-    OPENSSL_cleanse(secret, sizeof(secret));
-    if (rc == KA_BADSECRET)
-        ka_store_bad_secret_msg(dir, spath, err, errlen);
-    return rc;
+    return KA_OK;
 }
 
-static int open_secret_format(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
-                              const char *format, ka_store **out, char *err, size_t errlen);
-
-int ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
-                         ka_store **out, char *err, size_t errlen)
+/* A store object for dir with the HMAC key of secret, and its LMDB environment opened (mode
+ * readonly: the module's). The one place the environment is set up; *what names the step for
+ * messages ("open", "create"). NULL with a message on failure. */
+static ka_store *env_open(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
+                          const char *what, char *err, size_t errlen)
 {
-    return open_secret_format(dir, secret, readonly, KA_STORE_FORMAT, out, err, errlen);
-}
-
-static int open_secret_format(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
-                              const char *format, ka_store **out, char *err, size_t errlen)
-{
-    struct stat sb;
-    ka_store *st;
+    ka_store *st = ka_secure_alloc(sizeof(*st));
     int rc;
 
-    *out = NULL;
-    if (stat(dir, &sb) != 0) {
-        snprintf(err, errlen, "key store %s: %s", dir, strerror(errno));
-        return KA_FAIL;
-    }
-    if (!S_ISDIR(sb.st_mode)) {
-        snprintf(err, errlen, "key store %s is not a directory", dir);
-        return KA_FAIL;
-    }
-    st = ka_secure_alloc(sizeof(*st));
     if (st == NULL) {
         snprintf(err, errlen, "out of memory");
-        return KA_FAIL;
+        return NULL;
     }
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
     ka_hmac_init(&st->hmac, secret);
@@ -293,10 +293,44 @@ static int open_secret_format(const char *dir, const uint8_t secret[KA_SECRET_LE
     if (rc == 0)
         rc = mdb_env_open(st->env, dir, readonly ? (MDB_RDONLY | MDB_NOTLS) : MDB_NOTLS, 0640);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot open key store %s: %s", dir, mdb_strerror(rc));
+        snprintf(err, errlen, "cannot %s key store %s: %s", what, dir, mdb_strerror(rc));
         ka_store_close(st);
-        return KA_FAIL;
+        return NULL;
     }
+    return st;
+}
+
+ka_store_status ka_store_open(const char *dir, const char *secret_path, int readonly,
+                              ka_store **out, char *err, size_t errlen)
+{
+    uint8_t secret[KA_SECRET_LEN];
+    char spath[4200];
+    ka_store_status rc;
+
+    *out = NULL;
+    if (check_dir(dir, err, errlen) != KA_OK)
+        return KA_FAIL;
+    default_secret(dir, secret_path, spath, sizeof(spath));
+    if (ka_secret_read(spath, secret, err, errlen) != NULL)
+        return KA_FAIL;
+    rc = ka_store_open_secret(dir, secret, spath, readonly, out, err, errlen);
+    OPENSSL_cleanse(secret, sizeof(secret));
+    return rc;
+}
+
+/* Opens a store of the given format (KA_STORE_FORMAT, or KA_STORE_FORMAT_1 to upgrade it). */
+static ka_store_status open_secret_format(const char *dir, const uint8_t secret[KA_SECRET_LEN],
+                                          const char *secret_path, int readonly, const char *format,
+                                          ka_store **out, char *err, size_t errlen)
+{
+    ka_store *st;
+    ka_store_status rc;
+
+    *out = NULL;
+    if (check_dir(dir, err, errlen) != KA_OK)
+        return KA_FAIL;
+    if ((st = env_open(dir, secret, readonly, "open", err, errlen)) == NULL)
+        return KA_FAIL;
     if (check_file_size(st, err, errlen) != KA_OK) {
         ka_store_close(st);
         return KA_FAIL;
@@ -308,10 +342,20 @@ static int open_secret_format(const char *dir, const uint8_t secret[KA_SECRET_LE
         rc = check_format(st, format, err, errlen);
     if (rc != KA_OK) {
         ka_store_close(st);
+        if (rc == KA_BADSECRET && secret_path != NULL)
+            bad_secret_msg(dir, secret_path, err, errlen);
         return rc;
     }
     *out = st;
     return KA_OK;
+}
+
+ka_store_status ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN],
+                                     const char *secret_path, int readonly, ka_store **out,
+                                     char *err, size_t errlen)
+{
+    return open_secret_format(dir, secret, secret_path, readonly, KA_STORE_FORMAT, out, err,
+                              errlen);
 }
 
 void ka_store_close(ka_store *st)
@@ -323,7 +367,7 @@ void ka_store_close(ka_store *st)
     ka_secure_free(st, sizeof(*st)); /* the HMAC pad states are as good as the secret */
 }
 
-static int write_secret(const char *path, char *err, size_t errlen)
+static ka_store_status write_secret(const char *path, char *err, size_t errlen)
 {
     uint8_t secret[KA_SECRET_LEN];
     int fd;
@@ -351,7 +395,7 @@ static int write_secret(const char *path, char *err, size_t errlen)
     return KA_OK;
 }
 
-int ka_store_create(const char *dir, const char *secret_path, char *err, size_t errlen)
+ka_store_status ka_store_create(const char *dir, const char *secret_path, char *err, size_t errlen)
 {
     uint8_t secret[KA_SECRET_LEN];
     char spath[4200];
@@ -378,29 +422,10 @@ int ka_store_create(const char *dir, const char *secret_path, char *err, size_t 
         return KA_FAIL;
     if (ka_secret_read(spath, secret, err, errlen) != NULL)
         return KA_FAIL;
-    st = ka_secure_alloc(sizeof(*st));
-    if (st == NULL) {
-        OPENSSL_cleanse(secret, sizeof(secret));
-        snprintf(err, errlen, "out of memory");
-        return KA_FAIL;
-    }
-    snprintf(st->dir, sizeof(st->dir), "%s", dir);
-    ka_hmac_init(&st->hmac, secret);
+    st = env_open(dir, secret, 0, "create", err, errlen);
     OPENSSL_cleanse(secret, sizeof(secret));
-    rc = mdb_env_create(&st->env);
-    if (rc == 0)
-        rc = mdb_env_set_maxdbs(st->env, 8);
-    if (rc == 0)
-        rc = mdb_env_set_maxreaders(st->env, KA_STORE_MAXREADERS);
-    if (rc == 0)
-        rc = mdb_env_set_mapsize(st->env, KA_STORE_DEFAULT_MAPSIZE);
-    if (rc == 0)
-        rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0640);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot create key store %s: %s", dir, mdb_strerror(rc));
-        ka_store_close(st);
+    if (st == NULL)
         return KA_FAIL;
-    }
     if (open_dbis(st, 0, err, errlen) != KA_OK) {
         ka_store_close(st);
         return KA_FAIL;
@@ -410,9 +435,9 @@ int ka_store_create(const char *dir, const char *secret_path, char *err, size_t 
         uint8_t check[KA_DIGEST_LEN];
         MDB_val ck = {sizeof(SECRET_CHECK_KEY) - 1, SECRET_CHECK_KEY}, cv = {sizeof(check), check};
         secret_check_value(st, check);
-        rc = mdb_put(txn, st->meta, &k, &v, 0);
+        rc = mdb_put(TX(txn), st->meta, &k, &v, 0);
         if (rc == 0)
-            rc = mdb_put(txn, st->meta, &ck, &cv, 0);
+            rc = mdb_put(TX(txn), st->meta, &ck, &cv, 0);
         if (rc == 0)
             rc = mdb_txn_commit(txn);
         else
@@ -436,7 +461,134 @@ void ka_digest_write(const ka_store *st, const char key[KA_WRITE_KEY_LEN],
     ka_hmac(&st->hmac, key, KA_WRITE_KEY_LEN, out);
 }
 
-static int get_result(int rc)
+/* ---- transactions ---- */
+
+static ka_store_status txn_result(int rc, const char *what, const char *dir, char *err,
+                                  size_t errlen)
+{
+    if (rc == 0)
+        return KA_OK;
+    if (rc == MDB_MAP_RESIZED)
+        return KA_RESIZED;
+    snprintf(err, errlen, "key store %s: %s: %s", dir, what, mdb_strerror(rc));
+    return KA_FAIL;
+}
+
+ka_store_status ka_store_read_begin(const ka_store *st, ka_store_txn **txn, char *err,
+                                    size_t errlen)
+{
+    MDB_txn *t = NULL;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &t);
+
+    *txn = rc == 0 ? (ka_store_txn *)t : NULL;
+    return txn_result(rc, "cannot begin a read transaction", st->dir, err, errlen);
+}
+
+void ka_store_read_reset(ka_store_txn *txn)
+{
+    mdb_txn_reset(TX(txn));
+}
+
+ka_store_status ka_store_read_renew(ka_store_txn *txn, char *err, size_t errlen)
+{
+    const char *dir = "";
+    int rc = mdb_txn_renew(TX(txn));
+
+    if (rc == 0)
+        return KA_OK;
+    mdb_env_get_path(mdb_txn_env(TX(txn)), &dir); /* for the message only: a request path */
+    return txn_result(rc, "cannot renew a read transaction", dir, err, errlen);
+}
+
+void ka_store_adopt_map(ka_store *st)
+{
+    mdb_env_set_mapsize(st->env, 0);
+}
+
+size_t ka_store_txn_id(const ka_store_txn *txn)
+{
+    return mdb_txn_id((MDB_txn *)txn);
+}
+
+size_t ka_store_last_commit(const ka_store *st)
+{
+    MDB_envinfo info;
+
+    return mdb_env_info(st->env, &info) == 0 ? info.me_last_txnid : 0;
+}
+
+ka_store_status ka_store_write_begin(ka_store *st, ka_store_txn **txn, char *err, size_t errlen)
+{
+    MDB_txn *t = NULL;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &t);
+
+    *txn = rc == 0 ? (ka_store_txn *)t : NULL;
+    if (rc == MDB_MAP_RESIZED) {
+        /* A writer is alone on the map: adopt another process's growth, then begin. */
+        mdb_env_set_mapsize(st->env, 0);
+        rc = mdb_txn_begin(st->env, NULL, 0, &t);
+        *txn = rc == 0 ? (ka_store_txn *)t : NULL;
+    }
+    if (rc == 0)
+        return KA_OK;
+    snprintf(err, errlen, "cannot update key store %s: %s", st->dir, mdb_strerror(rc));
+    return KA_FAIL;
+}
+
+ka_store_status ka_store_commit(ka_store_txn *txn, char *err, size_t errlen)
+{
+    MDB_env *env = mdb_txn_env(TX(txn));
+    const char *dir = "";
+    int rc;
+
+    mdb_env_get_path(env, &dir);
+    rc = mdb_txn_commit(TX(txn));
+    if (rc == 0)
+        return KA_OK;
+    if (rc == MDB_MAP_FULL)
+        return KA_MAPFULL;
+    snprintf(err, errlen, "cannot update key store %s: %s", dir, mdb_strerror(rc));
+    return KA_FAIL;
+}
+
+void ka_store_abort(ka_store_txn *txn)
+{
+    if (txn != NULL)
+        mdb_txn_abort(TX(txn));
+}
+
+#define ROOM_SLACK ((size_t)64 << 20) /* free map space kept beyond the estimate */
+
+ka_store_status ka_store_reserve(ka_store *st, size_t estimate, int grow, char *err, size_t errlen)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+    size_t used, want, size;
+    int rc = mdb_env_info(st->env, &info);
+
+    if (rc == 0)
+        rc = mdb_env_stat(st->env, &ms);
+    if (rc == 0) {
+        used = ((size_t)info.me_last_pgno + 1) * ms.ms_psize;
+        want = 2 * used + estimate + ROOM_SLACK;
+        size = info.me_mapsize;
+        if (grow && want < 2 * size)
+            want = 2 * size;
+        if (want <= size)
+            return KA_OK;
+        while (size < want)
+            size *= 2;
+        rc = mdb_env_set_mapsize(st->env, size);
+    }
+    if (rc == 0)
+        return KA_OK;
+    snprintf(err, errlen, "cannot update key store %s: %s", st->dir, mdb_strerror(rc));
+    return KA_FAIL;
+}
+
+/* ---- records ---- */
+
+static ka_store_status get_result(int rc)
 {
     if (rc == 0)
         return KA_OK;
@@ -444,7 +596,7 @@ static int get_result(int rc)
 }
 
 /* Decodes a key record; KA_FAIL if it is not one this build wrote. */
-static int decode_key(const MDB_val *v, ka_key_rec *rec)
+static ka_store_status decode_key(const MDB_val *v, ka_key_rec *rec)
 {
     const uint8_t *p = v->mv_data;
     size_t hl;
@@ -468,18 +620,18 @@ static int decode_key(const MDB_val *v, ka_key_rec *rec)
     return KA_OK;
 }
 
-int ka_get_key(MDB_txn *txn, const ka_store *st, const uint8_t digest[KA_DIGEST_LEN],
-               ka_key_rec *rec)
+ka_store_status ka_get_key(ka_store_txn *txn, const ka_store *st,
+                           const uint8_t digest[KA_DIGEST_LEN], ka_key_rec *rec)
 {
     MDB_val k = {KA_DIGEST_LEN, (void *)digest}, v;
-    int rc = get_result(mdb_get(txn, st->keys, &k, &v));
+    ka_store_status rc = get_result(mdb_get(TX(txn), st->keys, &k, &v));
     return rc == KA_OK ? decode_key(&v, rec) : rc;
 }
 
-int ka_get_org(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
+ka_store_status ka_get_org(ka_store_txn *txn, const ka_store *st, const char *id, ka_entity *e)
 {
     MDB_val k = {KA_ID_LEN, (void *)id}, v;
-    int rc = get_result(mdb_get(txn, st->orgs, &k, &v));
+    ka_store_status rc = get_result(mdb_get(TX(txn), st->orgs, &k, &v));
 
     if (rc != KA_OK)
         return rc;
@@ -493,10 +645,10 @@ int ka_get_org(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
     return KA_OK;
 }
 
-int ka_get_ws(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
+ka_store_status ka_get_ws(ka_store_txn *txn, const ka_store *st, const char *id, ka_entity *e)
 {
     MDB_val k = {KA_ID_LEN, (void *)id}, v;
-    int rc = get_result(mdb_get(txn, st->wss, &k, &v));
+    ka_store_status rc = get_result(mdb_get(TX(txn), st->wss, &k, &v));
 
     if (rc != KA_OK)
         return rc;
@@ -511,10 +663,10 @@ int ka_get_ws(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
     return KA_OK;
 }
 
-int ka_get_conn(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
+ka_store_status ka_get_conn(ka_store_txn *txn, const ka_store *st, const char *id, ka_entity *e)
 {
     MDB_val k = {KA_ID_LEN, (void *)id}, v;
-    int rc = get_result(mdb_get(txn, st->conns, &k, &v));
+    ka_store_status rc = get_result(mdb_get(TX(txn), st->conns, &k, &v));
 
     if (rc != KA_OK)
         return rc;
@@ -531,7 +683,8 @@ int ka_get_conn(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e)
 
 /* ---- write side ---- */
 
-static int idx_put(MDB_txn *txn, ka_store *st, char tag, const char *a, const char *b)
+static ka_store_status idx_put(ka_store_txn *txn, ka_store *st, char tag, const char *a,
+                               const char *b)
 {
     char key[IDX_LEN];
     MDB_val k = {IDX_LEN, key}, v = {0, ""};
@@ -539,10 +692,11 @@ static int idx_put(MDB_txn *txn, ka_store *st, char tag, const char *a, const ch
     key[0] = tag;
     memcpy(key + 1, a, KA_ID_LEN);
     memcpy(key + 1 + KA_ID_LEN, b, KA_ID_LEN);
-    return mdb_put(txn, st->idx, &k, &v, 0) == 0 ? KA_OK : KA_FAIL;
+    return mdb_put(TX(txn), st->idx, &k, &v, 0) == 0 ? KA_OK : KA_FAIL;
 }
 
-static int idx_del(MDB_txn *txn, ka_store *st, char tag, const char *a, const char *b)
+static ka_store_status idx_del(ka_store_txn *txn, ka_store *st, char tag, const char *a,
+                               const char *b)
 {
     char key[IDX_LEN];
     MDB_val k = {IDX_LEN, key};
@@ -551,7 +705,7 @@ static int idx_del(MDB_txn *txn, ka_store *st, char tag, const char *a, const ch
     key[0] = tag;
     memcpy(key + 1, a, KA_ID_LEN);
     memcpy(key + 1 + KA_ID_LEN, b, KA_ID_LEN);
-    rc = mdb_del(txn, st->idx, &k, NULL);
+    rc = mdb_del(TX(txn), st->idx, &k, NULL);
     return rc == 0 || rc == MDB_NOTFOUND ? KA_OK : KA_FAIL;
 }
 
@@ -559,8 +713,8 @@ typedef int (*idx_cb)(const char *second, void *arg);
 
 /* Calls cb with the second ID of every index entry tag+first. Collects first so that the
  * callback may delete entries. */
-static int idx_each(MDB_txn *txn, const ka_store *st, char tag, const char *first, idx_cb cb,
-                    void *arg)
+static ka_store_status idx_each(ka_store_txn *txn, const ka_store *st, char tag, const char *first,
+                                idx_cb cb, void *arg)
 {
     char prefix[1 + KA_ID_LEN];
     MDB_cursor *cur;
@@ -571,7 +725,7 @@ static int idx_each(MDB_txn *txn, const ka_store *st, char tag, const char *firs
 
     prefix[0] = tag;
     memcpy(prefix + 1, first, KA_ID_LEN);
-    if (mdb_cursor_open(txn, st->idx, &cur) != 0)
+    if (mdb_cursor_open(TX(txn), st->idx, &cur) != 0)
         return KA_FAIL;
     k.mv_size = sizeof(prefix);
     k.mv_data = prefix;
@@ -601,23 +755,23 @@ static int idx_each(MDB_txn *txn, const ka_store *st, char tag, const char *firs
     return ret;
 }
 
-static int put_raw(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, const void *val,
-                   size_t vlen)
+static ka_store_status put_raw(ka_store_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
+                               const void *val, size_t vlen)
 {
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
-    return mdb_put(txn, dbi, &k, &v, 0) == 0 ? KA_OK : KA_FAIL;
+    return mdb_put(TX(txn), dbi, &k, &v, 0) == 0 ? KA_OK : KA_FAIL;
 }
 
-static int del_raw(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen)
+static ka_store_status del_raw(ka_store_txn *txn, MDB_dbi dbi, const void *key, size_t klen)
 {
     MDB_val k = {klen, (void *)key};
-    int rc = mdb_del(txn, dbi, &k, NULL);
+    int rc = mdb_del(TX(txn), dbi, &k, NULL);
     if (rc == MDB_NOTFOUND)
         return KA_NOTFOUND;
     return rc == 0 ? KA_OK : KA_FAIL;
 }
 
-int ka_put_org(MDB_txn *txn, ka_store *st, const ka_entity *e)
+ka_store_status ka_put_org(ka_store_txn *txn, ka_store *st, const ka_entity *e)
 {
     uint8_t buf[1 + KA_NAME_MAX];
     size_t nl = strnlen(e->name, KA_NAME_MAX);
@@ -627,7 +781,7 @@ int ka_put_org(MDB_txn *txn, ka_store *st, const ka_entity *e)
     return put_raw(txn, st->orgs, e->id, KA_ID_LEN, buf, 1 + nl);
 }
 
-int ka_put_ws(MDB_txn *txn, ka_store *st, const ka_entity *e)
+ka_store_status ka_put_ws(ka_store_txn *txn, ka_store *st, const ka_entity *e)
 {
     char buf[KA_ID_LEN + KA_NAME_MAX];
     size_t nl = strnlen(e->name, KA_NAME_MAX);
@@ -639,7 +793,7 @@ int ka_put_ws(MDB_txn *txn, ka_store *st, const ka_entity *e)
     return idx_put(txn, st, IDX_WS_OF_ORG, e->org, e->id);
 }
 
-int ka_put_conn(MDB_txn *txn, ka_store *st, const ka_entity *e)
+ka_store_status ka_put_conn(ka_store_txn *txn, ka_store *st, const ka_entity *e)
 {
     char buf[CONN_NAME + KA_NAME_MAX];
     size_t nl = strnlen(e->name, KA_NAME_MAX);
@@ -661,8 +815,8 @@ static void put_opt_id(uint8_t *dst, const char *id)
         memcpy(dst, id, KA_ID_LEN);
 }
 
-int ka_put_key(MDB_txn *txn, ka_store *st, const uint8_t digest[KA_DIGEST_LEN],
-               const ka_key_rec *rec)
+ka_store_status ka_put_key(ka_store_txn *txn, ka_store *st, const uint8_t digest[KA_DIGEST_LEN],
+                           const ka_key_rec *rec)
 {
     uint8_t buf[REC_HINT + KA_HINT_MAX + KA_NAME_MAX];
     size_t hl = strnlen(rec->hint, KA_HINT_MAX), nl = strnlen(rec->name, KA_NAME_MAX);
@@ -685,10 +839,11 @@ int ka_put_key(MDB_txn *txn, ka_store *st, const uint8_t digest[KA_DIGEST_LEN],
     return idx_put(txn, st, IDX_WRITE_OF_CONN, rec->conn, rec->id);
 }
 
-int ka_get_key_by_id(MDB_txn *txn, const ka_store *st, const char *key_id, ka_key_rec *rec)
+ka_store_status ka_get_key_by_id(ka_store_txn *txn, const ka_store *st, const char *key_id,
+                                 ka_key_rec *rec)
 {
     MDB_val k = {KA_ID_LEN, (void *)key_id}, v;
-    int rc = get_result(mdb_get(txn, st->kids, &k, &v));
+    ka_store_status rc = get_result(mdb_get(TX(txn), st->kids, &k, &v));
 
     if (rc != KA_OK)
         return rc;
@@ -698,16 +853,16 @@ int ka_get_key_by_id(MDB_txn *txn, const ka_store *st, const char *key_id, ka_ke
 }
 
 typedef struct {
-    MDB_txn *txn;
+    ka_store_txn *txn;
     ka_store *st;
 } del_ctx;
 
-int ka_del_key(MDB_txn *txn, ka_store *st, const char *key_id)
+ka_store_status ka_del_key(ka_store_txn *txn, ka_store *st, const char *key_id)
 {
     MDB_val k = {KA_ID_LEN, (void *)key_id}, v;
     uint8_t digest[KA_DIGEST_LEN];
     ka_key_rec rec;
-    int rc = get_result(mdb_get(txn, st->kids, &k, &v));
+    ka_store_status rc = get_result(mdb_get(TX(txn), st->kids, &k, &v));
 
     if (rc != KA_OK)
         return rc;
@@ -733,11 +888,11 @@ static int del_key_cb(const char *id, void *arg)
     return ka_del_key(c->txn, c->st, id) == KA_FAIL;
 }
 
-int ka_del_conn(MDB_txn *txn, ka_store *st, const char *id)
+ka_store_status ka_del_conn(ka_store_txn *txn, ka_store *st, const char *id)
 {
     ka_entity e;
     del_ctx c = {txn, st};
-    int rc = ka_get_conn(txn, st, id, &e);
+    ka_store_status rc = ka_get_conn(txn, st, id, &e);
 
     if (rc != KA_OK)
         return rc;
@@ -760,7 +915,7 @@ static int del_ws_keys_cb(const char *key_id, void *arg)
     const del_ctx *c = (const del_ctx *)a[0];
     const char *ws = a[1];
     ka_key_rec rec;
-    int rc = ka_get_key_by_id(c->txn, c->st, key_id, &rec);
+    ka_store_status rc = ka_get_key_by_id(c->txn, c->st, key_id, &rec);
 
     if (rc == KA_FAIL)
         return 1;
@@ -769,12 +924,12 @@ static int del_ws_keys_cb(const char *key_id, void *arg)
     return 0;
 }
 
-int ka_del_ws(MDB_txn *txn, ka_store *st, const char *id)
+ka_store_status ka_del_ws(ka_store_txn *txn, ka_store *st, const char *id)
 {
     ka_entity e;
     del_ctx c = {txn, st};
     const void *args[2];
-    int rc = ka_get_ws(txn, st, id, &e);
+    ka_store_status rc = ka_get_ws(txn, st, id, &e);
 
     if (rc != KA_OK)
         return rc;
@@ -793,11 +948,11 @@ static int del_ws_cb(const char *id, void *arg)
     return ka_del_ws(c->txn, c->st, id) == KA_FAIL;
 }
 
-int ka_del_org(MDB_txn *txn, ka_store *st, const char *id)
+ka_store_status ka_del_org(ka_store_txn *txn, ka_store *st, const char *id)
 {
     ka_entity e;
     del_ctx c = {txn, st};
-    int rc = ka_get_org(txn, st, id, &e);
+    ka_store_status rc = ka_get_org(txn, st, id, &e);
 
     if (rc != KA_OK)
         return rc;
@@ -809,14 +964,14 @@ int ka_del_org(MDB_txn *txn, ka_store *st, const char *id)
 
 /* ---- listing ---- */
 
-int ka_list_orgs(MDB_txn *txn, const ka_store *st, ka_entity_cb cb, void *arg)
+ka_store_status ka_list_orgs(ka_store_txn *txn, const ka_store *st, ka_entity_cb cb, void *arg)
 {
     MDB_cursor *cur;
     MDB_val k, v;
     ka_entity e;
     int rc, ret = KA_OK;
 
-    if (mdb_cursor_open(txn, st->orgs, &cur) != 0)
+    if (mdb_cursor_open(TX(txn), st->orgs, &cur) != 0)
         return KA_FAIL;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -837,9 +992,10 @@ int ka_list_orgs(MDB_txn *txn, const ka_store *st, ka_entity_cb cb, void *arg)
 }
 
 /* Walks every record of a database of workspaces or connections. */
-static int list_table(MDB_txn *txn, const ka_store *st, MDB_dbi dbi,
-                      int (*get)(MDB_txn *, const ka_store *, const char *, ka_entity *),
-                      const char *org, const char *ws, ka_entity_cb cb, void *arg)
+static ka_store_status list_table(ka_store_txn *txn, const ka_store *st, MDB_dbi dbi,
+                                  ka_store_status (*get)(ka_store_txn *, const ka_store *,
+                                                         const char *, ka_entity *),
+                                  const char *org, const char *ws, ka_entity_cb cb, void *arg)
 {
     MDB_cursor *cur;
     MDB_val k, v;
@@ -847,7 +1003,7 @@ static int list_table(MDB_txn *txn, const ka_store *st, MDB_dbi dbi,
     char id[KA_ID_LEN + 1];
     int rc, ret = KA_OK;
 
-    if (mdb_cursor_open(txn, dbi, &cur) != 0)
+    if (mdb_cursor_open(TX(txn), dbi, &cur) != 0)
         return KA_FAIL;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -871,18 +1027,20 @@ static int list_table(MDB_txn *txn, const ka_store *st, MDB_dbi dbi,
     return rc != 0 && rc != MDB_NOTFOUND ? KA_FAIL : ret;
 }
 
-int ka_list_ws(MDB_txn *txn, const ka_store *st, const char *org, ka_entity_cb cb, void *arg)
+ka_store_status ka_list_ws(ka_store_txn *txn, const ka_store *st, const char *org, ka_entity_cb cb,
+                           void *arg)
 {
     return list_table(txn, st, st->wss, ka_get_ws, org, NULL, cb, arg);
 }
 
-int ka_list_conns(MDB_txn *txn, const ka_store *st, const char *ws, ka_entity_cb cb, void *arg)
+ka_store_status ka_list_conns(ka_store_txn *txn, const ka_store *st, const char *ws,
+                              ka_entity_cb cb, void *arg)
 {
     return list_table(txn, st, st->conns, ka_get_conn, NULL, ws, cb, arg);
 }
 
 typedef struct {
-    MDB_txn *txn;
+    ka_store_txn *txn;
     const ka_store *st;
     ka_key_cb cb;
     void *arg;
@@ -912,7 +1070,8 @@ static int list_org_keys_cb(const ka_entity *e, void *arg)
     return c->failed || c->stop;
 }
 
-int ka_list_api_keys(MDB_txn *txn, const ka_store *st, const char *org, ka_key_cb cb, void *arg)
+ka_store_status ka_list_api_keys(ka_store_txn *txn, const ka_store *st, const char *org,
+                                 ka_key_cb cb, void *arg)
 {
     list_keys_ctx c = {txn, st, cb, arg, 0, 0};
 
@@ -923,7 +1082,8 @@ int ka_list_api_keys(MDB_txn *txn, const ka_store *st, const char *org, ka_key_c
     return KA_OK;
 }
 
-int ka_list_write_keys(MDB_txn *txn, const ka_store *st, const char *conn, ka_key_cb cb, void *arg)
+ka_store_status ka_list_write_keys(ka_store_txn *txn, const ka_store *st, const char *conn,
+                                   ka_key_cb cb, void *arg)
 {
     list_keys_ctx c = {txn, st, cb, arg, 0, 0};
     return idx_each(txn, st, IDX_WRITE_OF_CONN, conn, list_key_cb, &c);
@@ -935,10 +1095,11 @@ int ka_list_write_keys(MDB_txn *txn, const ka_store *st, const char *conn, ka_ke
 #define META_MIRROR_CONNINFO "mirror-conninfo"
 #define META_MIRROR_VERSION "mirror-version"
 
-static int meta_get_text(MDB_txn *txn, const ka_store *st, const char *key, char *out, size_t size)
+static ka_store_status meta_get_text(ka_store_txn *txn, const ka_store *st, const char *key,
+                                     char *out, size_t size)
 {
     MDB_val k = {strlen(key), (void *)key}, v;
-    int rc = get_result(mdb_get(txn, st->meta, &k, &v));
+    ka_store_status rc = get_result(mdb_get(TX(txn), st->meta, &k, &v));
 
     if (rc != KA_OK)
         return rc;
@@ -949,20 +1110,21 @@ static int meta_get_text(MDB_txn *txn, const ka_store *st, const char *key, char
     return KA_OK;
 }
 
-static int meta_put(MDB_txn *txn, ka_store *st, const char *key, const void *val, size_t len)
+static ka_store_status meta_put(ka_store_txn *txn, ka_store *st, const char *key, const void *val,
+                                size_t len)
 {
     return put_raw(txn, st->meta, key, strlen(key), val, len);
 }
 
-int ka_mirror_meta_get(MDB_txn *txn, const ka_store *st, ka_mirror_meta *m)
+ka_store_status ka_mirror_meta_get(ka_store_txn *txn, const ka_store *st, ka_mirror_meta *m)
 {
     MDB_val k = {sizeof(META_MIRROR_VERSION) - 1, META_MIRROR_VERSION}, v;
-    int rc = meta_get_text(txn, st, META_MIRROR_SOURCE, m->source, sizeof(m->source));
+    ka_store_status rc = meta_get_text(txn, st, META_MIRROR_SOURCE, m->source, sizeof(m->source));
 
     if (rc != KA_OK)
         return rc;
     if (meta_get_text(txn, st, META_MIRROR_CONNINFO, m->conninfo, sizeof(m->conninfo)) != KA_OK ||
-        mdb_get(txn, st->meta, &k, &v) != 0 || v.mv_size != 8)
+        mdb_get(TX(txn), st->meta, &k, &v) != 0 || v.mv_size != 8)
         return KA_FAIL;
     m->version = 0;
     for (int i = 0; i < 8; i++)
@@ -970,7 +1132,7 @@ int ka_mirror_meta_get(MDB_txn *txn, const ka_store *st, ka_mirror_meta *m)
     return KA_OK;
 }
 
-int ka_mirror_version_put(MDB_txn *txn, ka_store *st, uint64_t version)
+ka_store_status ka_mirror_version_put(ka_store_txn *txn, ka_store *st, uint64_t version)
 {
     uint8_t buf[8];
 
@@ -979,7 +1141,7 @@ int ka_mirror_version_put(MDB_txn *txn, ka_store *st, uint64_t version)
     return meta_put(txn, st, META_MIRROR_VERSION, buf, sizeof(buf));
 }
 
-int ka_mirror_meta_put(MDB_txn *txn, ka_store *st, const ka_mirror_meta *m)
+ka_store_status ka_mirror_meta_put(ka_store_txn *txn, ka_store *st, const ka_mirror_meta *m)
 {
     if (m->source[0] == '\0' ||
         meta_put(txn, st, META_MIRROR_SOURCE, m->source,
@@ -991,14 +1153,14 @@ int ka_mirror_meta_put(MDB_txn *txn, ka_store *st, const ka_mirror_meta *m)
 }
 
 /* KA_OK and m filled, KA_NOTFOUND (not a mirror) or KA_FAIL, in a read transaction of its own. */
-static int mirror_meta_read(ka_store *st, ka_mirror_meta *m)
+static ka_store_status mirror_meta_read(ka_store *st, ka_mirror_meta *m)
 {
     MDB_txn *txn;
-    int rc;
+    ka_store_status rc;
 
     if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
         return KA_FAIL;
-    rc = ka_mirror_meta_get(txn, st, m);
+    rc = ka_mirror_meta_get((ka_store_txn *)txn, st, m);
     mdb_txn_abort(txn);
     return rc;
 }
@@ -1009,10 +1171,10 @@ int ka_store_is_mirror(ka_store *st)
     return mirror_meta_read(st, &m) == KA_OK;
 }
 
-int ka_store_refuse_mirror(ka_store *st, char *err, size_t errlen)
+ka_store_status ka_store_refuse_mirror(ka_store *st, char *err, size_t errlen)
 {
     ka_mirror_meta m;
-    int rc = mirror_meta_read(st, &m);
+    ka_store_status rc = mirror_meta_read(st, &m);
 
     if (rc == KA_NOTFOUND)
         return KA_OK;
@@ -1027,9 +1189,18 @@ int ka_store_refuse_mirror(ka_store *st, char *err, size_t errlen)
 }
 
 /* Format 1 had no flags byte in a connection record: insert a zero one (a source connection
- * with a strategy, what krenalis-keys created). */
-static int upgrade_conns(MDB_txn *txn, ka_store *st)
+ * with a strategy, what krenalis-keys created). The records are read first and written after:
+ * a put that changes a record's size is a delete and an insert, which a cursor walking the
+ * same database does not survive (it skipped and repeated records of large stores). */
+static ka_store_status upgrade_conns(MDB_txn *txn, ka_store *st)
 {
+    typedef struct {
+        char id[KA_ID_LEN];
+        size_t len;
+        char val[CONN_NAME + KA_NAME_MAX];
+    } conn_rec;
+    conn_rec *recs = NULL;
+    size_t n = 0, cap = 0;
     MDB_cursor *cur;
     MDB_val k, v;
     int rc;
@@ -1038,26 +1209,42 @@ static int upgrade_conns(MDB_txn *txn, ka_store *st)
         return KA_FAIL;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        char buf[CONN_NAME + KA_NAME_MAX];
         size_t nl = v.mv_size - 2 * KA_ID_LEN;
-        MDB_val nv = {0, buf};
+        conn_rec *r;
 
-        if (v.mv_size < 2 * KA_ID_LEN || nl > KA_NAME_MAX) {
+        if (k.mv_size != KA_ID_LEN || v.mv_size < 2 * KA_ID_LEN || nl > KA_NAME_MAX) {
             rc = MDB_CORRUPTED;
             break;
         }
-        memcpy(buf, v.mv_data, 2 * KA_ID_LEN);
-        buf[CONN_FLAGS] = 0;
-        memcpy(buf + CONN_NAME, (const char *)v.mv_data + 2 * KA_ID_LEN, nl);
-        nv.mv_size = CONN_NAME + nl;
-        if ((rc = mdb_cursor_put(cur, &k, &nv, MDB_CURRENT)) != 0)
-            break;
+        if (n == cap) {
+            size_t ncap = cap ? 2 * cap : 1024;
+            void *p = realloc(recs, ncap * sizeof(*recs));
+            if (p == NULL) {
+                rc = ENOMEM;
+                break;
+            }
+            recs = p;
+            cap = ncap;
+        }
+        r = &recs[n++];
+        memcpy(r->id, k.mv_data, KA_ID_LEN);
+        memcpy(r->val, v.mv_data, 2 * KA_ID_LEN);
+        r->val[CONN_FLAGS] = 0;
+        memcpy(r->val + CONN_NAME, (const char *)v.mv_data + 2 * KA_ID_LEN, nl);
+        r->len = CONN_NAME + nl;
     }
     mdb_cursor_close(cur);
-    return rc == MDB_NOTFOUND ? KA_OK : KA_FAIL;
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        MDB_val nk = {KA_ID_LEN, recs[i].id}, nv = {recs[i].len, recs[i].val};
+        rc = mdb_put(txn, st->conns, &nk, &nv, 0);
+    }
+    free(recs);
+    return rc == 0 ? KA_OK : KA_FAIL;
 }
 
-int ka_store_upgrade(const char *dir, const char *secret_path, char *err, size_t errlen)
+ka_store_status ka_store_upgrade(const char *dir, const char *secret_path, char *err, size_t errlen)
 {
     uint8_t secret[KA_SECRET_LEN];
     char spath[4200];
@@ -1069,10 +1256,8 @@ int ka_store_upgrade(const char *dir, const char *secret_path, char *err, size_t
     default_secret(dir, secret_path, spath, sizeof(spath));
     if (ka_secret_read(spath, secret, err, errlen) != NULL)
         return KA_FAIL;
-    rc = open_secret_format(dir, secret, 0, KA_STORE_FORMAT_1, &st, err, errlen);
+    rc = open_secret_format(dir, secret, spath, 0, KA_STORE_FORMAT_1, &st, err, errlen);
     OPENSSL_cleanse(secret, sizeof(secret));
-    if (rc == KA_BADSECRET)
-        ka_store_bad_secret_msg(dir, spath, err, errlen);
     if (rc != KA_OK)
         return KA_FAIL;
     rc = mdb_txn_begin(st->env, NULL, 0, &txn);
@@ -1087,4 +1272,18 @@ int ka_store_upgrade(const char *dir, const char *secret_path, char *err, size_t
         snprintf(err, errlen, "cannot upgrade key store %s: %s", dir, mdb_strerror(rc));
     ka_store_close(st);
     return rc == 0 ? KA_OK : KA_FAIL;
+}
+
+ka_store_status ka_store_set_sync(ka_store *st, ka_sync_mode mode)
+{
+    int rc = mdb_env_set_flags(st->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
+
+    if (rc == 0 && mode != KA_SYNC_FULL)
+        rc = mdb_env_set_flags(st->env, mode == KA_SYNC_NONE ? MDB_NOSYNC : MDB_NOMETASYNC, 1);
+    return rc == 0 ? KA_OK : KA_FAIL;
+}
+
+ka_store_status ka_store_sync(ka_store *st)
+{
+    return mdb_env_sync(st->env, 1) == 0 ? KA_OK : KA_FAIL;
 }

@@ -1,30 +1,35 @@
 /* The LMDB key store (SPEC §3; layout in docs/keystore.md). The module uses the read side; the
- * krenalis-keys command uses both. Functions return KA_OK, KA_NOTFOUND or KA_FAIL. */
+ * krenalis-keys command uses both. LMDB stays behind this header: the store and its
+ * transactions are opaque, and the functions answer with a ka_store_status. */
 #ifndef KA_KEYSTORE_H
 #define KA_KEYSTORE_H
 
-#include <lmdb.h>
+#include <stddef.h>
+#include <stdint.h>
 
-#include "crypto.h"
 #include "ka.h"
 
-#define KA_OK 0
-#define KA_NOTFOUND 1
-#define KA_FAIL (-1)
-#define KA_BADSECRET (-2) /* ka_store_open*: the secret is not the store's */
+/* What a store function answers. */
+typedef enum {
+    KA_OK = 0,
+    KA_NOTFOUND,  /* no such record */
+    KA_FAIL,      /* the store failed, or holds a record this build cannot read */
+    KA_BADSECRET, /* ka_store_open*: the secret is not the store's */
+    KA_RESIZED,   /* ka_store_read_begin/renew: another process grew the map; with no transaction
+                     of this process active, ka_store_adopt_map, then begin again */
+    KA_MAPFULL,   /* ka_store_commit: the map is full; ka_store_reserve(grow) and redo it all */
+} ka_store_status;
 
 #define KA_STORE_FORMAT "krenalis-keys 2"
 #define KA_STORE_FORMAT_1 "krenalis-keys 1" /* upgraded in place by ka_store_upgrade */
 #define KA_STORE_MAXREADERS 4094
 #define KA_STORE_DEFAULT_MAPSIZE ((size_t)1 << 30)
 
-typedef struct ka_store {
-    MDB_env *env;
-    MDB_dbi meta, orgs, wss, conns, keys, kids, idx;
-    ka_hmac_key hmac;
-    unsigned psize; /* LMDB page size of data.mdb */
-    char dir[4096];
-} ka_store;
+/* An open store: its LMDB environment and the HMAC key of its secret. Opaque. */
+typedef struct ka_store ka_store;
+
+/* A transaction on a store, read-only or writing. Opaque. */
+typedef struct ka_store_txn ka_store_txn;
 
 typedef struct {
     ka_key_type type; /* KA_KEY_API or KA_KEY_WRITE */
@@ -56,28 +61,66 @@ typedef struct {
  * MDB_NOTLS). secret_path may be NULL for DIR/secret. On failure returns KA_FAIL and a
  * message in err. The store is mapped memory of its own, left out of core dumps (it holds
  * the HMAC key), a per-process resource. */
-int ka_store_open(const char *dir, const char *secret_path, int readonly, ka_store **out, char *err,
-                  size_t errlen);
-/* The same with the secret in memory (the module reads it as root before it forks). */
-int ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
-                         ka_store **out, char *err, size_t errlen);
+ka_store_status ka_store_open(const char *dir, const char *secret_path, int readonly,
+                              ka_store **out, char *err, size_t errlen);
+/* The same with the secret in memory (the module reads it as root before it forks);
+ * secret_path, when not NULL, is where it came from, for the KA_BADSECRET message. */
+ka_store_status ka_store_open_secret(const char *dir, const uint8_t secret[KA_SECRET_LEN],
+                                     const char *secret_path, int readonly, ka_store **out,
+                                     char *err, size_t errlen);
 void ka_store_close(ka_store *st);
-/* The message for KA_BADSECRET when the caller knows the secret's path. */
-void ka_store_bad_secret_msg(const char *dir, const char *secret_path, char *err, size_t errlen);
 /* KA_FAIL, with a message, when a data.mdb of size bytes is shorter than the pages the store's
  * last commit uses (a truncated file: reading those pages through the map would be SIGBUS). */
-int ka_store_check_size(const ka_store *st, long long size, char *err, size_t errlen);
+ka_store_status ka_store_check_size(const ka_store *st, long long size, char *err, size_t errlen);
+/* The version of the storage engine (LMDB), e.g. "0.9.24", written into buf; returns buf. */
+char *ka_store_engine_version(char *buf, size_t len);
+/* The directory the store was opened from. */
+const char *ka_store_dir(const ka_store *st);
+
+/* The default secret of a store: DIR/secret (KrenalisAuthKeyStoreSecret, --secret). Writes it
+ * into buf; returns buf. */
+char *ka_store_default_secret(const char *dir, char *buf, size_t len);
 
 /* Creates DIR, a new secret (mode 0600) unless secret_path names an existing one, and an empty
  * store of the current format. */
-int ka_store_create(const char *dir, const char *secret_path, char *err, size_t errlen);
+ka_store_status ka_store_create(const char *dir, const char *secret_path, char *err, size_t errlen);
 
-/* Read side: fill the record; KA_NOTFOUND when absent. */
-int ka_get_key(MDB_txn *txn, const ka_store *st, const uint8_t digest[KA_DIGEST_LEN],
-               ka_key_rec *rec);
-int ka_get_org(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e);
-int ka_get_ws(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e);
-int ka_get_conn(MDB_txn *txn, const ka_store *st, const char *id, ka_entity *e);
+/* ---- transactions ---- */
+
+/* Begins a read transaction: KA_OK, KA_RESIZED, or KA_FAIL with a message. */
+ka_store_status ka_store_read_begin(const ka_store *st, ka_store_txn **txn, char *err,
+                                    size_t errlen);
+/* Ends a read transaction but keeps its handle (and its reader slot) for ka_store_read_renew. */
+void ka_store_read_reset(ka_store_txn *txn);
+/* Begins a reset read transaction again: KA_OK, KA_RESIZED, or KA_FAIL with a message (the
+ * caller aborts txn on failure). */
+ka_store_status ka_store_read_renew(ka_store_txn *txn, char *err, size_t errlen);
+/* Adopts a map grown by another process (after KA_RESIZED); no transaction of this process
+ * may be active. */
+void ka_store_adopt_map(ka_store *st);
+/* The snapshot a transaction reads (LMDB's transaction ID). */
+size_t ka_store_txn_id(const ka_store_txn *txn);
+/* The ID of the last transaction committed to the store (read from its meta pages), or 0. */
+size_t ka_store_last_commit(const ka_store *st);
+
+/* Begins a write transaction: KA_OK or KA_FAIL with a message. */
+ka_store_status ka_store_write_begin(ka_store *st, ka_store_txn **txn, char *err, size_t errlen);
+/* Commits: KA_OK, KA_MAPFULL (nothing was written), or KA_FAIL with a message. */
+ka_store_status ka_store_commit(ka_store_txn *txn, char *err, size_t errlen);
+/* Ends a transaction without writing anything; NULL is nothing to do. */
+void ka_store_abort(ka_store_txn *txn);
+/* Keeps the map large enough for the next write transaction: at least twice the pages in use
+ * (a transaction may copy every page it touches) plus estimate bytes and some slack; grow
+ * doubles it anyway (after KA_MAPFULL). Call with no transaction open. KA_OK or KA_FAIL. */
+ka_store_status ka_store_reserve(ka_store *st, size_t estimate, int grow, char *err, size_t errlen);
+
+/* ---- records ----
+ * Read side: fill the record; KA_NOTFOUND when absent. */
+ka_store_status ka_get_key(ka_store_txn *txn, const ka_store *st,
+                           const uint8_t digest[KA_DIGEST_LEN], ka_key_rec *rec);
+ka_store_status ka_get_org(ka_store_txn *txn, const ka_store *st, const char *id, ka_entity *e);
+ka_store_status ka_get_ws(ka_store_txn *txn, const ka_store *st, const char *id, ka_entity *e);
+ka_store_status ka_get_conn(ka_store_txn *txn, const ka_store *st, const char *id, ka_entity *e);
 
 /* Digests by which keys are found. */
 void ka_digest_api(const ka_store *st, const uint8_t payload[KA_PAYLOAD_LEN],
@@ -87,28 +130,33 @@ void ka_digest_write(const ka_store *st, const char key[KA_WRITE_KEY_LEN],
 
 /* Write side (one write transaction, the caller commits). Puts overwrite. Removals cascade:
  * organization -> workspaces -> connections -> keys. */
-int ka_put_org(MDB_txn *txn, ka_store *st, const ka_entity *e);
-int ka_put_ws(MDB_txn *txn, ka_store *st, const ka_entity *e);
-int ka_put_conn(MDB_txn *txn, ka_store *st, const ka_entity *e);
-int ka_put_key(MDB_txn *txn, ka_store *st, const uint8_t digest[KA_DIGEST_LEN],
-               const ka_key_rec *rec);
-int ka_del_org(MDB_txn *txn, ka_store *st, const char *id);
-int ka_del_ws(MDB_txn *txn, ka_store *st, const char *id);
-int ka_del_conn(MDB_txn *txn, ka_store *st, const char *id);
-int ka_del_key(MDB_txn *txn, ka_store *st, const char *key_id);
+ka_store_status ka_put_org(ka_store_txn *txn, ka_store *st, const ka_entity *e);
+ka_store_status ka_put_ws(ka_store_txn *txn, ka_store *st, const ka_entity *e);
+ka_store_status ka_put_conn(ka_store_txn *txn, ka_store *st, const ka_entity *e);
+ka_store_status ka_put_key(ka_store_txn *txn, ka_store *st, const uint8_t digest[KA_DIGEST_LEN],
+                           const ka_key_rec *rec);
+ka_store_status ka_del_org(ka_store_txn *txn, ka_store *st, const char *id);
+ka_store_status ka_del_ws(ka_store_txn *txn, ka_store *st, const char *id);
+ka_store_status ka_del_conn(ka_store_txn *txn, ka_store *st, const char *id);
+ka_store_status ka_del_key(ka_store_txn *txn, ka_store *st, const char *key_id);
 /* The key record of a key ID. */
-int ka_get_key_by_id(MDB_txn *txn, const ka_store *st, const char *key_id, ka_key_rec *rec);
+ka_store_status ka_get_key_by_id(ka_store_txn *txn, const ka_store *st, const char *key_id,
+                                 ka_key_rec *rec);
 
 /* Iteration; the callback returns 0 to go on. filter may be NULL (all). */
 typedef int (*ka_entity_cb)(const ka_entity *e, void *arg);
 typedef int (*ka_key_cb)(const ka_key_rec *k, void *arg);
-int ka_list_orgs(MDB_txn *txn, const ka_store *st, ka_entity_cb cb, void *arg);
-int ka_list_ws(MDB_txn *txn, const ka_store *st, const char *org, ka_entity_cb cb, void *arg);
-int ka_list_conns(MDB_txn *txn, const ka_store *st, const char *ws, ka_entity_cb cb, void *arg);
+ka_store_status ka_list_orgs(ka_store_txn *txn, const ka_store *st, ka_entity_cb cb, void *arg);
+ka_store_status ka_list_ws(ka_store_txn *txn, const ka_store *st, const char *org, ka_entity_cb cb,
+                           void *arg);
+ka_store_status ka_list_conns(ka_store_txn *txn, const ka_store *st, const char *ws,
+                              ka_entity_cb cb, void *arg);
 /* API keys of org (all API keys when NULL). */
-int ka_list_api_keys(MDB_txn *txn, const ka_store *st, const char *org, ka_key_cb cb, void *arg);
+ka_store_status ka_list_api_keys(ka_store_txn *txn, const ka_store *st, const char *org,
+                                 ka_key_cb cb, void *arg);
 /* Write keys of one connection. */
-int ka_list_write_keys(MDB_txn *txn, const ka_store *st, const char *conn, ka_key_cb cb, void *arg);
+ka_store_status ka_list_write_keys(ka_store_txn *txn, const ka_store *st, const char *conn,
+                                   ka_key_cb cb, void *arg);
 
 /* ---- mirrored stores (krenalis-keys mirror, docs/mirror.md) ---- */
 
@@ -126,19 +174,25 @@ typedef struct {
 #define KA_MIRROR_CONFIRMED_FILE "mirror-confirmed"
 
 /* KA_NOTFOUND when the store is not a mirror. */
-int ka_mirror_meta_get(MDB_txn *txn, const ka_store *st, ka_mirror_meta *m);
+ka_store_status ka_mirror_meta_get(ka_store_txn *txn, const ka_store *st, ka_mirror_meta *m);
 /* Records all of m (a snapshot), or only the version (each batch of the follow). */
-int ka_mirror_meta_put(MDB_txn *txn, ka_store *st, const ka_mirror_meta *m);
-int ka_mirror_version_put(MDB_txn *txn, ka_store *st, uint64_t version);
+ka_store_status ka_mirror_meta_put(ka_store_txn *txn, ka_store *st, const ka_mirror_meta *m);
+ka_store_status ka_mirror_version_put(ka_store_txn *txn, ka_store *st, uint64_t version);
 /* KA_FAIL with "key store DIR is a mirror of ..." when the store is a mirror (the CLI's write
  * commands call it), KA_OK otherwise. */
-int ka_store_refuse_mirror(ka_store *st, char *err, size_t errlen);
+ka_store_status ka_store_refuse_mirror(ka_store *st, char *err, size_t errlen);
 /* 1 when the store is a mirror (one read transaction); 0 otherwise or on a read error. */
 int ka_store_is_mirror(ka_store *st);
 /* Rewrites a store of format KA_STORE_FORMAT_1 to the current one, in one transaction. */
-int ka_store_upgrade(const char *dir, const char *secret_path, char *err, size_t errlen);
+ka_store_status ka_store_upgrade(const char *dir, const char *secret_path, char *err,
+                                 size_t errlen);
 
-/* The last LMDB error as text, for messages. */
-const char *ka_store_strerror(int rc);
+/* Durability of the commits that follow (the mirror's bulk writes): KA_SYNC_FULL (the
+ * default), KA_SYNC_NOMETA (data synced, meta pages not: a crash loses at most the last
+ * commit), KA_SYNC_NONE (nothing synced until ka_store_sync). */
+typedef enum { KA_SYNC_FULL = 0, KA_SYNC_NOMETA, KA_SYNC_NONE } ka_sync_mode;
+ka_store_status ka_store_set_sync(ka_store *st, ka_sync_mode mode);
+/* Writes everything committed so far to disk. */
+ka_store_status ka_store_sync(ka_store *st);
 
 #endif

@@ -38,7 +38,6 @@
 #define SNAPSHOT_TXN 200000  /* rows per LMDB write transaction of a snapshot */
 #define BACKOFF_FIRST_MS 250 /* then doubled, up to BACKOFF_MAX_MS */
 #define BACKOFF_MAX_MS 5000
-#define ROOM_SLACK ((size_t)64 << 20)
 #define ROW_BYTES 1024 /* generous store space one row takes, indexes included */
 
 /* The tables of SPEC §11.1. */
@@ -339,20 +338,8 @@ static void give_files(const mirror *m, const char *dir)
 /* Keeps the map at least twice the pages in use plus what the next transaction may add. */
 static int ensure_room(ka_store *st, size_t rows)
 {
-    MDB_envinfo info;
-    MDB_stat ms;
-    size_t used, want, size;
-
-    if (mdb_env_info(st->env, &info) != 0 || mdb_env_stat(st->env, &ms) != 0)
-        return -1;
-    used = ((size_t)info.me_last_pgno + 1) * ms.ms_psize;
-    want = 2 * used + rows * ROW_BYTES + ROOM_SLACK;
-    size = info.me_mapsize;
-    if (want <= size)
-        return 0;
-    while (size < want)
-        size *= 2;
-    return mdb_env_set_mapsize(st->env, size) == 0 ? 0 : -1;
+    char err[256];
+    return ka_store_reserve(st, rows * ROW_BYTES, 0, err, sizeof(err)) == KA_OK ? 0 : -1;
 }
 
 /* ---- PostgreSQL ---- */
@@ -458,7 +445,7 @@ static int load_pepper(mirror *m, PGconn *c, char *err, size_t errlen)
 
 typedef struct {
     ka_store *st;
-    MDB_txn *txn;
+    ka_store_txn *txn;
     size_t rows, skipped;
     size_t in_txn; /* rows in the open transaction */
     const mirror *m;
@@ -468,19 +455,23 @@ typedef struct {
  * dirties a page of its own, and each commit writes every dirty page. */
 static int b_begin(builder *b)
 {
+    char err[256];
+
     if (b->txn)
         return 0;
     b->in_txn = 0;
     if (ensure_room(b->st, SNAPSHOT_TXN) != 0)
         return -1;
-    return mdb_txn_begin(b->st->env, NULL, 0, &b->txn) == 0 ? 0 : -1;
+    return ka_store_write_begin(b->st, &b->txn, err, sizeof(err)) == KA_OK ? 0 : -1;
 }
 
 static int b_commit(builder *b)
 {
-    int rc = b->txn ? mdb_txn_commit(b->txn) : 0;
+    char err[256];
+    ka_store_status rc = b->txn ? ka_store_commit(b->txn, err, sizeof(err)) : KA_OK;
+
     b->txn = NULL;
-    return rc == 0 ? 0 : -1;
+    return rc == KA_OK ? 0 : -1;
 }
 
 typedef int (*row_fn)(builder *b, PGresult *r, int i);
@@ -571,7 +562,7 @@ static int each_row(PGconn *c, builder *b, const char *query, row_fn fn, char *e
             int rc = fn(b, r, i);
             if (rc == KA_FAIL) {
                 PQclear(r);
-                mdb_txn_abort(b->txn);
+                ka_store_abort(b->txn);
                 snprintf(err, errlen, "cannot write the new store (disk full?)");
                 return -1;
             }
@@ -642,20 +633,20 @@ static int build_snapshot(mirror *m, PGconn *c, uint64_t *version, builder *b, c
     if (b_begin(b) != 0)
         return -1;
     if (ka_mirror_meta_put(b->txn, b->st, &meta) != KA_OK) {
-        mdb_txn_abort(b->txn);
+        ka_store_abort(b->txn);
         return -1;
     }
-    return b_commit(b) == 0 && mdb_env_sync(b->st->env, 1) == 0 ? 0 : -1;
+    return b_commit(b) == 0 && ka_store_sync(b->st) == KA_OK ? 0 : -1;
 }
 
 /* The live store, for writing. A commit syncs the data but not the meta page: a crash may undo
  * the last batch, and its version with it, which the next run applies again. */
 static int open_live(mirror *m, char *err, size_t errlen)
 {
-    int rc = ka_store_open_secret(m->dir, m->pepper, 0, &m->st, err, errlen);
+    ka_store_status rc = ka_store_open_secret(m->dir, m->pepper, NULL, 0, &m->st, err, errlen);
 
     if (rc == KA_OK)
-        mdb_env_set_flags(m->st->env, MDB_NOMETASYNC, 1);
+        ka_store_set_sync(m->st, KA_SYNC_NOMETA);
     return rc;
 }
 
@@ -708,14 +699,14 @@ static int snapshot(mirror *m, const char *why)
     snprintf(path, sizeof(path), "%s/secret", m->newdir);
     if (write_secret_file(path, m->pepper) != 0 ||
         ka_store_create(m->newdir, NULL, err, sizeof(err)) != KA_OK ||
-        ka_store_open_secret(m->newdir, m->pepper, 0, &st, err, sizeof(err)) != KA_OK) {
+        ka_store_open_secret(m->newdir, m->pepper, NULL, 0, &st, err, sizeof(err)) != KA_OK) {
         PQfinish(c);
         logm("cannot create the new store %s: %s", m->newdir, err[0] ? err : strerror(errno));
         rm_tree(m->newdir);
         return -1;
     }
-    /* Built unsynced, synced once at the end (mdb_env_sync): nothing reads it before. */
-    mdb_env_set_flags(st->env, MDB_NOSYNC, 1);
+    /* Built unsynced, synced once at the end (ka_store_sync): nothing reads it before. */
+    ka_store_set_sync(st, KA_SYNC_NONE);
     memset(&b, 0, sizeof(b));
     b.st = st;
     b.m = m;
@@ -758,7 +749,7 @@ static int follow(mirror *m, char *why, size_t whylen)
     char ver[32], err[512] = "", buf[512];
     const char *params[1] = {ver};
     PGresult *r;
-    MDB_txn *txn;
+    ka_store_txn *txn;
     int n, rc = 0;
     uint64_t expect = m->version + 1;
     uint64_t now = (uint64_t)time(NULL);
@@ -801,7 +792,8 @@ static int follow(mirror *m, char *why, size_t whylen)
         PQclear(mx);
         return rc;
     }
-    if (ensure_room(m->st, (size_t)n) != 0 || mdb_txn_begin(m->st->env, NULL, 0, &txn) != 0) {
+    if (ensure_room(m->st, (size_t)n) != 0 ||
+        ka_store_write_begin(m->st, &txn, err, sizeof(err)) != KA_OK) {
         PQclear(r);
         snprintf(why, whylen, "cannot write key store %s", m->dir);
         return -1;
@@ -822,12 +814,15 @@ static int follow(mirror *m, char *why, size_t whylen)
     }
     PQclear(r);
     if (rc != 0) {
-        mdb_txn_abort(txn);
+        ka_store_abort(txn);
         return rc;
     }
-    if (ka_mirror_version_put(txn, m->st, expect - 1) != KA_OK || mdb_txn_commit(txn) != 0) {
-        if (txn)
-            mdb_txn_abort(txn);
+    if (ka_mirror_version_put(txn, m->st, expect - 1) != KA_OK) {
+        ka_store_abort(txn);
+        snprintf(why, whylen, "cannot commit to key store %s (disk full?)", m->dir);
+        return -1;
+    }
+    if (ka_store_commit(txn, err, sizeof(err)) != KA_OK) { /* the commit ends txn either way */
         snprintf(why, whylen, "cannot commit to key store %s (disk full?)", m->dir);
         return -1;
     }
@@ -936,11 +931,12 @@ static int connect_and_check(mirror *m)
     rc = KA_NOTFOUND;
     memset(&meta, 0, sizeof(meta));
     if (m->st) {
-        MDB_txn *txn;
-        if (mdb_txn_begin(m->st->env, NULL, MDB_RDONLY, &txn) != 0)
+        ka_store_txn *txn;
+        char err[256];
+        if (ka_store_read_begin(m->st, &txn, err, sizeof(err)) != KA_OK)
             return fatal("cannot read key store %s", m->dir);
         rc = ka_mirror_meta_get(txn, m->st, &meta);
-        mdb_txn_abort(txn);
+        ka_store_abort(txn);
     }
     if (rc == KA_OK && strcmp(meta.source, m->source) == 0) {
         m->version = meta.version;

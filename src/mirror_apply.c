@@ -48,7 +48,7 @@ static void set_text(char *dst, size_t size, const char *src)
 
 /* ---- snapshot rows (also used by the notifications) ---- */
 
-int ka_mirror_org(MDB_txn *txn, ka_store *st, const char *id, const char *name, int enabled)
+int ka_mirror_org(ka_store_txn *txn, ka_store *st, const char *id, const char *name, int enabled)
 {
     ka_entity e;
 
@@ -61,7 +61,7 @@ int ka_mirror_org(MDB_txn *txn, ka_store *st, const char *id, const char *name, 
     return ka_put_org(txn, st, &e);
 }
 
-int ka_mirror_ws(MDB_txn *txn, ka_store *st, const char *id, const char *org, const char *name)
+int ka_mirror_ws(ka_store_txn *txn, ka_store *st, const char *id, const char *org, const char *name)
 {
     ka_entity e;
 
@@ -74,8 +74,8 @@ int ka_mirror_ws(MDB_txn *txn, ka_store *st, const char *id, const char *org, co
     return ka_put_ws(txn, st, &e);
 }
 
-int ka_mirror_conn(MDB_txn *txn, ka_store *st, const char *id, const char *ws, const char *name,
-                   unsigned flags)
+int ka_mirror_conn(ka_store_txn *txn, ka_store *st, const char *id, const char *ws,
+                   const char *name, unsigned flags)
 {
     ka_entity w, e;
     int rc;
@@ -94,7 +94,7 @@ int ka_mirror_conn(MDB_txn *txn, ka_store *st, const char *id, const char *ws, c
     return ka_put_conn(txn, st, &e);
 }
 
-int ka_mirror_access_key(MDB_txn *txn, ka_store *st, const char *id, const char *org,
+int ka_mirror_access_key(ka_store_txn *txn, ka_store *st, const char *id, const char *org,
                          const char *ws, const uint8_t *digest, size_t digest_len, const char *hint,
                          const char *name, uint64_t created, int replace)
 {
@@ -126,8 +126,8 @@ static void write_key_id(const uint8_t digest[KA_DIGEST_LEN], char id[KA_ID_LEN 
     id[KA_ID_LEN] = '\0';
 }
 
-int ka_mirror_write_key(MDB_txn *txn, ka_store *st, const char *conn, const char *key, size_t len,
-                        uint64_t created)
+int ka_mirror_write_key(ka_store_txn *txn, ka_store *st, const char *conn, const char *key,
+                        size_t len, uint64_t created)
 {
     uint8_t digest[KA_DIGEST_LEN];
     ka_entity c;
@@ -153,7 +153,7 @@ int ka_mirror_write_key(MDB_txn *txn, ka_store *st, const char *conn, const char
 }
 
 /* Removes the write key key of connection conn (nothing when it is not there). */
-static int unmirror_write_key(MDB_txn *txn, ka_store *st, const char *conn, const char *key,
+static int unmirror_write_key(ka_store_txn *txn, ka_store *st, const char *conn, const char *key,
                               size_t len)
 {
     uint8_t digest[KA_DIGEST_LEN];
@@ -224,9 +224,10 @@ static int done(int rc)
     return rc == KA_FAIL ? KA_FAIL : KA_OK;
 }
 
-static int rename_entity(MDB_txn *txn, ka_store *st, json_object *o, const char *member,
-                         int (*get)(MDB_txn *, const ka_store *, const char *, ka_entity *),
-                         int (*put)(MDB_txn *, ka_store *, const ka_entity *))
+static int rename_entity(ka_store_txn *txn, ka_store *st, json_object *o, const char *member,
+                         ka_store_status (*get)(ka_store_txn *, const ka_store *, const char *,
+                                                ka_entity *),
+                         ka_store_status (*put)(ka_store_txn *, ka_store *, const ka_entity *))
 {
     const char *id = j_str(o, member), *name = j_str(o, "Name");
     ka_entity e;
@@ -240,7 +241,7 @@ static int rename_entity(MDB_txn *txn, ka_store *st, json_object *o, const char 
     return put(txn, st, &e);
 }
 
-static int apply_org(MDB_txn *txn, ka_store *st, const char *name, json_object *o)
+static int apply_org(ka_store_txn *txn, ka_store *st, const char *name, json_object *o)
 {
     const char *id = j_str(o, "ID");
     ka_entity e;
@@ -266,7 +267,7 @@ static int apply_org(MDB_txn *txn, ka_store *st, const char *name, json_object *
     return ka_put_org(txn, st, &e);
 }
 
-static int apply_ws(MDB_txn *txn, ka_store *st, const char *name, json_object *o)
+static int apply_ws(ka_store_txn *txn, ka_store *st, const char *name, json_object *o)
 {
     if (strcmp(name, "CreateWorkspace") == 0) {
         const char *id = j_str(o, "ID"), *org = j_str(o, "Organization");
@@ -281,7 +282,8 @@ static int apply_ws(MDB_txn *txn, ka_store *st, const char *name, json_object *o
     return rename_entity(txn, st, o, "Workspace", ka_get_ws, ka_put_ws);
 }
 
-static int apply_conn(MDB_txn *txn, ka_store *st, const char *name, json_object *o, uint64_t now)
+static int apply_conn(ka_store_txn *txn, ka_store *st, const char *name, json_object *o,
+                      uint64_t now)
 {
     ka_entity e;
     int rc;
@@ -317,7 +319,8 @@ static int apply_conn(MDB_txn *txn, ka_store *st, const char *name, json_object 
     }
 }
 
-static int apply_key(MDB_txn *txn, ka_store *st, const char *name, json_object *o, uint64_t now)
+static int apply_key(ka_store_txn *txn, ka_store *st, const char *name, json_object *o,
+                     uint64_t now)
 {
     if (strcmp(name, "CreateAccessKey") == 0) {
         const char *id = j_str(o, "ID"), *org = j_str(o, "Organization");
@@ -353,8 +356,8 @@ static int apply_key(MDB_txn *txn, ka_store *st, const char *name, json_object *
     }
 }
 
-int ka_mirror_apply(MDB_txn *txn, ka_store *st, const char *name, const char *payload, size_t len,
-                    uint64_t now, char *err, size_t errlen)
+int ka_mirror_apply(ka_store_txn *txn, ka_store *st, const char *name, const char *payload,
+                    size_t len, uint64_t now, char *err, size_t errlen)
 {
     json_tokener *tok;
     json_object *o;

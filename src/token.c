@@ -10,20 +10,6 @@
 const char ka_base58[] = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 const char ka_alnum62[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-const char *ka_key_type_name(ka_key_type t)
-{
-    switch (t) {
-    case KA_KEY_API:
-        return "api";
-    case KA_KEY_WRITE:
-        return "event-write";
-    case KA_KEY_ORGS:
-        return "organizations";
-    default:
-        return "";
-    }
-}
-
 static int is_blank(char c)
 {
     return c == ' ' || c == '\t';
@@ -260,7 +246,7 @@ const char *ka_org_key_check(const char *var, const char *value, char *buf, size
     }
     for (size_t i = 4; i < len; chars++)
         i += ka_utf8_decode((const unsigned char *)value + i, len - i, &cp);
-    if (chars != KA_ORG_KEY_LEN - 4) {
+    if (chars != KA_ORG_KEY_CHARS) {
         snprintf(buf, bufsize,
                  "%s has an invalid length (expected 'org_' + 43 alphanumeric characters)", var);
         return buf;

@@ -1,5 +1,5 @@
 # Fuzzing (libFuzzer) and sanitizer runs. Included from the top Makefile, whose BUILD, LIB_SRC,
-# LIB_HDR, LIBS, CSTD, WARN, APXS and PYTHON it uses. See tests/fuzz/README.md.
+# LIB_HDR, LIBS, CSTD, WARN, APXS, PYTHON and lib_rules it uses. See tests/fuzz/README.md.
 #
 #   make fuzz               each target for FUZZ_SECONDS (default 20) on a copy of its corpus
 #   make fuzz-json          one target (bearer apikey json workspace origin decide)
@@ -12,9 +12,12 @@ FUZZ_FLAGS ?=
 FUZZ_TARGETS := bearer apikey json workspace origin decide
 FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-               $(CSTD) $(WARN) -Isrc -Itests/fuzz
+               $(CSTD) $(WARN) -Isrc -Itests/fuzz -Itests/common
+# The library for the fuzzers: instrumented the same way, without libFuzzer's main.
+FUZZ_LIB_CFLAGS := -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+                   $(CSTD) $(WARN)
 FUZZ_BINS := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
-FUZZ_HDR := tests/fuzz/fuzz_common.h tests/fuzz/fake_store.h
+FUZZ_HDR := tests/fuzz/fuzz_common.h $(wildcard tests/common/*.h)
 
 SAN_CC ?= gcc
 SAN_DIR := $(BUILD)/asan
@@ -40,9 +43,11 @@ VALGRIND_FLAGS ?= --error-exitcode=99 --leak-check=full --show-leak-kinds=defini
 
 # ---- libFuzzer ----
 
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_HDR) $(LIB_SRC) $(LIB_HDR)
+$(eval $(call lib_rules,$(FUZZ_DIR),$(FUZZ_CC),$(FUZZ_LIB_CFLAGS)))
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_HDR) $(FUZZ_DIR)/libkrenalis.a $(LIB_HDR)
 	@mkdir -p $(FUZZ_DIR)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_DIR)/libkrenalis.a $(LIBS)
 
 fuzz-build: $(FUZZ_BINS)
 
@@ -79,23 +84,25 @@ fuzz: $(FUZZ_BINS)
 
 # ---- AddressSanitizer + UndefinedBehaviorSanitizer ----
 
-$(SAN_DIR)/krenalis-keys: src/cli.c $(MIRROR_SRC) $(LIB_SRC) $(LIB_HDR)
+$(eval $(call lib_rules,$(SAN_DIR),$(SAN_CC),$(CSTD) $(WARN) $(SAN_FLAGS)))
+
+$(SAN_DIR)/krenalis-keys: $(CLI_SRC) $(CLI_HDR) $(MIRROR_SRC) $(SAN_DIR)/libkrenalis.a $(LIB_HDR)
 	@mkdir -p $(SAN_DIR)
-	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(PQ_CFLAGS) -o $@ src/cli.c $(MIRROR_SRC) $(LIB_SRC) \
-	  $(LIBS) -ljson-c -lpq
+	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(PQ_CFLAGS) -Isrc -o $@ $(CLI_SRC) $(MIRROR_SRC) \
+	  $(SAN_DIR)/libkrenalis.a $(LIBS) -ljson-c -lpq
 
 # Built directly (not through apxs/libtool) so that nothing lands in src/; linked against
 # libasan/libubsan, which httpd gets through LD_PRELOAD.
-$(SAN_DIR)/mod_krenalis_auth.so: mod_krenalis_auth.c $(LIB_SRC) $(LIB_HDR)
+$(SAN_DIR)/mod_krenalis_auth.so: $(MOD_SRC) $(MOD_HDR) $(SAN_DIR)/libkrenalis.a $(LIB_HDR)
 	@mkdir -p $(SAN_DIR)
 	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) -shared -fPIC $(SAN_APXS_CFLAGS) -Isrc -o $@ \
-	  mod_krenalis_auth.c $(LIB_SRC) $(LIBS)
+	  $(MOD_SRC) $(SAN_DIR)/libkrenalis.a $(LIBS)
 	@ldd $@ | grep -q libasan || { echo "$@ is not linked against libasan"; exit 1; }
 
-$(SAN_DIR)/unit_tests: $(UNIT_SRC) tests/unit/main.c $(LIB_SRC) $(UNIT_LIB_SRC) $(LIB_HDR)
+$(SAN_DIR)/unit_tests: $(UNIT_SRC) $(UNIT_HDR) tests/unit/main.c $(SAN_DIR)/libkrenalis.a $(LIB_HDR)
 	@mkdir -p $(SAN_DIR)
-	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) -Isrc -o $@ tests/unit/main.c $(UNIT_SRC) $(LIB_SRC) \
-	  $(UNIT_LIB_SRC) $(LIBS) -ljson-c -lcmocka
+	$(SAN_CC) $(CSTD) $(WARN) $(SAN_FLAGS) -Isrc -Itests/common -o $@ tests/unit/main.c \
+	  $(UNIT_SRC) $(SAN_DIR)/libkrenalis.a $(LIBS) -ljson-c -lcmocka
 
 sanitize-build: $(SAN_DIR)/mod_krenalis_auth.so $(SAN_DIR)/krenalis-keys $(SAN_DIR)/unit_tests
 

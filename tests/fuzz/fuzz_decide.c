@@ -20,11 +20,11 @@
  *     and connection rules hold, and the identity is that credential's;
  *   - a failing store always gives the 503 of SPEC §10, never an acceptance;
  *   - a malformed API key, a malformed write key, an invalid ID never reach the store;
- *   - KA_NEED_BODY only for ingestion without a body, and never once the body is there;
+ *   - KA_VERDICT_NEED_BODY only for ingestion without a body, and never once the body is there;
  *   - every refusal has a code, a message, and an error body that is a JSON object;
  *   - the decision is deterministic. */
 #include "decide.h"
-#include "fake_store.h"
+#include "fake_data.h"
 #include "fuzz_common.h"
 #include "json.h"
 #include "token.h"
@@ -262,12 +262,14 @@ static void check_accept(const ka_request *req, const ka_decision *d)
     }
 }
 
-static void check_refusal(const ka_request *req, const ka_decision *d, const fake_ctx *fc)
+static void check_refusal(const ka_request *req, const ka_decision *d, const fake_store *fc)
 {
     char buf[1024];
     size_t n;
     ka_body_fields f;
 
+    CHECK(d->verdict == KA_VERDICT_REFUSE || d->verdict == KA_VERDICT_UNAVAILABLE);
+    CHECK(ka_verdict_status(d) == d->status);
     CHECK(d->status == 400 || d->status == 401 || d->status == 403 || d->status == 404 ||
           d->status == 422 || d->status == 503);
     CHECK(d->code != NULL && d->code[0] != '\0');
@@ -284,17 +286,17 @@ static void check_refusal(const ka_request *req, const ka_decision *d, const fak
         CHECK(0);
 }
 
-static void decide_once(const ka_request *req, int fail_from, ka_decision *d, fake_ctx *fc)
+static void decide_once(const ka_request *req, int fail_from, ka_decision *d, fake_store *fc)
 {
     ka_lookup lk;
-    fake_lookup(fc, &lk);
+    fake_lookup(fc, &FAKE_DATA, &lk);
     fc->fail_from = fail_from;
     ka_decide(req, &lk, d);
 }
 
 static void check_decision(const ka_request *req, int fail_from, ka_decision *d)
 {
-    fake_ctx fc, fc2;
+    fake_store fc, fc2;
     ka_decision d2;
     const char *tok;
     size_t len;
@@ -302,14 +304,16 @@ static void check_decision(const ka_request *req, int fail_from, ka_decision *d)
     decide_once(req, fail_from, d, &fc);
     /* Deterministic. */
     decide_once(req, fail_from, &d2, &fc2);
-    CHECK(d->status == d2.status && d->token_presented == d2.token_presented);
+    CHECK(d->verdict == d2.verdict && d->status == d2.status &&
+          d->token_presented == d2.token_presented);
     CHECK((d->code == NULL) == (d2.code == NULL) && (!d->code || strcmp(d->code, d2.code) == 0));
     CHECK(strcmp(d->message, d2.message) == 0);
-    CHECK(d->status != KA_ACCEPT || memcmp(&d->id, &d2.id, sizeof(d->id)) == 0);
+    CHECK(d->verdict != KA_VERDICT_ACCEPT || memcmp(&d->id, &d2.id, sizeof(d->id)) == 0);
 
     /* Fails closed. */
     if (fc.failed)
-        CHECK(d->status == 503 && strcmp(d->code, "ServiceUnavailable") == 0 &&
+        CHECK(d->verdict == KA_VERDICT_UNAVAILABLE && d->status == 503 &&
+              strcmp(d->code, "ServiceUnavailable") == 0 &&
               strcmp(d->message, "request cannot be processed at this time; try again later") == 0);
     /* A malformed API key never reaches the store. */
     if (req->authorization && ka_bearer_parse(req->authorization, &tok, &len) && len >= 4 &&
@@ -324,10 +328,12 @@ static void check_decision(const ka_request *req, int fail_from, ka_decision *d)
         CHECK(req->authorization || req->route.endpoint == KA_EP_SETTINGS ||
               (req->body && req->body->write_key.kind != KA_JF_ABSENT));
 
-    if (d->status == KA_ACCEPT) {
-        CHECK(!fc.failed);
+    if (d->verdict == KA_VERDICT_UNAVAILABLE)
+        CHECK(fc.failed);
+    if (d->verdict == KA_VERDICT_ACCEPT) {
+        CHECK(!fc.failed && d->status == 0 && ka_verdict_status(d) == 200);
         check_accept(req, d);
-    } else if (d->status == KA_NEED_BODY) {
+    } else if (d->verdict == KA_VERDICT_NEED_BODY) {
         CHECK(req->route.endpoint == KA_EP_INGESTION && req->body == NULL && !fc.failed);
     } else {
         check_refusal(req, d, &fc);
@@ -385,11 +391,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     req.body = (b1 & 0x80) ? &fields : NULL;
 
     check_decision(&req, fail_from, &d);
-    if (d.status == KA_NEED_BODY) {
+    if (d.verdict == KA_VERDICT_NEED_BODY) {
         /* As the module does: read the body, decide again. */
         req.body = &fields;
         check_decision(&req, fail_from, &d);
-        CHECK(d.status != KA_NEED_BODY);
+        CHECK(d.verdict != KA_VERDICT_NEED_BODY);
     }
 
     free(path);

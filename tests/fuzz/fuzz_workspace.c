@@ -10,7 +10,7 @@
  *   - the store is asked only about valid IDs (fake_store.h), and about no workspace at all
  *     when the header is refused before the look-up. */
 #include "decide.h"
-#include "fake_store.h"
+#include "fake_data.h"
 #include "fuzz_common.h"
 #include "json.h"
 #include "token.h"
@@ -28,10 +28,10 @@ static int model_id(const uint8_t *s, size_t n)
 
 static void expect(const ka_decision *d, int status, const char *code, const char *msg)
 {
-    if (d->status != status || (code && (!d->code || strcmp(d->code, code) != 0)) ||
+    if (ka_verdict_status(d) != status || (code && (!d->code || strcmp(d->code, code) != 0)) ||
         (msg && strcmp(d->message, msg) != 0)) {
-        fprintf(stderr, "got %d %s \"%s\", want %d %s \"%s\"\n", d->status, d->code ? d->code : "-",
-                d->message, status, code ? code : "-", msg ? msg : "-");
+        fprintf(stderr, "got %d %s \"%s\", want %d %s \"%s\"\n", ka_verdict_status(d),
+                d->code ? d->code : "-", d->message, status, code ? code : "-", msg ? msg : "-");
         abort();
     }
 }
@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 ka_request req;
                 ka_decision d;
                 ka_lookup lk;
-                fake_ctx fc;
+                fake_store fc;
 
                 memset(&req, 0, sizeof(req));
                 snprintf(auth, sizeof(auth), "Bearer %s", key->token);
@@ -77,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 req.workspace = h;
                 req.ws_policy = (ka_ws_policy)pol;
                 req.body = ingestion ? &body : NULL;
-                fake_lookup(&fc, &lk);
+                fake_lookup(&fc, &FAKE_DATA, &lk);
                 ka_decide(&req, &lk, &d);
 
                 if (strchr(h, ',')) {
@@ -102,13 +102,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 } else if (ingestion && strcmp(h, F_WS_A1) != 0) {
                     expect(&d, 422, "ConnectionNotExist", "connection " F_CN_A1 " does not exist");
                 } else {
-                    expect(&d, KA_ACCEPT, NULL, "");
+                    expect(&d, 200, NULL, "");
                     CHECK(d.id.type == KA_KEY_API);
                     CHECK(strcmp(d.id.key_id, key->id) == 0 && strcmp(d.id.org, F_ORG_A) == 0);
                     CHECK(strcmp(d.id.ws, h) == 0);
                     CHECK(strcmp(d.id.conn, ingestion ? F_CN_A1 : "") == 0);
                 }
-                CHECK(d.status == KA_ACCEPT || d.token_presented);
+                CHECK(d.verdict == KA_VERDICT_ACCEPT || d.token_presented);
                 /* A refused header costs no workspace look-up. */
                 if (strchr(h, ',') || key->ws[0] || !valid)
                     CHECK(fc.ws_calls == (key->ws[0] ? 1 : 0));

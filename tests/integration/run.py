@@ -27,7 +27,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness  # noqa: E402
 from harness import Failure, Harness  # noqa: E402
 
-MODULES = ("test_api", "test_ingestion", "test_orgs", "test_security", "test_browser")
+MODULES = ("test_api", "test_ingestion", "test_orgs", "test_security", "test_cli", "test_browser")
 
 
 def main():

@@ -1,5 +1,6 @@
 """Issue 2: api endpoints (SPEC §6.1), identity passed on (§8), authz providers, directives."""
 import os
+import re
 import shutil
 import subprocess
 
@@ -687,8 +688,9 @@ def _(h):
     lines = [ln for ln in h.main.error_log.read_text("latin-1").splitlines()
              if "mod_krenalis_auth/" in ln]
     eq(len(lines), 1, "start-up lines naming mod_krenalis_auth/: %r" % lines)
-    check(lines[0].endswith("] mod_krenalis_auth/%s configured" % v) and
-          "[krenalis_auth:info]" in lines[0], "start-up line %r" % lines[0])
+    # Every log line of the module carries its call site's tag (docs/internals.md).
+    check(re.search(r"\] KA\d{5}: mod_krenalis_auth/%s configured$" % re.escape(v), lines[0])
+          and "[krenalis_auth:info]" in lines[0], "start-up line %r" % lines[0])
     p = subprocess.run([str(h.keys_bin), "--version"], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=30)
     eq((p.returncode, p.stdout.decode(), p.stderr.decode()), (0, "krenalis-keys %s\n" % v, ""),

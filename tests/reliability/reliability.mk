@@ -15,10 +15,12 @@ RELIABILITY_ARGS ?=
 
 .PHONY: reliability soak
 
-reliability: all
+reliability: deps
+	@$(MAKE) --no-print-directory all
 	$(PYTHON) tests/reliability/run.py --mode short --figures $(BUILD)/reliability-short.json \
 	  $(RELIABILITY_ARGS)
 
-soak: all
+soak: deps
+	@$(MAKE) --no-print-directory all
 	$(PYTHON) tests/reliability/run.py --mode soak --duration $(SOAK_SECONDS) \
 	  --figures $(BUILD)/reliability-soak.json $(RELIABILITY_ARGS)

@@ -15,6 +15,7 @@ int main(void)
     failed += run_crypto_tests();
     failed += run_keystore_tests();
     failed += run_mapguard_tests();
+    failed += run_names_tests();
     failed += run_mirror_tests();
     if (failed != 0)
         fprintf(stderr, "unit tests: %d failed\n", failed);

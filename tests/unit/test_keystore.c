@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <lmdb.h> /* only to damage a store behind its back */
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -83,16 +84,36 @@ static ka_store *open_store(int readonly)
     return s;
 }
 
-static MDB_txn *begin(int readonly)
+static ka_store_txn *begin(int readonly)
 {
-    MDB_txn *txn = NULL;
-    assert_int_equal(mdb_txn_begin(st->env, NULL, readonly ? MDB_RDONLY : 0, &txn), 0);
+    char err[512];
+    ka_store_txn *txn = NULL;
+    ka_store_status rc = readonly ? ka_store_read_begin(st, &txn, err, sizeof(err))
+                                  : ka_store_write_begin(st, &txn, err, sizeof(err));
+
+    if (rc != KA_OK)
+        fail_msg("begin: %s", err);
     return txn;
 }
 
-static void commit(MDB_txn *txn)
+static void commit(ka_store_txn *txn)
 {
-    assert_int_equal(mdb_txn_commit(txn), 0);
+    char err[512];
+
+    if (ka_store_commit(txn, err, sizeof(err)) != KA_OK)
+        fail_msg("commit: %s", err);
+}
+
+/* ka_decide's verdict as its HTTP status (ka_verdict_status): 200 accepted, 0 the body is
+ * needed, else the refusal's. */
+#define HTTP_ACCEPTED 200
+#define NEED_BODY 0
+static int decide_http(const ka_request *req, const ka_lookup *lk, ka_decision *dec)
+{
+    ka_verdict v = ka_decide(req, lk, dec);
+
+    assert_int_equal(v, dec->verdict);
+    return ka_verdict_status(dec);
 }
 
 static void payload_of(int n, uint8_t p[KA_PAYLOAD_LEN])
@@ -111,7 +132,7 @@ static void write_key_of(int n, char key[KA_WRITE_KEY_LEN + 1])
     memcpy(key, head, (size_t)len);
 }
 
-static void put_org(MDB_txn *txn, const char *id, int enabled, const char *name)
+static void put_org(ka_store_txn *txn, const char *id, int enabled, const char *name)
 {
     ka_entity e;
     memset(&e, 0, sizeof(e));
@@ -121,7 +142,7 @@ static void put_org(MDB_txn *txn, const char *id, int enabled, const char *name)
     assert_int_equal(ka_put_org(txn, st, &e), KA_OK);
 }
 
-static void put_ws(MDB_txn *txn, const char *id, const char *org, const char *name)
+static void put_ws(ka_store_txn *txn, const char *id, const char *org, const char *name)
 {
     ka_entity e;
     memset(&e, 0, sizeof(e));
@@ -131,7 +152,7 @@ static void put_ws(MDB_txn *txn, const char *id, const char *org, const char *na
     assert_int_equal(ka_put_ws(txn, st, &e), KA_OK);
 }
 
-static void put_conn(MDB_txn *txn, const char *id, const char *ws, const char *org)
+static void put_conn(ka_store_txn *txn, const char *id, const char *ws, const char *org)
 {
     ka_entity e;
     memset(&e, 0, sizeof(e));
@@ -142,7 +163,7 @@ static void put_conn(MDB_txn *txn, const char *id, const char *ws, const char *o
     assert_int_equal(ka_put_conn(txn, st, &e), KA_OK);
 }
 
-static void put_api(MDB_txn *txn, int n, const char *id, const char *org, const char *ws)
+static void put_api(ka_store_txn *txn, int n, const char *id, const char *org, const char *ws)
 {
     uint8_t p[KA_PAYLOAD_LEN], d[KA_DIGEST_LEN];
     char body[KA_API_BODY_LEN];
@@ -162,7 +183,7 @@ static void put_api(MDB_txn *txn, int n, const char *id, const char *org, const 
     assert_int_equal(ka_put_key(txn, st, d, &r), KA_OK);
 }
 
-static void put_write(MDB_txn *txn, int n, const char *id, const char *conn, const char *ws,
+static void put_write(ka_store_txn *txn, int n, const char *id, const char *conn, const char *ws,
                       const char *org)
 {
     char key[KA_WRITE_KEY_LEN + 1];
@@ -185,7 +206,7 @@ static void put_write(MDB_txn *txn, int n, const char *id, const char *conn, con
 /* The fixture: two organizations with workspaces, connections and keys. */
 static void populate(void)
 {
-    MDB_txn *txn;
+    ka_store_txn *txn;
 
     st = open_store(0);
     txn = begin(0);
@@ -208,7 +229,7 @@ static void populate(void)
     commit(txn);
 }
 
-static int get_api(MDB_txn *txn, int n, ka_key_rec *r)
+static int get_api(ka_store_txn *txn, int n, ka_key_rec *r)
 {
     uint8_t p[KA_PAYLOAD_LEN], d[KA_DIGEST_LEN];
     payload_of(n, p);
@@ -216,7 +237,7 @@ static int get_api(MDB_txn *txn, int n, ka_key_rec *r)
     return ka_get_key(txn, st, d, r);
 }
 
-static int get_write(MDB_txn *txn, int n, ka_key_rec *r)
+static int get_write(ka_store_txn *txn, int n, ka_key_rec *r)
 {
     char key[KA_WRITE_KEY_LEN + 1];
     uint8_t d[KA_DIGEST_LEN];
@@ -258,7 +279,7 @@ static const char *joined(const idlist *l)
     return buf;
 }
 
-static const char *list_orgs(MDB_txn *txn)
+static const char *list_orgs(ka_store_txn *txn)
 {
     static idlist l;
     memset(&l, 0, sizeof(l));
@@ -266,7 +287,7 @@ static const char *list_orgs(MDB_txn *txn)
     return joined(&l);
 }
 
-static const char *list_ws(MDB_txn *txn, const char *org)
+static const char *list_ws(ka_store_txn *txn, const char *org)
 {
     static idlist l;
     memset(&l, 0, sizeof(l));
@@ -274,7 +295,7 @@ static const char *list_ws(MDB_txn *txn, const char *org)
     return joined(&l);
 }
 
-static const char *list_conns(MDB_txn *txn, const char *ws)
+static const char *list_conns(ka_store_txn *txn, const char *ws)
 {
     static idlist l;
     memset(&l, 0, sizeof(l));
@@ -282,7 +303,7 @@ static const char *list_conns(MDB_txn *txn, const char *ws)
     return joined(&l);
 }
 
-static const char *list_api(MDB_txn *txn, const char *org)
+static const char *list_api(ka_store_txn *txn, const char *org)
 {
     static idlist l;
     memset(&l, 0, sizeof(l));
@@ -290,7 +311,7 @@ static const char *list_api(MDB_txn *txn, const char *org)
     return joined(&l);
 }
 
-static const char *list_write(MDB_txn *txn, const char *conn)
+static const char *list_write(ka_store_txn *txn, const char *conn)
 {
     static idlist l;
     memset(&l, 0, sizeof(l));
@@ -321,7 +342,7 @@ static void test_create(void **state)
     st = open_store(0);
     ka_store_close(st);
     st = open_store(1);
-    assert_string_equal(st->dir, dir);
+    assert_string_equal(ka_store_dir(st), dir);
 }
 
 static void test_create_external_secret(void **state)
@@ -449,6 +470,23 @@ static void set_meta(const char *key, const char *value)
     mdb_env_close(env);
 }
 
+/* Deletes a record of database db with plain LMDB (the store must be closed). */
+static void raw_del(const char *db, MDB_val *k)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    assert_int_equal(mdb_del(txn, dbi, k, NULL), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
 static void set_format(const char *value)
 {
     set_meta("format", value);
@@ -529,7 +567,7 @@ static void test_truncated(void **state)
     populate();
     /* Enough keys for data.mdb to grow past its first pages. */
     {
-        MDB_txn *txn = begin(0);
+        ka_store_txn *txn = begin(0);
         for (int i = 0; i < 2000; i++) {
             uint8_t p[KA_PAYLOAD_LEN], d[KA_DIGEST_LEN];
             ka_key_rec r = {.type = KA_KEY_API, .org = ORG_A, .created = 1, .name = "bulk"};
@@ -539,7 +577,7 @@ static void test_truncated(void **state)
             ka_digest_api(st, p, d);
             assert_int_equal(ka_put_key(txn, st, d, &r), KA_OK);
         }
-        assert_int_equal(mdb_txn_commit(txn), 0);
+        commit(txn);
     }
     ka_store_close(st);
     st = NULL;
@@ -567,7 +605,7 @@ static void test_truncated(void **state)
 
 static void test_put_get(void **state)
 {
-    MDB_txn *txn;
+    ka_store_txn *txn;
     ka_entity e;
     ka_key_rec r;
 
@@ -640,7 +678,7 @@ static void test_put_get(void **state)
     assert_int_equal(ka_get_key_by_id(txn, st, K_B, &r), KA_OK);
     assert_string_equal(r.org, ORG_B);
     assert_int_equal(ka_get_key_by_id(txn, st, "kyX123456789", &r), KA_NOTFOUND);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
 }
 
 /* The digest is HMAC-SHA-256(secret file bytes, payload) — what Krenalis keeps in
@@ -677,7 +715,7 @@ static void test_open_with_secret(void **state)
     char path[256], err[1024], want[1024];
     ka_store *s = NULL;
     ka_key_rec r;
-    MDB_txn *txn;
+    ka_store_txn *txn;
     FILE *f;
 
     (void)state;
@@ -689,21 +727,22 @@ static void test_open_with_secret(void **state)
     assert_non_null(f);
     assert_int_equal(fread(secret, 1, sizeof(secret), f), sizeof(secret));
     fclose(f);
-    assert_int_equal(ka_store_open_secret(dir, secret, 1, &s, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_store_open_secret(dir, secret, NULL, 1, &s, err, sizeof(err)), KA_OK);
     st = s;
     payload_of(2, p);
     ka_digest_api(st, p, d1);
     txn = begin(1);
     assert_int_equal(ka_get_key(txn, st, d1, &r), KA_OK);
     assert_string_equal(r.id, K_R1);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
     ka_store_close(st);
     st = NULL;
     /* Another secret would find no key at all: the store refuses it by its check record. */
     secret[0] ^= 1;
     for (int ro = 0; ro <= 1; ro++) {
         s = (ka_store *)1;
-        assert_int_equal(ka_store_open_secret(dir, secret, ro, &s, err, sizeof(err)), KA_BADSECRET);
+        assert_int_equal(ka_store_open_secret(dir, secret, NULL, ro, &s, err, sizeof(err)),
+                         KA_BADSECRET);
         assert_null(s);
         snprintf(want, sizeof(want), "key store %s was created with another secret", dir);
         assert_string_equal(err, want);
@@ -724,14 +763,14 @@ static void test_open_with_secret(void **state)
     /* Not a directory. */
     snprintf(path, sizeof(path), "%s/secret", dir);
     s = (ka_store *)1;
-    assert_int_equal(ka_store_open_secret(path, secret, 1, &s, err, sizeof(err)), KA_FAIL);
+    assert_int_equal(ka_store_open_secret(path, secret, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
     assert_null(s);
 }
 
 static void test_long_name(void **state)
 {
     char name[KA_NAME_MAX + 50];
-    MDB_txn *txn;
+    ka_store_txn *txn;
     ka_entity e;
 
     (void)state;
@@ -749,12 +788,12 @@ static void test_long_name(void **state)
     memset(&e, 0, sizeof(e));
     assert_int_equal(ka_get_org(txn, st, ORG_X, &e), KA_OK);
     assert_int_equal(strlen(e.name), KA_NAME_MAX);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
 }
 
 static void test_overwrite(void **state)
 {
-    MDB_txn *txn;
+    ka_store_txn *txn;
     ka_entity e;
 
     (void)state;
@@ -767,12 +806,12 @@ static void test_overwrite(void **state)
     assert_int_equal(e.enabled, 0);
     assert_string_equal(e.name, "Acme renamed");
     assert_string_equal(list_orgs(txn), ORG_A "," ORG_B);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
 }
 
 static void test_list(void **state)
 {
-    MDB_txn *txn;
+    ka_store_txn *txn;
     idlist l;
 
     (void)state;
@@ -810,12 +849,12 @@ static void test_list(void **state)
     l.stop_after = 1;
     assert_int_equal(ka_list_write_keys(txn, st, CN_A1, collect_key, &l), KA_OK);
     assert_int_equal(l.n, 1);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
 }
 
 static void test_delete_key(void **state)
 {
-    MDB_txn *txn;
+    ka_store_txn *txn;
     ka_key_rec r;
 
     (void)state;
@@ -835,12 +874,12 @@ static void test_delete_key(void **state)
     assert_string_equal(list_write(txn, CN_A1), W_1);
     assert_int_equal(get_write(txn, 1, &r), KA_OK);
     assert_int_equal(get_api(txn, 2, &r), KA_OK);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
 }
 
 static void test_delete_connection(void **state)
 {
-    MDB_txn *txn;
+    ka_store_txn *txn;
     ka_key_rec r;
     ka_entity e;
 
@@ -862,12 +901,12 @@ static void test_delete_connection(void **state)
     assert_int_equal(get_write(txn, 3, &r), KA_OK);
     assert_int_equal(ka_get_ws(txn, st, WS_A1, &e), KA_OK);
     assert_string_equal(list_api(txn, ORG_A), K_A "," K_R1 "," K_R2);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
 }
 
 static void test_delete_workspace(void **state)
 {
-    MDB_txn *txn;
+    ka_store_txn *txn;
     ka_key_rec r;
     ka_entity e;
 
@@ -892,12 +931,12 @@ static void test_delete_workspace(void **state)
     assert_int_equal(get_api(txn, 1, &r), KA_OK);
     assert_int_equal(get_api(txn, 3, &r), KA_OK);
     assert_int_equal(ka_get_org(txn, st, ORG_A, &e), KA_OK);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
 }
 
 static void test_delete_organization(void **state)
 {
-    MDB_txn *txn;
+    ka_store_txn *txn;
     ka_key_rec r;
     ka_entity e;
 
@@ -930,29 +969,71 @@ static void test_delete_organization(void **state)
     assert_string_equal(list_write(txn, CN_B1), W_4);
     assert_int_equal(get_api(txn, 4, &r), KA_OK);
     assert_int_equal(get_write(txn, 4, &r), KA_OK);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
 }
 
 static void test_delete_aborted(void **state)
 {
-    MDB_txn *txn;
+    ka_store_txn *txn;
     ka_entity e;
 
     (void)state;
     populate();
     txn = begin(0);
     assert_int_equal(ka_del_org(txn, st, ORG_A), KA_OK);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
     txn = begin(1);
     assert_int_equal(ka_get_org(txn, st, ORG_A, &e), KA_OK);
     assert_string_equal(list_api(txn, ORG_A), K_A "," K_R1 "," K_R2);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
+}
+
+/* The transactions of keystore.h: a reset reader renewed reads the newest snapshot, an aborted
+ * writer leaves nothing, the map grows on demand. */
+static void test_transactions(void **state)
+{
+    char err[512], buf[512];
+    ka_store_txn *r, *w;
+    ka_entity e;
+    size_t id0;
+
+    (void)state;
+    populate();
+    r = begin(1);
+    id0 = ka_store_txn_id(r);
+    assert_true(id0 > 0);
+    assert_int_equal(id0, ka_store_last_commit(st));
+    ka_store_read_reset(r);
+    w = begin(0);
+    put_org(w, ORG_X, 1, "new");
+    commit(w);
+    assert_int_equal(ka_store_last_commit(st), id0 + 1);
+    assert_int_equal(ka_store_read_renew(r, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_store_txn_id(r), id0 + 1);
+    assert_int_equal(ka_get_org(r, st, ORG_X, &e), KA_OK);
+    ka_store_abort(r);
+    w = begin(0);
+    assert_int_equal(ka_del_org(w, st, ORG_X), KA_OK);
+    ka_store_abort(w);
+    r = begin(1);
+    assert_int_equal(ka_get_org(r, st, ORG_X, &e), KA_OK);
+    assert_int_equal(ka_store_last_commit(st), id0 + 1);
+    ka_store_abort(r);
+    ka_store_abort(NULL);
+    /* Room for 2 GiB more, then twice the map: the store reads as before. */
+    assert_int_equal(ka_store_reserve(st, (size_t)2 << 30, 0, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_store_reserve(st, 0, 1, err, sizeof(err)), KA_OK);
+    r = begin(1);
+    assert_int_equal(ka_get_org(r, st, ORG_A, &e), KA_OK);
+    ka_store_abort(r);
+    assert_string_equal(ka_store_default_secret("/srv/keys", buf, sizeof(buf)), "/srv/keys/secret");
+    assert_non_null(strchr(ka_store_engine_version(buf, sizeof(buf)), '.'));
 }
 
 /* A reader keeps its snapshot while a writer commits; the next reader sees the change. */
 static void test_snapshot(void **state)
 {
-    MDB_txn *r1, *w, *r2;
+    ka_store_txn *r1, *w, *r2;
     ka_entity e;
 
     (void)state;
@@ -967,14 +1048,14 @@ static void test_snapshot(void **state)
     r2 = begin(1);
     assert_int_equal(ka_get_org(r2, st, ORG_X, &e), KA_OK);
     assert_int_equal(ka_get_org(r2, st, ORG_B, &e), KA_NOTFOUND);
-    mdb_txn_abort(r2);
-    mdb_txn_abort(r1);
+    ka_store_abort(r2);
+    ka_store_abort(r1);
 }
 
 /* An index entry whose key record is gone makes listing fail, with or without a filter. */
 static void test_list_api_keys_inconsistent(void **state)
 {
-    MDB_txn *txn;
+    ka_store_txn *txn;
     uint8_t p[KA_PAYLOAD_LEN], d[KA_DIGEST_LEN];
     MDB_val k = {KA_DIGEST_LEN, d};
     idlist l;
@@ -984,15 +1065,17 @@ static void test_list_api_keys_inconsistent(void **state)
     populate();
     payload_of(2, p); /* K_R1 */
     ka_digest_api(st, p, d);
-    txn = begin(0);
-    assert_int_equal(mdb_del(txn, st->keys, &k, NULL), 0);
-    commit(txn);
+    /* The key record goes behind the store's back (plain LMDB, the store closed). */
+    ka_store_close(st);
+    st = NULL;
+    raw_del("keys", &k);
+    st = open_store(0);
     txn = begin(1);
     memset(&l, 0, sizeof(l));
     rc_org = ka_list_api_keys(txn, st, ORG_A, collect_key, &l);
     memset(&l, 0, sizeof(l));
     rc_all = ka_list_api_keys(txn, st, NULL, collect_key, &l);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
     assert_int_equal(rc_org, KA_FAIL);
     assert_int_equal(rc_all, KA_FAIL);
 }
@@ -1006,7 +1089,7 @@ static void test_decide_over_store(void **state)
     ka_decision dec;
     char auth[128], wk[KA_WRITE_KEY_LEN + 1];
     uint8_t p[KA_PAYLOAD_LEN];
-    MDB_txn *txn;
+    ka_store_txn *txn;
 
     (void)state;
     populate();
@@ -1025,7 +1108,7 @@ static void test_decide_over_store(void **state)
     auth[11 + KA_API_BODY_LEN] = '\0';
     ka_classify("GET", "/v1/users", KA_EP_AUTO, &req.route);
     req.authorization = auth;
-    assert_int_equal(ka_decide(&req, &lk, &dec), KA_ACCEPT);
+    assert_int_equal(decide_http(&req, &lk, &dec), HTTP_ACCEPTED);
     assert_int_equal(dec.id.type, KA_KEY_API);
     assert_string_equal(dec.id.key_id, K_R2);
     assert_string_equal(dec.id.org, ORG_A);
@@ -1034,13 +1117,13 @@ static void test_decide_over_store(void **state)
     /* Organization B is disabled. */
     payload_of(4, p);
     ka_api_body_encode(p, auth + 11);
-    assert_int_equal(ka_decide(&req, &lk, &dec), 422);
+    assert_int_equal(decide_http(&req, &lk, &dec), 422);
     assert_string_equal(dec.message, "organization " ORG_B " is disabled");
 
     /* Unknown key. */
     payload_of(99, p);
     ka_api_body_encode(p, auth + 11);
-    assert_int_equal(ka_decide(&req, &lk, &dec), 401);
+    assert_int_equal(decide_http(&req, &lk, &dec), 401);
     assert_string_equal(dec.message,
                         "API key in the Authorization header of the request does not exist");
 
@@ -1048,9 +1131,9 @@ static void test_decide_over_store(void **state)
     payload_of(1, p);
     ka_api_body_encode(p, auth + 11);
     req.workspace = WS_B1;
-    assert_int_equal(ka_decide(&req, &lk, &dec), 404);
+    assert_int_equal(decide_http(&req, &lk, &dec), 404);
     req.workspace = WS_A1;
-    assert_int_equal(ka_decide(&req, &lk, &dec), KA_ACCEPT);
+    assert_int_equal(decide_http(&req, &lk, &dec), HTTP_ACCEPTED);
     assert_string_equal(dec.id.ws, WS_A1);
 
     /* A write key, in the header of an ingestion request. */
@@ -1059,7 +1142,7 @@ static void test_decide_over_store(void **state)
     write_key_of(3, wk);
     snprintf(auth, sizeof(auth), "Bearer %s", wk);
     req.authorization = auth;
-    assert_int_equal(ka_decide(&req, &lk, &dec), KA_ACCEPT);
+    assert_int_equal(decide_http(&req, &lk, &dec), HTTP_ACCEPTED);
     assert_int_equal(dec.id.type, KA_KEY_WRITE);
     assert_string_equal(dec.id.key_id, W_3);
     assert_string_equal(dec.id.conn, CN_A2);
@@ -1068,7 +1151,7 @@ static void test_decide_over_store(void **state)
     /* Of the disabled organization. */
     write_key_of(4, wk);
     snprintf(auth, sizeof(auth), "Bearer %s", wk);
-    assert_int_equal(ka_decide(&req, &lk, &dec), 503);
+    assert_int_equal(decide_http(&req, &lk, &dec), 503);
     assert_string_equal(dec.message, "organization is disabled");
 
     /* API-key ingestion with a connection of the store. */
@@ -1079,17 +1162,17 @@ static void test_decide_over_store(void **state)
     ka_api_body_encode(p, auth + 11);
     auth[11 + KA_API_BODY_LEN] = '\0';
     req.authorization = auth;
-    assert_int_equal(ka_decide(&req, &lk, &dec), KA_NEED_BODY);
+    assert_int_equal(decide_http(&req, &lk, &dec), NEED_BODY);
     {
         static const char body[] = "{\"connectionId\":\"" CN_A2 "\"}";
         ka_body_fields f;
         ka_json_scan(body, strlen(body), &f);
         req.body = &f;
-        assert_int_equal(ka_decide(&req, &lk, &dec), KA_ACCEPT);
+        assert_int_equal(decide_http(&req, &lk, &dec), HTTP_ACCEPTED);
         assert_string_equal(dec.id.conn, CN_A2);
         assert_string_equal(dec.id.ws, WS_A2);
     }
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
 }
 
 /* With no transaction, the first look-up opens one through begin; a decision that reads
@@ -1097,17 +1180,18 @@ static void test_decide_over_store(void **state)
 typedef struct {
     int calls;
     int fail;
-    MDB_txn *txn;
+    ka_store_txn *txn;
 } begin_state;
 
-static int begin_cb(void *arg, const ka_store **s, MDB_txn **txn)
+static ka_store_status begin_cb(void *arg, const ka_store **s, ka_store_txn **txn)
 {
     begin_state *b = arg;
+    char err[512];
 
     b->calls++;
     if (b->fail)
         return KA_FAIL;
-    if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &b->txn) != 0)
+    if (ka_store_read_begin(st, &b->txn, err, sizeof(err)) != KA_OK)
         return KA_FAIL;
     *s = st;
     *txn = b->txn;
@@ -1136,7 +1220,7 @@ static void test_lookup_lazy_begin(void **state)
 
     /* Malformed: no transaction. */
     req.authorization = "Bearer api_AOyrCBBQEmI63fgWAAw8F12XcPvUqkg0aEwlIqnO0xyCeS3NU";
-    assert_int_equal(ka_decide(&req, &lk, &dec), 401);
+    assert_int_equal(decide_http(&req, &lk, &dec), 401);
     assert_int_equal(b.calls, 0);
     assert_null(ctx.txn);
 
@@ -1147,7 +1231,7 @@ static void test_lookup_lazy_begin(void **state)
     auth[11 + KA_API_BODY_LEN] = '\0';
     req.authorization = auth;
     b.fail = 1;
-    assert_int_equal(ka_decide(&req, &lk, &dec), 503);
+    assert_int_equal(decide_http(&req, &lk, &dec), 503);
     assert_string_equal(dec.code, "ServiceUnavailable");
     assert_int_equal(b.calls, 1);
     assert_null(ctx.txn);
@@ -1155,13 +1239,13 @@ static void test_lookup_lazy_begin(void **state)
     /* One transaction for all the look-ups of a decision. */
     b.fail = 0;
     req.workspace = WS_A2;
-    assert_int_equal(ka_decide(&req, &lk, &dec), KA_ACCEPT);
+    assert_int_equal(decide_http(&req, &lk, &dec), HTTP_ACCEPTED);
     assert_string_equal(dec.id.key_id, K_A);
     assert_string_equal(dec.id.ws, WS_A2);
     assert_int_equal(b.calls, 2);
     assert_ptr_equal(ctx.txn, b.txn);
     assert_ptr_equal(ctx.st, st);
-    mdb_txn_abort(b.txn);
+    ka_store_abort(b.txn);
 }
 
 /* ---- connection flags, mirrored stores, the upgrade from format 1 ---- */
@@ -1170,7 +1254,7 @@ static void test_conn_flags(void **state)
 {
     static const unsigned flags[] = {0, KA_CONN_DESTINATION, KA_CONN_NO_STRATEGY,
                                      KA_CONN_DESTINATION | KA_CONN_NO_STRATEGY};
-    MDB_txn *txn;
+    ka_store_txn *txn;
     ka_entity e;
 
     (void)state;
@@ -1197,14 +1281,14 @@ static void test_conn_flags(void **state)
         assert_string_equal(e.org, ORG_A);
         assert_string_equal(e.name, name);
     }
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
 }
 
 static void test_mirror_meta(void **state)
 {
     char err[512], want[1024];
     ka_mirror_meta m, got;
-    MDB_txn *txn;
+    ka_store_txn *txn;
 
     (void)state;
     st = open_store(0);
@@ -1212,7 +1296,7 @@ static void test_mirror_meta(void **state)
     assert_int_equal(ka_store_refuse_mirror(st, err, sizeof(err)), KA_OK);
     txn = begin(1);
     assert_int_equal(ka_mirror_meta_get(txn, st, &got), KA_NOTFOUND);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
     memset(&m, 0, sizeof(m));
     snprintf(m.source, sizeof(m.source), "7300000000000000001/krenalis/public");
     snprintf(m.conninfo, sizeof(m.conninfo), "host=db1 dbname=krenalis user=edge");
@@ -1223,7 +1307,7 @@ static void test_mirror_meta(void **state)
     assert_int_equal(ka_store_is_mirror(st), 1);
     txn = begin(1);
     assert_int_equal(ka_mirror_meta_get(txn, st, &got), KA_OK);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
     assert_string_equal(got.source, m.source);
     assert_string_equal(got.conninfo, m.conninfo);
     assert_true(got.version == m.version);
@@ -1233,7 +1317,7 @@ static void test_mirror_meta(void **state)
     commit(txn);
     txn = begin(1);
     assert_int_equal(ka_mirror_meta_get(txn, st, &got), KA_OK);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
     assert_true(got.version == 42);
     assert_string_equal(got.source, m.source);
     assert_int_equal(ka_store_refuse_mirror(st, err, sizeof(err)), KA_FAIL);
@@ -1247,7 +1331,7 @@ static void test_mirror_meta(void **state)
     m.source[0] = '\0';
     txn = begin(0);
     assert_int_equal(ka_mirror_meta_put(txn, st, &m), KA_FAIL);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
 }
 
 /* A store of format 1: connection records without the flags byte. */
@@ -1256,7 +1340,8 @@ static void test_upgrade(void **state)
     static const char old_rec[] = WS_A1 ORG_A "old connection";
     char err[512], want[1024];
     MDB_env *env;
-    MDB_txn *txn;
+    MDB_txn *raw;
+    ka_store_txn *txn;
     MDB_dbi conns;
     MDB_val k = {KA_ID_LEN, CN_A1}, v = {sizeof(old_rec) - 1, (void *)old_rec};
     ka_store *s = NULL;
@@ -1266,10 +1351,10 @@ static void test_upgrade(void **state)
     assert_int_equal(mdb_env_create(&env), 0);
     assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
     assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "connections", 0, &conns), 0);
-    assert_int_equal(mdb_put(txn, conns, &k, &v, 0), 0);
-    assert_int_equal(mdb_txn_commit(txn), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &raw), 0);
+    assert_int_equal(mdb_dbi_open(raw, "connections", 0, &conns), 0);
+    assert_int_equal(mdb_put(raw, conns, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(raw), 0);
     mdb_env_close(env);
     set_format(KA_STORE_FORMAT_1);
     assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
@@ -1277,7 +1362,7 @@ static void test_upgrade(void **state)
     st = open_store(1);
     txn = begin(1);
     assert_int_equal(ka_get_conn(txn, st, CN_A1, &e), KA_OK);
-    mdb_txn_abort(txn);
+    ka_store_abort(txn);
     assert_int_equal(e.conn_flags, 0);
     assert_string_equal(e.ws, WS_A1);
     assert_string_equal(e.org, ORG_A);
@@ -1287,6 +1372,59 @@ static void test_upgrade(void **state)
     snprintf(want, sizeof(want),
              "key store %s has format 'krenalis-keys 2'; this build reads 'krenalis-keys 1'", dir);
     assert_string_equal(err, want);
+}
+
+static int count_entity(const ka_entity *e, void *arg)
+{
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* Many connections: the upgrade rewrites every record once, loses none, repeats none (a cursor
+ * put that grew each record skipped and repeated records once the pages split). */
+static void test_upgrade_many(void **state)
+{
+    enum { N = 3000 };
+    char err[512], id[KA_ID_LEN + 1], name[32];
+    MDB_env *env;
+    MDB_txn *raw;
+    MDB_dbi conns;
+    ka_store_txn *txn;
+    ka_entity e;
+    size_t n = 0;
+
+    (void)state;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &raw), 0);
+    assert_int_equal(mdb_dbi_open(raw, "connections", 0, &conns), 0);
+    for (int i = 0; i < N; i++) {
+        char rec[2 * KA_ID_LEN + 32];
+        int nl = snprintf(name, sizeof(name), "conn %d", i);
+        MDB_val k = {KA_ID_LEN, id}, v = {2 * KA_ID_LEN + (size_t)nl, rec};
+        snprintf(id, sizeof(id), "cn%010u", (unsigned)i);
+        memcpy(rec, WS_A1 ORG_A, 2 * KA_ID_LEN);
+        memcpy(rec + 2 * KA_ID_LEN, name, (size_t)nl);
+        assert_int_equal(mdb_put(raw, conns, &k, &v, 0), 0);
+    }
+    assert_int_equal(mdb_txn_commit(raw), 0);
+    mdb_env_close(env);
+    set_format(KA_STORE_FORMAT_1);
+    assert_int_equal(ka_store_upgrade(dir, NULL, err, sizeof(err)), KA_OK);
+    st = open_store(1);
+    txn = begin(1);
+    assert_int_equal(ka_list_conns(txn, st, NULL, count_entity, &n), KA_OK);
+    assert_int_equal(n, N);
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "cn%010u", (unsigned)i);
+        snprintf(name, sizeof(name), "conn %d", i);
+        assert_int_equal(ka_get_conn(txn, st, id, &e), KA_OK);
+        assert_int_equal(e.conn_flags, 0);
+        assert_string_equal(e.ws, WS_A1);
+        assert_string_equal(e.name, name);
+    }
+    ka_store_abort(txn);
 }
 
 int run_keystore_tests(void)
@@ -1313,12 +1451,14 @@ int run_keystore_tests(void)
         T(test_delete_organization),
         T(test_delete_aborted),
         T(test_snapshot),
+        T(test_transactions),
         T(test_list_api_keys_inconsistent),
         T(test_decide_over_store),
         T(test_lookup_lazy_begin),
         T(test_conn_flags),
         T(test_mirror_meta),
         T(test_upgrade),
+        T(test_upgrade_many),
     };
 #undef T
     return cmocka_run_group_tests_name("keystore", tests, NULL, NULL);

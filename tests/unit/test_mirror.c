@@ -25,6 +25,22 @@
 static char root[64], dir[128];
 static ka_store *st;
 
+/* A write transaction (asserted). */
+static ka_store_txn *wr(void)
+{
+    char err[512];
+    ka_store_txn *txn = NULL;
+
+    assert_int_equal(ka_store_write_begin(st, &txn, err, sizeof(err)), KA_OK);
+    return txn;
+}
+
+static void commit(ka_store_txn *txn)
+{
+    char err[512];
+    assert_int_equal(ka_store_commit(txn, err, sizeof(err)), KA_OK);
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -62,16 +78,16 @@ static int teardown(void **state)
 static int apply(const char *name, const char *payload)
 {
     char err[512] = "";
-    MDB_txn *txn;
+    ka_store_txn *txn;
     int rc;
 
-    assert_int_equal(mdb_txn_begin(st->env, NULL, 0, &txn), 0);
+    txn = wr();
     rc = ka_mirror_apply(txn, st, name, payload, payload ? strlen(payload) : 0, 1700000000, err,
                          sizeof(err));
     if (rc == KA_OK)
-        assert_int_equal(mdb_txn_commit(txn), 0);
+        commit(txn);
     else {
-        mdb_txn_abort(txn);
+        ka_store_abort(txn);
         assert_non_null(strstr(err, name));
         /* The message names the notification, never its payload. */
         assert_null(strstr(err, "{"));
@@ -84,54 +100,56 @@ static void ok(const char *name, const char *payload)
     assert_int_equal(apply(name, payload), KA_OK);
 }
 
-static MDB_txn *rd(void)
+static ka_store_txn *rd(void)
 {
-    MDB_txn *txn;
-    assert_int_equal(mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn), 0);
+    char err[512];
+    ka_store_txn *txn = NULL;
+
+    assert_int_equal(ka_store_read_begin(st, &txn, err, sizeof(err)), KA_OK);
     return txn;
 }
 
 static int get_org(const char *id, ka_entity *e)
 {
-    MDB_txn *t = rd();
+    ka_store_txn *t = rd();
     int rc = ka_get_org(t, st, id, e);
-    mdb_txn_abort(t);
+    ka_store_abort(t);
     return rc;
 }
 
 static int get_conn(const char *id, ka_entity *e)
 {
-    MDB_txn *t = rd();
+    ka_store_txn *t = rd();
     int rc = ka_get_conn(t, st, id, e);
-    mdb_txn_abort(t);
+    ka_store_abort(t);
     return rc;
 }
 
 static int get_ws(const char *id, ka_entity *e)
 {
-    MDB_txn *t = rd();
+    ka_store_txn *t = rd();
     int rc = ka_get_ws(t, st, id, e);
-    mdb_txn_abort(t);
+    ka_store_abort(t);
     return rc;
 }
 
 static int get_write(const char *key, ka_key_rec *r)
 {
     uint8_t d[KA_DIGEST_LEN];
-    MDB_txn *t = rd();
+    ka_store_txn *t = rd();
     int rc;
 
     ka_digest_write(st, key, d);
     rc = ka_get_key(t, st, d, r);
-    mdb_txn_abort(t);
+    ka_store_abort(t);
     return rc;
 }
 
 static int get_api(const uint8_t digest[KA_DIGEST_LEN], ka_key_rec *r)
 {
-    MDB_txn *t = rd();
+    ka_store_txn *t = rd();
     int rc = ka_get_key(t, st, digest, r);
-    mdb_txn_abort(t);
+    ka_store_abort(t);
     return rc;
 }
 
@@ -295,11 +313,11 @@ static void test_bad_payloads(void **state)
 static void test_snapshot_rows(void **state)
 {
     uint8_t digest[KA_DIGEST_LEN] = {7};
-    MDB_txn *txn;
+    ka_store_txn *txn;
     ka_key_rec r;
 
     (void)state;
-    assert_int_equal(mdb_txn_begin(st->env, NULL, 0, &txn), 0);
+    txn = wr();
     assert_int_equal(ka_mirror_org(txn, st, ORG, "Acme", 1), KA_OK);
     assert_int_equal(ka_mirror_org(txn, st, "bad", "x", 1), KA_NOTFOUND);
     assert_int_equal(ka_mirror_ws(txn, st, WS, ORG, "Web"), KA_OK);
@@ -313,7 +331,7 @@ static void test_snapshot_rows(void **state)
     assert_int_equal(ka_mirror_access_key(txn, st, KEY_ID, ORG, "", digest, sizeof(digest),
                                           "abcd...efghij", "name", 1600000000, 0),
                      KA_OK);
-    assert_int_equal(mdb_txn_commit(txn), 0);
+    commit(txn);
     assert_int_equal(get_api(digest, &r), KA_OK);
     assert_string_equal(r.hint, "abcd...efghij");
     assert_string_equal(r.name, "name");

@@ -18,6 +18,7 @@ int run_body_tests(void);
 int run_crypto_tests(void);
 int run_keystore_tests(void);
 int run_mapguard_tests(void);
+int run_names_tests(void);
 int run_mirror_tests(void);
 
 #endif

@@ -1,13 +1,15 @@
-/* An in-memory fake of the store look-ups (ka_lookup) for the decision fuzzers. It checks that
- * the decision code only ever asks the store about well-formed things (a parsed payload, a
- * well-formed write key, valid IDs), counts the calls, and can be told to fail (KA_FAIL) from
- * the Nth call on, as an unreadable store would. */
-#ifndef KA_FAKE_STORE_H
-#define KA_FAKE_STORE_H
+/* The decision fuzzers' tables for the fake store (tests/common/fake_store.h, shared with the
+ * unit tests), and facts about them for the oracles. A violated check of the fake is a CHECK
+ * failure (a crash libFuzzer keeps). */
+#ifndef KA_FAKE_DATA_H
+#define KA_FAKE_DATA_H
 
 #include "decide.h"
 #include "fuzz_common.h"
 #include "token.h"
+
+#define FAKE_STORE_CHECK(x) CHECK(x)
+#include "fake_store.h"
 
 #define F_ORG_A "orgA23456789" /* enabled */
 #define F_ORG_B "orgB23456789" /* disabled */
@@ -23,23 +25,6 @@
 #define F_CN_B1 "cnB123456789"
 #define F_CN_C1 "cnC123456789"
 #define F_CN_G "cnG123456789" /* in the gone organization */
-
-typedef struct {
-    const char *id;
-    int enabled;
-} fake_org;
-
-typedef struct {
-    const char *id, *org, *ws; /* ws: connections only */
-} fake_ent;
-
-typedef struct {
-    int stored;       /* the store knows it */
-    ka_key_type type; /* as stored (a mismatch is a corrupt record the code must refuse) */
-    const char *id, *org, *ws, *conn;
-    uint8_t payload[KA_PAYLOAD_LEN];  /* API keys */
-    char token[KA_API_TOKEN_LEN + 1]; /* "api_" + body, or the write key */
-} fake_key;
 
 static const fake_org FAKE_ORGS[] = {{F_ORG_A, 1}, {F_ORG_B, 0}, {F_ORG_C, 1}};
 static const fake_ent FAKE_WSS[] = {{F_WS_A1, F_ORG_A, NULL},
@@ -121,12 +106,6 @@ static fake_key FAKE_WRITE[] = {
 
 #define FAKE_ORGS_KEY "org_OrganizationsKey0123456789abcdefghijklmnopq"
 
-typedef struct {
-    int calls, api_calls, write_calls, org_calls, ws_calls, conn_calls;
-    int fail_from; /* 0: never; n: the nth call and later return KA_FAIL */
-    int failed;    /* some call returned KA_FAIL */
-} fake_ctx;
-
 static inline void fake_init(void)
 {
     static int done;
@@ -135,134 +114,24 @@ static inline void fake_init(void)
     done = 1;
     for (size_t i = 0; i < FAKE_NAPI; i++) {
         for (int j = 0; j < KA_PAYLOAD_LEN; j++)
-            FAKE_API[i].payload[j] = (uint8_t)(0x11 * (i + 1) + 7 * j);
+            FAKE_API[i].secret[j] = (uint8_t)(0x11 * (i + 1) + 7 * j);
         memcpy(FAKE_API[i].token, "api_", 4);
-        ka_api_body_encode(FAKE_API[i].payload, FAKE_API[i].token + 4);
+        ka_api_body_encode(FAKE_API[i].secret, FAKE_API[i].token + 4);
         FAKE_API[i].token[KA_API_TOKEN_LEN] = '\0';
-        CHECK(ka_api_body_parse(FAKE_API[i].token + 4, KA_API_BODY_LEN, FAKE_API[i].payload));
+        CHECK(ka_api_body_parse(FAKE_API[i].token + 4, KA_API_BODY_LEN, FAKE_API[i].secret));
     }
-    for (size_t i = 0; i < FAKE_NWRITE; i++)
+    /* A write key is found by its characters. */
+    for (size_t i = 0; i < FAKE_NWRITE; i++) {
         CHECK(ka_write_key_valid(FAKE_WRITE[i].token, strlen(FAKE_WRITE[i].token)));
-}
-
-/* Counts a call; 1 when this one must fail. */
-static inline int fake_enter(fake_ctx *c)
-{
-    c->calls++;
-    if (c->fail_from > 0 && c->calls >= c->fail_from) {
-        c->failed = 1;
-        return 1;
+        memcpy(FAKE_WRITE[i].secret, FAKE_WRITE[i].token, KA_WRITE_KEY_LEN);
     }
-    return 0;
 }
 
-static inline void fake_fill_key(const fake_key *k, ka_key_rec *rec)
-{
-    memset(rec, 0, sizeof(*rec));
-    rec->type = k->type;
-    snprintf(rec->id, sizeof(rec->id), "%s", k->id);
-    snprintf(rec->org, sizeof(rec->org), "%s", k->org);
-    snprintf(rec->ws, sizeof(rec->ws), "%s", k->ws);
-    snprintf(rec->conn, sizeof(rec->conn), "%s", k->conn);
-}
-
-static inline int fake_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec)
-{
-    fake_ctx *c = ctx;
-
-    c->api_calls++; /* the caller checks that a malformed key never gets here */
-    if (fake_enter(c))
-        return KA_FAIL;
-    for (size_t i = 0; i < FAKE_NAPI; i++)
-        if (FAKE_API[i].stored && memcmp(FAKE_API[i].payload, payload, KA_PAYLOAD_LEN) == 0) {
-            fake_fill_key(&FAKE_API[i], rec);
-            return KA_OK;
-        }
-    return KA_NOTFOUND;
-}
-
-static inline int fake_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec)
-{
-    fake_ctx *c = ctx;
-
-    c->write_calls++;
-    CHECK(ka_write_key_valid(key, KA_WRITE_KEY_LEN));
-    if (fake_enter(c))
-        return KA_FAIL;
-    for (size_t i = 0; i < FAKE_NWRITE; i++)
-        if (FAKE_WRITE[i].stored && memcmp(FAKE_WRITE[i].token, key, KA_WRITE_KEY_LEN) == 0) {
-            fake_fill_key(&FAKE_WRITE[i], rec);
-            return KA_OK;
-        }
-    return KA_NOTFOUND;
-}
-
-static inline void fake_check_id(const char *id)
-{
-    CHECK(id != NULL);
-    CHECK(ka_id_valid(id, strlen(id)));
-}
-
-static inline int fake_org_get(void *ctx, const char *id, ka_entity *e)
-{
-    fake_ctx *c = ctx;
-    c->org_calls++;
-    fake_check_id(id);
-    if (fake_enter(c))
-        return KA_FAIL;
-    for (size_t i = 0; i < sizeof(FAKE_ORGS) / sizeof(FAKE_ORGS[0]); i++)
-        if (strcmp(FAKE_ORGS[i].id, id) == 0) {
-            memset(e, 0, sizeof(*e));
-            snprintf(e->id, sizeof(e->id), "%s", id);
-            e->enabled = FAKE_ORGS[i].enabled;
-            return KA_OK;
-        }
-    return KA_NOTFOUND;
-}
-
-static inline int fake_ent_get(const fake_ent *t, size_t n, const char *id, ka_entity *e)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(t[i].id, id) == 0) {
-            memset(e, 0, sizeof(*e));
-            snprintf(e->id, sizeof(e->id), "%s", id);
-            snprintf(e->org, sizeof(e->org), "%s", t[i].org);
-            snprintf(e->ws, sizeof(e->ws), "%s", t[i].ws ? t[i].ws : "");
-            return KA_OK;
-        }
-    return KA_NOTFOUND;
-}
-
-static inline int fake_ws(void *ctx, const char *id, ka_entity *e)
-{
-    fake_ctx *c = ctx;
-    c->ws_calls++;
-    fake_check_id(id);
-    if (fake_enter(c))
-        return KA_FAIL;
-    return fake_ent_get(FAKE_WSS, sizeof(FAKE_WSS) / sizeof(FAKE_WSS[0]), id, e);
-}
-
-static inline int fake_conn(void *ctx, const char *id, ka_entity *e)
-{
-    fake_ctx *c = ctx;
-    c->conn_calls++;
-    fake_check_id(id);
-    if (fake_enter(c))
-        return KA_FAIL;
-    return fake_ent_get(FAKE_CONNS, sizeof(FAKE_CONNS) / sizeof(FAKE_CONNS[0]), id, e);
-}
-
-static inline void fake_lookup(fake_ctx *c, ka_lookup *lk)
-{
-    memset(c, 0, sizeof(*c));
-    lk->ctx = c;
-    lk->api_key = fake_api_key;
-    lk->write_key = fake_write_key;
-    lk->org = fake_org_get;
-    lk->ws = fake_ws;
-    lk->conn = fake_conn;
-}
+static const fake_data FAKE_DATA = {FAKE_ORGS,  sizeof(FAKE_ORGS) / sizeof(FAKE_ORGS[0]),
+                                    FAKE_WSS,   sizeof(FAKE_WSS) / sizeof(FAKE_WSS[0]),
+                                    FAKE_CONNS, sizeof(FAKE_CONNS) / sizeof(FAKE_CONNS[0]),
+                                    FAKE_API,   FAKE_NAPI,
+                                    FAKE_WRITE, FAKE_NWRITE};
 
 /* Facts about the fake data, for the oracles. */
 static inline const fake_org *fake_find_org(const char *id)

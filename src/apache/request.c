@@ -1,0 +1,430 @@
+/* The request hooks: client identity headers dropped (post_read_request), the decision
+ * (check_user, SPEC §5, §6) and its re-check on internal redirects and subrequests, and the
+ * identity handed to the backend (fixups, SPEC §8) with what keeps it exactly as decided
+ * (trailers, Connection tokens, h2c upgrades). */
+#include "ka_private.h"
+
+#include "apr_lib.h"
+
+#include <string.h>
+
+/* The module's record for r, or for the request it was redirected from or is part of. */
+ka_req *ka_req_state(request_rec *r)
+{
+    for (request_rec *cur = r; cur; cur = cur->prev ? cur->prev : cur->main) {
+        ka_req *q = ap_get_module_config(cur->request_config, &krenalis_auth_module);
+        if (q)
+            return q;
+    }
+    return NULL;
+}
+
+/* The record whose route answers for the response's CORS headers: the first request of an
+ * internal redirect chain (the URL the client asked for), else the request's own. */
+ka_req *ka_response_state(request_rec *r)
+{
+    request_rec *first = r;
+    ka_req *q;
+
+    while (first->prev)
+        first = first->prev;
+    q = ap_get_module_config(first->request_config, &krenalis_auth_module);
+    return q ? q : ka_req_state(r);
+}
+
+static void set_env(apr_table_t *t, const char *name, const char *value)
+{
+    if (value[0] != '\0')
+        apr_table_setn(t, name, value);
+}
+
+/* Hands the identity to the backend (SPEC §8): environment, and headers when asked. */
+static void pass_identity(request_rec *r, const ka_req *q)
+{
+    const ka_identity *id = &q->id;
+    const char *type = ka_key_type_name(id->type);
+
+    apr_table_setn(r->subprocess_env, "KRENALIS_KEY_TYPE", type);
+    set_env(r->subprocess_env, "KRENALIS_ORGANIZATION", id->org);
+    set_env(r->subprocess_env, "KRENALIS_WORKSPACE", id->ws);
+    set_env(r->subprocess_env, "KRENALIS_CONNECTION", id->conn);
+    if (id->type != KA_KEY_ORGS)
+        set_env(r->subprocess_env, "KRENALIS_KEY_ID", id->key_id);
+    if (q->forward_headers) {
+        apr_table_setn(r->headers_in, "Krenalis-Auth-Key-Type", type);
+        set_env(r->headers_in, "Krenalis-Auth-Organization", id->org);
+        set_env(r->headers_in, "Krenalis-Auth-Workspace", id->ws);
+        set_env(r->headers_in, "Krenalis-Auth-Connection", id->conn);
+        if (id->type != KA_KEY_ORGS)
+            set_env(r->headers_in, "Krenalis-Auth-Key-Id", id->key_id);
+    }
+}
+
+static int is_krenalis(request_rec *r)
+{
+    const char *t = ap_auth_type(r);
+    return t && strcasecmp(t, AUTH_TYPE_NAME) == 0;
+}
+
+static int is_identity_header(const char *name)
+{
+    static const char prefix[] = "krenalis-auth-";
+
+    for (size_t j = 0; j < sizeof(prefix) - 1; j++) {
+        char c = name[j] == '_' ? '-' : (char)apr_tolower(name[j]);
+        if (c != prefix[j])
+            return 0;
+    }
+    return 1;
+}
+
+/* Drops Krenalis-Auth-* fields (any case, '-' or '_') from *tp. One pass; a table without them
+ * is built only when there is one to drop (apr_table_unset per name is quadratic in the number
+ * of fields). */
+static void drop_identity_headers(request_rec *r, apr_table_t **tp)
+{
+    const apr_array_header_t *arr = apr_table_elts(*tp);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+    apr_table_t *kept;
+    int i;
+
+    for (i = 0; i < arr->nelts; i++)
+        if (e[i].key && is_identity_header(e[i].key))
+            break;
+    if (i == arr->nelts)
+        return;
+    kept = apr_table_make(r->pool, arr->nelts);
+    for (i = 0; i < arr->nelts; i++)
+        if (e[i].key && !is_identity_header(e[i].key))
+            apr_table_addn(kept, e[i].key, e[i].val);
+    *tp = kept;
+}
+
+/* Client-sent Krenalis-Auth-* headers never reach a backend. */
+/* HTTP/2 streams (secondary connections, each with a conn_config of its own that lives one
+ * request) share their primary connection's memo: made here, where the server allows h2 or
+ * h2c, before the first stream. */
+int ka_pre_connection(conn_rec *c, void *csd)
+{
+    if (c->master == NULL && (ap_is_allowed_protocol(c, NULL, c->base_server, "h2c") ||
+                              ap_is_allowed_protocol(c, NULL, c->base_server, "h2")))
+        ka_memo_share(c);
+    return DECLINED;
+}
+
+int ka_strip_identity_headers(request_rec *r)
+{
+    drop_identity_headers(r, &r->headers_in);
+    return DECLINED;
+}
+
+/* Trailers come with the end of a chunked body, after the decision, and MergeTrailers On merges
+ * them into the headers a backend sees: identity names are dropped again, and a credential or a
+ * workspace among them is a second copy of what was decided on (SPEC §2: sent more than once).
+ * Returns 1 with dec filled when the request is to be refused. */
+static int trailers_refused(request_rec *r, const ka_req *q, ka_decision *dec)
+{
+    int ws;
+
+    if (r->trailers_in == NULL || apr_is_empty_table(r->trailers_in))
+        return 0;
+    drop_identity_headers(r, &r->trailers_in);
+    drop_identity_headers(r, &r->headers_in);
+    ws = q->route.endpoint != KA_EP_ORGS && apr_table_get(r->trailers_in, "Krenalis-Workspace");
+    if (!ws && apr_table_get(r->trailers_in, "Authorization") == NULL)
+        return 0;
+    ka_decision_repeated(dec, &q->route, ws && !apr_table_get(r->trailers_in, "Authorization"));
+    return 1;
+}
+
+/* The decision over the server's store, with the connection memo (store.c). */
+typedef struct {
+    request_rec *r;
+    ka_handle *h;
+    apr_off_t limit;
+} decide_ctx;
+
+static ka_verdict decide_once(void *arg, const ka_request *req, ka_decision *dec)
+{
+    const decide_ctx *d = arg;
+    return ka_store_decide(d->h, d->r, 1, req, dec, NULL);
+}
+
+static int read_ingestion_body(void *arg, ka_body_fields *fields)
+{
+    const decide_ctx *d = arg;
+    return ka_capture_body(d->r, d->limit, fields);
+}
+
+/* The body of a request whose body nobody read (ka_decide_with_body zeroes the fields). */
+static int read_no_body(void *arg, ka_body_fields *fields)
+{
+    return OK;
+}
+
+/* Decides, reading the body when the decision needs it (ka_decide_with_body). No transaction
+ * stays open while a slow client sends its body. OK with dec decided, or the HTTP status of a
+ * body that could not be read. */
+static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka_request *req,
+                        ka_decision *dec)
+{
+    decide_ctx d = {r, sc->handle, ka_cfg_max_body(dc)};
+    ka_body_fields *fields;
+
+    if (req->route.endpoint != KA_EP_ORGS && ka_store_stale(sc->handle, sc->max_stale, r)) {
+        ka_decision_unavailable(dec);
+        return OK;
+    }
+    fields = apr_pcalloc(r->pool, sizeof(*fields));
+    return ka_decide_with_body(req, decide_once, &d, read_ingestion_body, &d, fields, dec);
+}
+
+/* The module's record for a request: its route and CORS answer from its own path and place. */
+static ka_req *req_begin(request_rec *r, const ka_dir_cfg *dc)
+{
+    ka_req *q = apr_pcalloc(r->pool, sizeof(*q));
+
+    ap_set_module_config(r->request_config, &krenalis_auth_module, q);
+    ka_classify(r->method, r->uri, ka_cfg_endpoint(dc), &q->route);
+    q->forward_headers = ka_cfg_forward_headers(dc);
+    q->pass_authorization = ka_cfg_pass_authorization(dc);
+    q->cors = q->route.endpoint == KA_EP_INGESTION || q->route.endpoint == KA_EP_SETTINGS;
+    if (q->cors) {
+        const apr_array_header_t *o = dc->cors_origins;
+        q->allow_origin =
+            ka_cors_allow_origin(o ? (const char *const *)o->elts : NULL, o ? (size_t)o->nelts : 0,
+                                 apr_table_get(r->headers_in, "Origin"));
+    }
+    return q;
+}
+
+static void request_inputs(request_rec *r, const ka_srv_cfg *sc, const ka_dir_cfg *dc,
+                           const ka_req *q, ka_request *req)
+{
+    memset(req, 0, sizeof(*req));
+    req->route = q->route;
+    req->authorization = apr_table_get(r->headers_in, "Authorization");
+    req->workspace =
+        q->route.endpoint == KA_EP_ORGS ? NULL : apr_table_get(r->headers_in, "Krenalis-Workspace");
+    req->ws_policy = ka_cfg_ws_policy(dc);
+    req->orgs_key = sc->proc ? sc->proc->orgs_key : NULL;
+}
+
+static int accepted(request_rec *r, ka_req *q, const ka_decision *dec)
+{
+    q->authenticated = 1;
+    q->id = dec->id;
+    r->user = q->id.key_id; /* q lives as long as r */
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, KA_LOGNO(00008) "authenticated %s key %s",
+                  ka_key_type_name(dec->id.type), dec->id.key_id);
+    return OK;
+}
+
+/* An internal redirect or subrequest of an authenticated request (ErrorDocument, SSI, mod_dir,
+ * mod_rewrite): the same credential is decided again for the target's own route and rules, on
+ * the body the first decision read, so the target gets the identity only where the credential
+ * sent to it directly would be accepted. A subrequest is refused without a body of its own. */
+static int recheck_redirect(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc,
+                            const ka_req *first)
+{
+    decide_ctx d = {r, sc->handle, ka_cfg_max_body(dc)};
+    ka_req *q = req_begin(r, dc);
+    ka_body_fields no_body; /* a body nobody read: no writeKey, no connectionId */
+    ka_request req;
+    ka_decision dec;
+
+    if (r->prev != NULL) {
+        /* The client asked for the first URL: its CORS answer stands. */
+        const ka_req *o = ka_response_state(r->prev);
+        q->cors = o->cors;
+        q->allow_origin = o->allow_origin;
+    }
+    request_inputs(r, sc, dc, q, &req);
+    req.authorization = first->authorization;
+    req.body = first->body;
+    q->body = first->body;
+    q->authorization = first->authorization;
+    ka_decide_with_body(&req, decide_once, &d, read_no_body, NULL, &no_body, &dec);
+    if (dec.verdict == KA_VERDICT_ACCEPT)
+        return accepted(r, q, &dec);
+    ap_log_rerror(
+        APLOG_MARK, APLOG_INFO, 0, r,
+        KA_LOGNO(00009) "refused for the target of an internal redirect or subrequest: %d %s",
+        ka_verdict_status(&dec), dec.code ? dec.code : "");
+    if (r->main != NULL || dec.verdict == KA_VERDICT_NEED_BODY)
+        return ka_verdict_status(&dec) >= 400 ? ka_verdict_status(&dec)
+                                              : HTTP_INTERNAL_SERVER_ERROR;
+    return ka_send_refusal(r, q, &dec);
+}
+
+int ka_check_user(request_rec *r)
+{
+    ka_srv_cfg *sc = ap_get_module_config(r->server->module_config, &krenalis_auth_module);
+    ka_dir_cfg *dc = ap_get_module_config(r->per_dir_config, &krenalis_auth_module);
+    ka_req *q = ka_req_state(r);
+    ka_request req;
+    ka_decision dec;
+    int rc;
+
+    if (!is_krenalis(r))
+        return DECLINED;
+    r->ap_auth_type = AUTH_TYPE_NAME;
+    if (q && q->authenticated)
+        return recheck_redirect(r, sc, dc, q);
+    q = req_begin(r, dc);
+    if (q->cors && q->route.preflight_candidate && apr_table_get(r->headers_in, "Origin") &&
+        apr_table_get(r->headers_in, "Access-Control-Request-Method"))
+        return ka_send_preflight(r, q);
+    if (q->route.endpoint == KA_EP_INGESTION && ka_bad_content_length(r, ka_cfg_max_body(dc)))
+        return HTTP_REQUEST_ENTITY_TOO_LARGE;
+    request_inputs(r, sc, dc, q, &req);
+    if ((rc = run_decision(r, sc, dc, &req, &dec)) != OK)
+        return rc;
+    if (dec.verdict != KA_VERDICT_ACCEPT)
+        return ka_send_refusal(r, q, &dec);
+    /* A chunked ingestion body the decision did not need is still held to the limit, whole,
+     * so that an oversized one never reaches the backend. Content-Length was checked above. */
+    if (q->route.endpoint == KA_EP_INGESTION && req.body == NULL &&
+        apr_table_get(r->headers_in, "Transfer-Encoding") != NULL) {
+        const char *data;
+        apr_size_t len;
+        if ((rc = ka_keep_body(r, ka_cfg_max_body(dc), &data, &len)) != OK)
+            return rc;
+    }
+    if (trailers_refused(r, q, &dec))
+        return ka_send_refusal(r, q, &dec);
+    q->body = req.body;
+    q->authorization = req.authorization;
+    return accepted(r, q, &dec);
+}
+
+/* core's upgrade handler (h2c) answers 101 and turns this request into a new HTTP/2 stream
+ * built from these very headers, which the module decides again: so they are left as the
+ * client sent them. The same test as core_upgrade_handler's. */
+static int will_switch_protocol(request_rec *r)
+{
+    conn_rec *c = r->connection;
+    const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
+    const char *conn, *proto;
+    apr_array_header_t *offers = NULL;
+
+    if (c->master != NULL || upgrade == NULL || *upgrade == '\0')
+        return 0;
+    conn = apr_table_get(r->headers_in, "Connection");
+    if (conn == NULL || !ap_find_token(r->pool, conn, "upgrade") ||
+        ap_parse_token_list_strict(r->pool, upgrade, &offers, 0) != NULL || offers == NULL ||
+        offers->nelts == 0)
+        return 0;
+    proto = ap_select_protocol(c, r, NULL, offers);
+    return proto != NULL && strcmp(proto, ap_get_protocol(c)) != 0;
+}
+
+/* Whether a header named in Connection must still reach the backend: mod_proxy drops the
+ * fields a client names there (hop-by-hop), and the identity, the credential and the workspace
+ * the decision was made on are not the client's to drop. */
+static int is_protected_name(const char *name, apr_size_t len)
+{
+    static const char *const names[] = {"Authorization", "Krenalis-Workspace"};
+    char buf[32];
+
+    if (len >= 14 && len < sizeof(buf)) {
+        memcpy(buf, name, len);
+        buf[len] = '\0';
+        if (is_identity_header(buf))
+            return 1;
+    }
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (len == strlen(names[i]) && ap_cstr_casecmpn(name, names[i], len) == 0)
+            return 1;
+    return 0;
+}
+
+/* Removes the protected names from the Connection header's tokens, keeping the others. */
+static void protect_from_connection(request_rec *r)
+{
+    const char *conn = apr_table_get(r->headers_in, "Connection");
+    const char *p;
+    char *out, *w;
+    int changed = 0;
+
+    if (conn == NULL)
+        return;
+    out = w = apr_palloc(r->pool, strlen(conn) + 1);
+    for (p = conn; *p;) {
+        const char *start, *end;
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        start = p;
+        while (*p && *p != ',')
+            p++;
+        end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (end == start)
+            continue;
+        if (is_protected_name(start, (apr_size_t)(end - start))) {
+            changed = 1;
+            continue;
+        }
+        if (w != out) {
+            memcpy(w, ", ", 2);
+            w += 2;
+        }
+        memcpy(w, start, (apr_size_t)(end - start));
+        w += end - start;
+    }
+    *w = '\0';
+    if (!changed)
+        return;
+    if (w == out)
+        apr_table_unset(r->headers_in, "Connection");
+    else
+        apr_table_setn(r->headers_in, "Connection", out);
+}
+
+/* Whether an identity decided for another request (the target is outside the module's
+ * places) fits the target's route: it is passed on only where its credential could be used. */
+static int identity_fits(request_rec *r, const ka_dir_cfg *dc, const ka_identity *id)
+{
+    ka_route route;
+
+    ka_classify(r->method, r->uri, ka_cfg_endpoint(dc), &route);
+    switch (route.endpoint) {
+    case KA_EP_ORGS:
+        return id->type == KA_KEY_ORGS;
+    case KA_EP_INGESTION:
+        return (id->type == KA_KEY_WRITE && !route.noncanonical) ||
+               (id->type == KA_KEY_API && id->conn[0] != '\0');
+    case KA_EP_SETTINGS:
+        return id->type == KA_KEY_WRITE && !route.noncanonical;
+    default:
+        return id->type == KA_KEY_API;
+    }
+}
+
+/* Environment, forwarded headers and Authorization removal, also after internal redirects. */
+int ka_fixups(request_rec *r)
+{
+    ka_req *q = ka_req_state(r);
+    ka_decision dec;
+
+    if (q == NULL || !q->authenticated)
+        return DECLINED;
+    /* An internal redirect or a subrequest shares the first request's headers, with the
+     * identity headers forwarded for it: this request forwards its own, or none. */
+    if (r->prev != NULL || r->main != NULL)
+        drop_identity_headers(r, &r->headers_in);
+    if (ap_get_module_config(r->request_config, &krenalis_auth_module) != q &&
+        !identity_fits(r, ap_get_module_config(r->per_dir_config, &krenalis_auth_module), &q->id))
+        return DECLINED;
+    /* A body another module read before this phase may have brought trailers. */
+    if (trailers_refused(r, q, &dec))
+        return ka_send_refusal(r, q, &dec);
+    if (will_switch_protocol(r))
+        return DECLINED;
+    pass_identity(r, q);
+    if (!q->pass_authorization)
+        apr_table_unset(r->headers_in, "Authorization");
+    protect_from_connection(r);
+    return DECLINED;
+}
