@@ -113,10 +113,31 @@ static const uint8_t *field(const uint8_t **p, const uint8_t *end, size_t *len, 
 
 /* ---- the route table (SPEC §5), written independently ---- */
 
+/* Nothing a backend could normalize: lower-case letters, digits, '-' and '_' in segments
+ * separated by single '/', none of them "." or "..", no trailing '/'. */
+static int plain_path(const char *p)
+{
+    int prev_slash = 0;
+
+    for (; *p; p++) {
+        if (*p == '/') {
+            if (prev_slash)
+                return 0;
+            prev_slash = 1;
+            continue;
+        }
+        prev_slash = 0;
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+            return 0;
+    }
+    return !prev_slash;
+}
+
 static void check_route(const char *method, const char *path, ka_endpoint conf, const ka_route *r)
 {
     static const char *const types[] = {"alias", "group", "identify", "page", "screen", "track"};
     int post = strcmp(method, "POST") == 0, opt = strcmp(method, "OPTIONS") == 0;
+    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
 
     CHECK(r->endpoint >= KA_EP_API && r->endpoint <= KA_EP_ORGS);
     CHECK(!r->preflight_candidate ||
@@ -131,24 +152,41 @@ static void check_route(const char *method, const char *path, ka_endpoint conf, 
         CHECK(r->endpoint == conf);
         return;
     }
+    /* Whatever a backend's normalization could turn into the Organizations API is (fail
+     * closed): only a path with something to normalize may be classified so without
+     * starting with it. */
+    if (strncmp(path, "/v1/organizations", 17) == 0 && strstr(path, "/.") == NULL &&
+        strpbrk(path, "%\\") == NULL) {
+        CHECK(r->endpoint == KA_EP_ORGS);
+        return;
+    }
+    if (r->endpoint == KA_EP_ORGS) {
+        CHECK(!plain_path(path));
+        return;
+    }
     if ((post || opt) && strncmp(path, "/v1/events", 10) == 0) {
         int bare = path[10] == '\0', typed = 0;
         for (size_t i = 0; i < N(types); i++)
             typed |= path[10] == '/' && strcmp(path + 11, types[i]) == 0;
         if (bare || typed) {
-            CHECK(r->endpoint == KA_EP_INGESTION);
+            CHECK(r->endpoint == KA_EP_INGESTION && !r->noncanonical);
             CHECK(r->preflight_candidate == opt);
             CHECK(r->body_key_allowed == (post && bare));
             return;
         }
     }
-    if ((opt || strcmp(method, "GET") == 0) && strncmp(path, "/v1/events/settings/", 20) == 0) {
+    if ((opt || get) && strncmp(path, "/v1/events/settings/", 20) == 0) {
         CHECK(r->endpoint == KA_EP_SETTINGS && r->settings_key == path + 20);
-        CHECK(r->preflight_candidate == opt);
+        CHECK(r->preflight_candidate == opt && !r->noncanonical);
         return;
     }
-    if (strcmp(path, "/v1/organizations") == 0 || strncmp(path, "/v1/organizations/", 18) == 0) {
-        CHECK(r->endpoint == KA_EP_ORGS);
+    /* Ingestion or settings only once normalized: write keys refused, no body key, no
+     * settings key; a plain path is never that. */
+    if (r->noncanonical) {
+        CHECK(!plain_path(path));
+        CHECK(r->endpoint == KA_EP_INGESTION || r->endpoint == KA_EP_SETTINGS);
+        CHECK(!r->body_key_allowed && !r->settings_key && r->preflight_candidate == opt);
+        CHECK(r->endpoint == KA_EP_SETTINGS ? (get || opt) : (post || opt));
         return;
     }
     CHECK(r->endpoint == KA_EP_API);

@@ -19,6 +19,7 @@
  *   - ka_content_encoding agrees with "identity/none 0, gzip/x-gzip 1, else -1" (any case);
  *   - ka_json_escape + ka_json_scan round-trips the input as a string; ka_json_error produces
  *     a JSON object that fits exactly the length it reports. */
+#include <ctype.h>
 #include <strings.h>
 #include <zlib.h>
 
@@ -32,6 +33,7 @@
 typedef struct {
     int kind; /* KA_JF_* */
     int duplicate;
+    int variant;
     size_t len; /* full decoded length */
     unsigned char val[KA_JSON_VALUE_MAX + 1];
 } ref_field;
@@ -204,6 +206,31 @@ static int ref_number(ref_in *in)
 
 static int ref_value(ref_in *in, int depth, ref_field *cap);
 
+/* Whether key names the member, as Go's encoding/json matches names (Unicode simple case
+ * folding): each character of name in either ASCII case, K also as U+212A (E2 84 AA), S also as
+ * U+017F (C5 BF). *exact when byte for byte. Written apart from the scanner's own. */
+static int ref_name(const ref_str *key, const char *name, int *exact)
+{
+    size_t i = 0, n = strlen(name);
+
+    if (key->len > sizeof(key->buf))
+        return 0;
+    *exact = key->len == n && memcmp(key->buf, name, n) == 0;
+    for (size_t j = 0; j < n; j++) {
+        char lc = (char)tolower((unsigned char)name[j]);
+        if (i < key->len && tolower(key->buf[i]) == lc && key->buf[i] < 0x80) {
+            i++;
+        } else if (lc == 'k' && i + 3 <= key->len && memcmp(key->buf + i, "\xe2\x84\xaa", 3) == 0) {
+            i += 3;
+        } else if (lc == 's' && i + 2 <= key->len && memcmp(key->buf + i, "\xc5\xbf", 2) == 0) {
+            i += 2;
+        } else {
+            return 0;
+        }
+    }
+    return i == key->len;
+}
+
 /* A value at depth d is inside d-1 containers; the scanner refuses d > KA_JSON_MAX_DEPTH. */
 static int ref_object(ref_in *in, int depth, ref_field *wk, ref_field *cid)
 {
@@ -216,6 +243,7 @@ static int ref_object(ref_in *in, int depth, ref_field *wk, ref_field *cid)
     for (;;) {
         ref_str key;
         ref_field *slot = NULL;
+        int exact;
         ref_ws(in);
         if (ref_peek(in) != '"' || !ref_string(in, &key))
             return 0;
@@ -223,13 +251,17 @@ static int ref_object(ref_in *in, int depth, ref_field *wk, ref_field *cid)
         if (ref_peek(in) != ':')
             return 0;
         in->p++;
-        if (wk && key.len == 8 && memcmp(key.buf, "writeKey", 8) == 0)
+        exact = 1;
+        if (wk && ref_name(&key, "writeKey", &exact))
             slot = wk;
-        else if (cid && key.len == 12 && memcmp(key.buf, "connectionId", 12) == 0)
+        else if (cid && ref_name(&key, "connectionId", &exact))
             slot = cid;
-        if (slot && slot->kind != KA_JF_ABSENT)
+        /* Any two copies, in any case, are a duplicate; a variant is never captured. */
+        if (slot && (slot->kind != KA_JF_ABSENT || slot->variant))
             slot->duplicate = 1;
-        if (!ref_value(in, depth + 1, slot))
+        if (slot && !exact)
+            slot->variant = 1;
+        if (!ref_value(in, depth + 1, slot && exact ? slot : NULL))
             return 0;
         ref_ws(in);
         if (ref_peek(in) == '}') {
@@ -328,9 +360,10 @@ static void check_field(const ka_jfield *f, const ref_field *r)
     CHECK(f->kind == KA_JF_ABSENT || f->kind == KA_JF_STRING || f->kind == KA_JF_OTHER);
     CHECK((int)f->kind == r->kind);
     CHECK(f->duplicate == r->duplicate);
+    CHECK(f->variant == r->variant);
     CHECK(memchr(f->val, '\0', sizeof(f->val)) != NULL);
     if (f->kind == KA_JF_ABSENT) {
-        CHECK(!f->duplicate && !f->too_long && f->len == 0 && f->val[0] == '\0');
+        CHECK((!f->duplicate || f->variant) && !f->too_long && f->len == 0 && f->val[0] == '\0');
     } else if (f->kind == KA_JF_STRING) {
         CHECK(f->too_long == (r->len > KA_JSON_VALUE_MAX));
         if (f->too_long) {
@@ -369,7 +402,8 @@ static int fields_equal(const ka_body_fields *a, const ka_body_fields *b)
     if (a->valid_object != b->valid_object)
         return 0;
     for (int i = 0; i < 2; i++) {
-        if (fa[i]->kind != fb[i]->kind || fa[i]->duplicate != fb[i]->duplicate)
+        if (fa[i]->kind != fb[i]->kind || fa[i]->duplicate != fb[i]->duplicate ||
+            fa[i]->variant != fb[i]->variant)
             return 0;
         if (fa[i]->kind == KA_JF_STRING &&
             (fa[i]->too_long != fb[i]->too_long ||
