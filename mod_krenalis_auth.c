@@ -9,6 +9,7 @@
 #include "src/apache/ka_private.h"
 
 #include "ap_provider.h"
+#include "http_connection.h"
 #include "unixd.h"
 
 #include "apr_lib.h"
@@ -366,6 +367,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_check_config(ka_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(ka_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(ka_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_pre_connection(ka_pre_connection, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_read_request(ka_strip_identity_headers, NULL, NULL, APR_HOOK_REALLY_FIRST);
     /* First: each check_user hook declines the AuthTypes not its own, so the order changes
      * nothing but cost, and ours answering first spares Krenalis locations the others' calls. */

@@ -60,44 +60,62 @@ static const uint8_t digit62_table[256] = {
     255, 255, 255, 255, 255, 255, 255, 255, 255,
 };
 
-/* Digit value of c in the API key alphabet, or -1. */
-static int digit62(unsigned char c)
-{
-    return digit62_table[c] == 255 ? -1 : digit62_table[c];
-}
+/* 62^k for k = 0..10 (62^10 < 2^64). */
+static const uint64_t pow62[11] = {1ULL,
+                                   62ULL,
+                                   3844ULL,
+                                   238328ULL,
+                                   14776336ULL,
+                                   916132832ULL,
+                                   56800235584ULL,
+                                   3521614606208ULL,
+                                   218340105584896ULL,
+                                   13537086546263552ULL,
+                                   839299365868340224ULL};
 
 /* Big-endian base-62 digits into a big-endian byte array of outlen bytes (at most 32); 0 on
  * overflow or a bad digit. The request path parses every API key: 64-bit limbs, ten digits
- * at a time (62^10 < 2^64), so a payload takes five passes over four limbs. */
+ * at a time (62^10 < 2^64), so a payload takes five passes over four limbs. A bad digit is
+ * noted, not branched on (table value 255; every digit is below 64), and the bytes are
+ * written a limb at a time. */
 static int base62_decode(const char *s, size_t n, uint8_t *out, size_t outlen)
 {
     uint64_t limb[4] = {0}; /* least significant first */
     size_t nl = (outlen + 7) / 8, i = 0;
+    unsigned bad = 0;
 
     while (i < n) {
-        uint64_t chunk = 0, mul = 1;
+        size_t k = n - i < 10 ? n - i : 10;
+        uint64_t chunk = 0;
         unsigned __int128 carry;
-        for (size_t k = 0; k < 10 && i < n; k++, i++) {
-            int d = digit62((unsigned char)s[i]);
-            if (d < 0)
-                return 0;
-            chunk = chunk * 62 + (uint64_t)d;
-            mul *= 62;
+        for (size_t end = i + k; i < end; i++) {
+            unsigned d = digit62_table[(unsigned char)s[i]];
+            bad |= d;
+            chunk = chunk * 62 + d;
         }
         carry = chunk;
         for (size_t j = 0; j < nl; j++) {
-            unsigned __int128 v = (unsigned __int128)limb[j] * mul + carry;
+            unsigned __int128 v = (unsigned __int128)limb[j] * pow62[k] + carry;
             limb[j] = (uint64_t)v;
             carry = v >> 64;
         }
         if (carry != 0)
             return 0;
     }
-    /* outlen not a multiple of 8: the top limb has room to spare, which must stay empty. */
-    if (outlen % 8 != 0 && limb[nl - 1] >> (8 * (outlen % 8)) != 0)
+    if (bad & ~63u)
         return 0;
-    for (size_t b = 0; b < outlen; b++)
-        out[outlen - 1 - b] = (uint8_t)(limb[b / 8] >> (8 * (b % 8)));
+    /* outlen not a multiple of 8: the top limb has room to spare, which must stay empty. */
+    if (outlen % 8 != 0) {
+        if (limb[nl - 1] >> (8 * (outlen % 8)) != 0)
+            return 0;
+        for (size_t b = 0; b < outlen; b++)
+            out[outlen - 1 - b] = (uint8_t)(limb[b / 8] >> (8 * (b % 8)));
+        return 1;
+    }
+    for (size_t j = 0; j < nl; j++) {
+        uint64_t be = __builtin_bswap64(limb[nl - 1 - j]);
+        memcpy(out + 8 * j, &be, 8);
+    }
     return 1;
 }
 

@@ -171,6 +171,12 @@ const ka_store *ka_handle_store(const ka_handle *h);
  * set to whether a transaction was begun. h may be NULL (no store: 503). */
 ka_verdict ka_store_decide(ka_handle *h, request_rec *r, int memo, const ka_request *req,
                            ka_decision *dec, int *began);
+/* Gives c a memo its HTTP/2 streams share, with a lock (docs/operations.md, "Connection
+ * memo"): called on c's own thread before its first stream, because the streams' threads may
+ * not allocate from its pool. */
+void ka_memo_share(conn_rec *c);
+/* pre_connection (request.c): ka_memo_share where the server allows HTTP/2. */
+int ka_pre_connection(conn_rec *c, void *csd);
 /* A read transaction taken from the pool and put back, as a decision does (the bench). */
 ka_store_status ka_store_txn_cycle(ka_handle *h, request_rec *r);
 

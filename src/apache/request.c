@@ -101,6 +101,17 @@ static void drop_identity_headers(request_rec *r, apr_table_t **tp)
 }
 
 /* Client-sent Krenalis-Auth-* headers never reach a backend. */
+/* HTTP/2 streams (secondary connections, each with a conn_config of its own that lives one
+ * request) share their primary connection's memo: made here, where the server allows h2 or
+ * h2c, before the first stream. */
+int ka_pre_connection(conn_rec *c, void *csd)
+{
+    if (c->master == NULL && (ap_is_allowed_protocol(c, NULL, c->base_server, "h2c") ||
+                              ap_is_allowed_protocol(c, NULL, c->base_server, "h2")))
+        ka_memo_share(c);
+    return DECLINED;
+}
+
 int ka_strip_identity_headers(request_rec *r)
 {
     drop_identity_headers(r, &r->headers_in);

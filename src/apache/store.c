@@ -365,6 +365,10 @@ int ka_store_stale(ka_handle *h, int max_stale, request_rec *r)
  * store has committed nothing since, ka_decide would answer the same, so the next such request
  * skips it (docs/operations.md, "Connection memo"). */
 typedef struct {
+    /* Set when the memo is shared by the streams of an HTTP/2 connection, which run on several
+     * threads at once: every read and write of the fields below holds it. NULL for a memo only
+     * its own connection's thread uses. */
+    apr_thread_mutex_t *lock;
     const ka_handle *h;
     unsigned long opens; /* h->opens of the environment that decided */
     size_t txnid;        /* the snapshot (LMDB transaction ID) it read; 0: empty */
@@ -500,21 +504,60 @@ static apr_status_t memo_wipe(void *data)
     return APR_SUCCESS;
 }
 
+void ka_memo_share(conn_rec *c)
+{
+    conn_memo *m = apr_pcalloc(c->pool, sizeof(*m));
+
+    if (apr_thread_mutex_create(&m->lock, APR_THREAD_MUTEX_DEFAULT, c->pool) != APR_SUCCESS)
+        return; /* no memo: every request is decided in full */
+    /* Registered after the mutex's own cleanup, so run before it: the lock is still there. */
+    apr_pool_cleanup_register(c->pool, m, memo_wipe, apr_pool_cleanup_null);
+    ap_set_module_config(c->conn_config, &krenalis_auth_module, m);
+}
+
+/* The memo a request may use: its connection's, or for an HTTP/2 stream its primary
+ * connection's when that one was made shareable (ka_memo_share). */
+static conn_memo *memo_of(conn_rec *c)
+{
+    conn_memo *m;
+
+    if (c->master == NULL)
+        return ap_get_module_config(c->conn_config, &krenalis_auth_module);
+    m = ap_get_module_config(c->master->conn_config, &krenalis_auth_module);
+    return m && m->lock ? m : NULL;
+}
+
 /* Answers dec from the memo when req has its inputs (the Authorization value compared in
  * constant time: behind a proxy one connection carries many clients' keys) and the store has
  * committed nothing since. */
 static int memo_answer(ka_txn *t, const ka_request *req, ka_decision *dec)
 {
-    const conn_memo *m = t->memo;
+    conn_memo *m = t->memo;
     ka_handle *h = t->h;
+    unsigned long opens = 0;
+    size_t txnid = 0;
+    ka_identity id;
     int hit;
 
-    if (m == NULL || m->txnid == 0 || m->h != h || !ka_memo_key_match(&m->key, req))
+    if (m == NULL)
+        return 0;
+    /* What the checks below need, copied under the lock (another stream may replace it). */
+    if (m->lock)
+        apr_thread_mutex_lock(m->lock);
+    hit = m->txnid != 0 && m->h == h && ka_memo_key_match(&m->key, req);
+    if (hit) {
+        opens = m->opens;
+        txnid = m->txnid;
+        id = m->id;
+    }
+    if (m->lock)
+        apr_thread_mutex_unlock(m->lock);
+    if (!hit)
         return 0;
     handle_recheck(h, t->r);
     txn_lock(t, 1);
     /* The last committed transaction, read from the meta pages (under the caller's map guard). */
-    hit = h->st && h->opens == m->opens && ka_store_last_commit(h->st) == m->txnid;
+    hit = h->st && h->opens == opens && ka_store_last_commit(h->st) == txnid;
     txn_unlock(t);
     if (!hit)
         return 0;
@@ -523,7 +566,7 @@ static int memo_answer(ka_txn *t, const ka_request *req, ka_decision *dec)
     dec->code = NULL;
     dec->message[0] = '\0';
     dec->token_presented = 1;
-    dec->id = m->id;
+    dec->id = id;
     return 1;
 }
 
@@ -533,20 +576,34 @@ static void memo_keep(ka_txn *t, const ka_request *req, const ka_decision *dec)
     conn_rec *c = t->r->connection;
     conn_memo *m = t->memo;
     ka_memo_key key;
+    size_t txnid;
 
     if (!t->use_memo || t->lk.txn == NULL || !ka_memo_key_set(&key, req))
         return;
     if (m == NULL) {
+        /* An HTTP/2 stream without a shareable memo keeps none: its conn_config and pool end
+         * with its request, and its primary connection's pool is another thread's. */
+        if (c->master != NULL) {
+            OPENSSL_cleanse(&key, sizeof(key));
+            return;
+        }
         /* Once per connection, from its pool; wiped when the connection ends. */
         m = t->memo = apr_pcalloc(c->pool, sizeof(*m));
         ap_set_module_config(c->conn_config, &krenalis_auth_module, m);
         apr_pool_cleanup_register(c->pool, m, memo_wipe, apr_pool_cleanup_null);
     }
+    txnid = ka_store_txn_id(t->lk.txn);
+    /* Nothing under the lock reads the store's map: a fault there (mapguard.h) never jumps out
+     * with the lock held. */
+    if (m->lock)
+        apr_thread_mutex_lock(m->lock);
     m->h = t->h;
     m->opens = t->h->opens;
-    m->txnid = ka_store_txn_id(t->lk.txn);
+    m->txnid = txnid;
     m->key = key;
     m->id = dec->id;
+    if (m->lock)
+        apr_thread_mutex_unlock(m->lock);
     OPENSSL_cleanse(&key, sizeof(key));
 }
 
@@ -614,7 +671,7 @@ ka_verdict ka_store_decide(ka_handle *h, request_rec *r, int memo, const ka_requ
     t.h = h;
     t.use_memo = memo;
     if (memo)
-        t.memo = ap_get_module_config(r->connection->conn_config, &krenalis_auth_module);
+        t.memo = memo_of(r->connection);
     t.lk.begin = txn_begin;
     t.lk.begin_arg = &t;
     v = decide_guarded(&t, req, dec);

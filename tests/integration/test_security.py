@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness import (assert_cors, assert_error, assert_identity, backend, check, eq, hdrs,
                      identity, parse_response, test)
-from test_api import NO_ORG_PREFIX, MULTIPLE, NO_PREFIX, TARGETS, bearer, each_target
+from test_api import NO_ORG_PREFIX, MULTIPLE, NOT_EXIST, NO_PREFIX, TARGETS, bearer, each_target
 from test_ingestion import (NO_CONN, WK_CONN, WK_INVALID, WK_NOT_STRING, WS_MULTIPLE, ORIGIN,
                             wk_identity)
 
@@ -385,6 +385,77 @@ def _(h):
     assert_identity(d, identity("api", f["k1_id"], f["org1"], f["ws1a"]))
     eq(d["env"].get("HTTP_AUTHORIZATION"), "Bearer " + f["k1"], "Authorization at the backend")
     eq(d["env"].get("HTTP_KRENALIS_WORKSPACE"), f["ws1a"], "Krenalis-Workspace at the backend")
+
+
+class H2Session:
+    """One HTTP/2 connection (prior knowledge) of h2client.py --session: send() one request
+    and wait for its response, batch() several at once, each on its own stream."""
+
+    def __init__(self, port):
+        self.p = subprocess.Popen(["/usr/bin/python3", str(Path(__file__).with_name("h2client.py")),
+                                   str(port), "--session"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def _ask(self, obj):
+        self.p.stdin.write(json.dumps(obj) + "\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if line == "":
+            check(False, "h2client.py --session ended: %s" % self.p.stderr.read()[-500:])
+        return json.loads(line)
+
+    def send(self, path, fields):
+        r = self._ask(["GET", path, fields])
+        return r["status"], r["body"].encode("latin-1")
+
+    def batch(self, reqs):
+        return [(r["status"], r["body"].encode("latin-1"))
+                for r in self._ask({"batch": [["GET", p, f] for p, f in reqs]})]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.p.stdin.close()
+        try:
+            self.p.wait(timeout=20)
+        finally:
+            if self.p.poll() is None:
+                self.p.kill()
+                self.p.wait()
+
+
+@test("sec.5 HTTP/2: the streams of one connection share its memo, which sees every change [cgi]")
+def _(h):
+    """mod_http2 gives each stream a connection of its own; the module keeps the memo on the
+    primary connection instead, under a lock (docs/operations.md): streams of one connection,
+    in turn and at once, with two keys, each get their own key's identity, and a key deleted
+    between two streams is refused on the next."""
+    f = h.f
+    port = sec_server(h).port("cgi")
+    org = h.new_org()
+    kid, tok = h.new_api_key(org)
+    mine, other = identity("api", kid, org), identity("api", f["k1_id"], f["org1"])
+    auth = [["authorization", "Bearer " + tok]]
+    auth1 = [["authorization", "Bearer " + f["k1"]]]
+    with H2Session(port) as c:
+        for fields, want in ((auth, mine), (auth, mine), (auth1, other), (auth, mine)):
+            status, body = c.send("/v1/users", fields)
+            eq(status, 200, "h2 status %r" % body[:300])
+            assert_identity(json.loads(body), want)
+        # 24 streams at once, the two keys in turn: every answer is its own key's.
+        reqs = [("/v1/users?n=%d" % i, auth if i % 2 else auth1) for i in range(24)]
+        for i, (status, body) in enumerate(c.batch(reqs)):
+            eq(status, 200, "h2 stream %d status %r" % (i, body[:300]))
+            assert_identity(json.loads(body), mine if i % 2 else other)
+        h.cli("api-key", "delete", kid)
+        for _ in range(2):
+            status, body = c.send("/v1/users", auth)
+            eq((status, json.loads(body)["error"]["message"]), (401, NOT_EXIST),
+               "deleted key on the same h2 connection")
+            status, body = c.send("/v1/users", auth1)
+            eq(status, 200, "h2 status %r" % body[:300])
+            assert_identity(json.loads(body), other)
 
 
 # --------------------------------------------------------------------------------------
