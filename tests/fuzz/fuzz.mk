@@ -2,6 +2,7 @@
 # LIB_HDR, LIBS, CSTD, WARN, APXS, PYTHON and lib_rules it uses. See tests/fuzz/README.md.
 #
 #   make fuzz               each target for FUZZ_SECONDS (default 20) on a copy of its corpus
+#   make fuzz-smoke         each target for 3 s (part of make test)
 #   make fuzz-json          one target (bearer apikey json workspace origin decide)
 #   make test-sanitize      the module and krenalis-keys with ASan+UBSan, integration suite
 #   make test-valgrind      the unit tests under valgrind
@@ -38,7 +39,7 @@ VALGRIND ?= valgrind
 VALGRIND_FLAGS ?= --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
                   --errors-for-leak-kinds=definite,indirect --track-origins=yes
 
-.PHONY: fuzz fuzz-build $(addprefix fuzz-,$(FUZZ_TARGETS)) test-sanitize sanitize-build \
+.PHONY: fuzz fuzz-build fuzz-deps fuzz-smoke $(addprefix fuzz-,$(FUZZ_TARGETS)) test-sanitize sanitize-build \
         test-valgrind
 
 # ---- libFuzzer ----
@@ -74,6 +75,20 @@ endef
 
 $(addprefix fuzz-,$(FUZZ_TARGETS)): fuzz-%: $(FUZZ_DIR)/fuzz_%
 	$(call FUZZ_RUN,$*)
+
+# The compiler and libFuzzer's runtime (clang's sanitizer runtimes).
+FUZZ_PKGS := clang libclang-rt-14-dev
+
+fuzz-deps:
+	$(call apt_install,$(FUZZ_PKGS))
+
+# In make test: every target for a few seconds on its seed corpus and dictionary, so that a
+# change that a fuzzer's independent oracle disagrees with fails CI (issue 12's classification
+# once broke two oracles unnoticed, because no test ran them). About a minute, build included.
+fuzz-smoke: fuzz-deps
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+FUZZ_SMOKE_SECONDS ?= 3
+TEST_TARGETS += fuzz-smoke
 
 # Every target, each for FUZZ_SECONDS; all run even when one fails.
 fuzz: $(FUZZ_BINS)
