@@ -27,6 +27,8 @@ import time
 import traceback
 from pathlib import Path
 
+OUTAGE_SECONDS = float(os.environ.get("KRENALIS_MIRROR_OUTAGE_SECONDS", "30"))
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
@@ -599,20 +601,46 @@ def _(e):
 
 @test("fault.postgres-stopped-and-restarted")
 def _(e):
-    f, k = e.h.f, e.k
+    """PostgreSQL down for OUTAGE_SECONDS (30): a node without KrenalisAuthMaxStaleness keeps
+    serving from the last good store throughout; the main node (MaxStaleness 5) serves until
+    its store is stale, then fails closed (503) until the mirror confirms again."""
+    f, k, h = e.h.f, e.k, e.h
+    steady = h.servers.get("steady")
+    if steady is None or steady.proc is None:
+        steady = h.httpd("steady").start()  # the main node's store, no MaxStaleness
     off = e.log_size()
     e.pg.stop()
+    stale_at = None
     try:
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 3:  # the node keeps serving from the last good store
-            expect(e.api(f["k1"]), 200)
-            time.sleep(0.2)
+        # the backoff reaches its 5 s cap several times meanwhile
+        while time.monotonic() - t0 < OUTAGE_SECONDS:
+            t = time.monotonic() - t0
+            expect(steady.req("cgi", "GET", "/v1/users", [("Authorization", "Bearer " + f["k1"])]),
+                   200)
+            r = e.api(f["k1"])
+            if r.status == 503 and stale_at is None:
+                stale_at = t
+                expect(r, 503, UNAVAILABLE, "ServiceUnavailable")
+            elif stale_at is None:
+                expect(r, 200)
+            else:
+                expect(r, 503)
+            time.sleep(0.5)
     finally:
         e.pg.start()
+    check(stale_at is None or stale_at >= MAX_STALE - 1.5,
+          "main node stale too early: %.1f s" % (stale_at or 0))
+    check(OUTAGE_SECONDS < MAX_STALE + 5 or stale_at is not None,
+          "the main node kept answering 200 through a %d s outage" % OUTAGE_SECONDS)
+    e.figures["PostgreSQL down"] = "%d s: steady node 200 throughout; MaxStaleness %d node 503 after %s" % (
+        OUTAGE_SECONDS, MAX_STALE, "%.1f s" % stale_at if stale_at is not None else "never")
     e.w.close()
     e.w = k.w = Writer(e.pg)
     kid, tok = k.create_access_key(f["org1"])
-    status_becomes(lambda: e.api(tok), 200, timeout=10, what="a key after the restart")
+    status_becomes(lambda: e.api(tok), 200, timeout=15, what="a key after the restart")
+    # each child looks at the freshness mark at most once a second
+    status_becomes(lambda: e.api(f["k1"]), 200, timeout=3, what="fresh again on every child")
     log = e.log_since(off)
     eq(log.count("retrying with backoff"), 1, "one line for the outage: %r" % log)
     check("back on PostgreSQL" in log, "no line for the recovery: %r" % log)
