@@ -259,8 +259,17 @@ class PackageTest:
         for f in ("/usr/lib/apache2/modules/mod_krenalis_auth.so", "/usr/bin/krenalis-keys",
                   "/etc/apache2/mods-available/krenalis_auth.load",
                   "/etc/apache2/mods-available/krenalis_auth.conf",
-                  "/usr/share/man/man1/krenalis-keys.1.gz"):
+                  "/usr/share/man/man1/krenalis-keys.1.gz",
+                  "/usr/share/doc/krenalis-keys/krenalis-mirror-role.sql"):
             check(os.path.exists(f), "%s is not installed" % f)
+        # The mirror's unit, for the packaged command, enabled for no store.
+        unit = Path("/lib/systemd/system/krenalis-keys-mirror@.service")
+        check(unit.exists(), "%s is not installed" % unit)
+        text = unit.read_text()
+        check("ExecStart=/usr/bin/krenalis-keys " in text and "/usr/local" not in text,
+              "the unit does not run the packaged krenalis-keys")
+        eq(sorted(str(p) for p in Path("/etc/systemd/system").rglob("krenalis-keys-mirror*")), [],
+           "krenalis-keys-mirror units enabled by the install")
         # The package enables nothing and creates no store.
         eq(sorted(Path("/etc/apache2/mods-enabled").glob("krenalis_auth.*")), [],
            "mods-enabled/krenalis_auth.* right after the install")
