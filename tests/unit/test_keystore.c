@@ -2,7 +2,6 @@
  * version, put/get, cascading removal, listing, snapshots; and the look-ups ka_decide uses. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "decide.h"
 #include "keystore.h"
 #include "tests.h"
+#include "tmpdir.h"
 #include "token.h"
 
 #define ORG_A "orgA23456789"
@@ -40,21 +40,12 @@ static char root[64]; /* mkdtemp */
 static char dir[128]; /* root/store */
 static ka_store *st;
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     char err[512];
 
     (void)state;
-    snprintf(root, sizeof(root), "/tmp/ka-store-XXXXXX");
-    if (mkdtemp(root) == NULL)
+    if (ka_test_tmpdir(root, sizeof(root), "store") != 0)
         return -1;
     snprintf(dir, sizeof(dir), "%s/store", root);
     st = NULL;
@@ -70,7 +61,7 @@ static int teardown(void **state)
     (void)state;
     ka_store_close(st);
     st = NULL;
-    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return ka_test_rmtree(root);
 }
 
 static ka_store *open_store(int readonly)

@@ -1,6 +1,5 @@
 /* mirror_apply.c and kms.c: what each Krenalis notification does to a store (SPEC §11.1), in a
  * temporary store; the pepper's AES-256-GCM decryption and the base64 of Krenalis []byte. */
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "kms.h"
 #include "mirror_apply.h"
 #include "tests.h"
+#include "tmpdir.h"
 #include "token.h"
 
 #define ORG "orgM23456789"
@@ -41,21 +41,12 @@ static void commit(ka_store_txn *txn)
     assert_int_equal(ka_store_commit(txn, err, sizeof(err)), KA_OK);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     char err[512];
 
     (void)state;
-    snprintf(root, sizeof(root), "/tmp/ka-mirror-XXXXXX");
-    if (mkdtemp(root) == NULL)
+    if (ka_test_tmpdir(root, sizeof(root), "mirror") != 0)
         return -1;
     snprintf(dir, sizeof(dir), "%s/store", root);
     if (ka_store_create(dir, NULL, err, sizeof(err)) != KA_OK ||
@@ -71,7 +62,7 @@ static int teardown(void **state)
     (void)state;
     ka_store_close(st);
     st = NULL;
-    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return ka_test_rmtree(root);
 }
 
 /* Applies one notification in a transaction of its own; returns what ka_mirror_apply did. */
