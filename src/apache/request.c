@@ -66,11 +66,15 @@ static int is_krenalis(request_rec *r)
     return t && strcasecmp(t, AUTH_TYPE_NAME) == 0;
 }
 
+#define IDENTITY_PREFIX "krenalis-auth-"
+#define IDENTITY_PREFIX_LEN (sizeof(IDENTITY_PREFIX) - 1)
+
+/* Reads at most IDENTITY_PREFIX_LEN characters of name, stopping at the first that differs. */
 static int is_identity_header(const char *name)
 {
-    static const char prefix[] = "krenalis-auth-";
+    static const char prefix[] = IDENTITY_PREFIX;
 
-    for (size_t j = 0; j < sizeof(prefix) - 1; j++) {
+    for (size_t j = 0; j < IDENTITY_PREFIX_LEN; j++) {
         char c = name[j] == '_' ? '-' : (char)apr_tolower(name[j]);
         if (c != prefix[j])
             return 0;
@@ -343,14 +347,10 @@ static int will_switch_protocol(request_rec *r)
 static int is_protected_name(const char *name, apr_size_t len)
 {
     static const char *const names[] = {"Authorization", "Krenalis-Workspace"};
-    char buf[32];
 
-    if (len >= 14 && len < sizeof(buf)) {
-        memcpy(buf, name, len);
-        buf[len] = '\0';
-        if (is_identity_header(buf))
-            return 1;
-    }
+    /* The token is not NUL-terminated, but is_identity_header stays within its prefix. */
+    if (len >= IDENTITY_PREFIX_LEN && is_identity_header(name))
+        return 1;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (len == strlen(names[i]) && ap_cstr_casecmpn(name, names[i], len) == 0)
             return 1;
