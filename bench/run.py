@@ -232,18 +232,20 @@ class Store:
         self.stat = self.mdb_stat()
 
     def mdb_stat(self):
-        """What LMDB uses (mdb_stat -a -e): the pages of every database's B-tree (branch, leaf
-        and overflow pages, plus the two meta pages) are the pages in use; the environment's
-        "pages used" also counts the free pages, which a later write reuses."""
-        out = run(["mdb_stat", "-a", "-e", self.dir])
+        """What LMDB uses (mdb_stat -a -e -f): the pages in use are the environment's "pages
+        used" less its free pages (which a later write reuses). The per-database counts are
+        each B-tree's branch, leaf and overflow pages; LMDB leaves out of them the sub-trees
+        of sorted duplicates (the `children` index of format 3), so their sum plus the two
+        meta pages is less than the pages in use."""
+        out = run(["mdb_stat", "-a", "-e", "-f", self.dir])
         psize = int(re.search(r"Page size: (\d+)", out).group(1))
         used = int(re.search(r"Number of pages used: (\d+)", out).group(1))
+        free = int(re.search(r"Free pages: (\d+)", out).group(1))
         dbs = {}
         for m in re.finditer(r"Status of (.+)\n((?:  .*\n?)+)", out):
             f = dict((k.strip(), int(v)) for k, v in re.findall(r"  ([^:]+): (\d+)", m.group(2)))
             dbs[m.group(1).strip()] = f
-        in_use = 2 + sum(f.get("Branch pages", 0) + f.get("Leaf pages", 0) +
-                         f.get("Overflow pages", 0) for f in dbs.values())
+        in_use = used - free
         keys = self.n_api + self.n_restricted + self.n_wk
         return {"psize": psize, "pages_used": used, "pages_in_use": in_use, "dbs": dbs,
                 "file": (self.dir / "data.mdb").stat().st_size,

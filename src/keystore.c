@@ -1,8 +1,10 @@
 /* The LMDB key store: layout documented in docs/keystore.md. */
 #include "keystore.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,11 @@
 
 struct ka_store {
     MDB_env *env;
-    MDB_dbi meta, orgs, wss, conns, keys, kids, idx;
+    MDB_dbi meta, orgs, wss, conns, keys, kids;
+    MDB_dbi children; /* format 3: the index, tag+ID -> IDs (MDB_DUPSORT | MDB_DUPFIXED) */
+    MDB_dbi oldidx;   /* formats 1 and 2 (read by ka_store_upgrade only): "index" */
+    int format;       /* 1, 2, 3 (KA_STORE_FORMAT), or 0: none or unknown */
+    int readonly;
     ka_hmac_key hmac;
     unsigned psize; /* LMDB page size of data.mdb */
     char dir[4096];
@@ -26,22 +32,38 @@ struct ka_store {
 /* A ka_store_txn is an MDB_txn: the type only keeps LMDB out of the header. */
 #define TX(t) ((MDB_txn *)(t))
 
-/* Offsets in a key record (value of the "keys" database). */
+/* Offsets in a key record (value of the "keys" database): what a decision reads, and nothing
+ * else. Its length tells what follows the organization: nothing (an unrestricted API key), a
+ * workspace (a restricted API key), a workspace and a connection (a write key). */
 #define REC_TYPE 0
 #define REC_ID 1
 #define REC_ORG (REC_ID + KA_ID_LEN)
 #define REC_WS (REC_ORG + KA_ID_LEN)
 #define REC_CONN (REC_WS + KA_ID_LEN)
-#define REC_CREATED (REC_CONN + KA_ID_LEN)
-#define REC_HINTLEN (REC_CREATED + 8)
-#define REC_HINT (REC_HINTLEN + 1)
+#define REC_LEN_API REC_WS                 /* 25 */
+#define REC_LEN_API_WS (REC_WS + KA_ID_LEN) /* 37 */
+#define REC_LEN_WRITE (REC_CONN + KA_ID_LEN) /* 49 */
 
-/* Index entries: a tag byte and two IDs, value empty. */
+/* Offsets in a key-ids record (key ID -> the rest of the key). */
+#define KID_DIGEST 0
+#define KID_CREATED KA_DIGEST_LEN
+#define KID_HINTLEN (KID_CREATED + 8)
+#define KID_HINT (KID_HINTLEN + 1)
+
+/* Offsets in a format 1 and 2 key record (read by ka_store_upgrade only). */
+#define OLD_CREATED (REC_CONN + KA_ID_LEN)
+#define OLD_HINTLEN (OLD_CREATED + 8)
+#define OLD_HINT (OLD_HINTLEN + 1)
+
+/* Index entries ("children"): key a tag byte and an ID, values the IDs under it (sorted
+ * duplicates of 12 bytes). Formats 1 and 2 kept tag+ID+ID as the key of "index". */
 #define IDX_WS_OF_ORG 'S'
 #define IDX_CONN_OF_WS 'C'
 #define IDX_API_OF_ORG 'A'
 #define IDX_WRITE_OF_CONN 'W'
+#define IDX_KEY_LEN (1 + KA_ID_LEN)
 #define IDX_LEN (1 + 2 * KA_ID_LEN)
+#define CHILDREN_FLAGS (MDB_DUPSORT | MDB_DUPFIXED)
 
 /* Offsets in a connection record. */
 #define CONN_WS 0
@@ -72,14 +94,44 @@ static void copy_name(char dst[KA_NAME_MAX + 1], const void *src, size_t len)
     dst[len] = '\0';
 }
 
-static ka_store_status open_dbis(ka_store *st, int readonly, char *err, size_t errlen)
+static int format_is(const MDB_val *v, const char *format)
+{
+    return v->mv_size == strlen(format) && memcmp(v->mv_data, format, v->mv_size) == 0;
+}
+
+/* The format a meta record names: 1, 2, 3, or 0 (absent or another). */
+static int format_number(int rc, const MDB_val *v)
+{
+    if (rc != 0)
+        return 0;
+    if (format_is(v, KA_STORE_FORMAT))
+        return 3;
+    if (format_is(v, KA_STORE_FORMAT_2))
+        return 2;
+    return format_is(v, KA_STORE_FORMAT_1) ? 1 : 0;
+}
+
+/* Opens the databases of the store's format (st->format, read here; a new store is of the
+ * current one). Only a writer of the current format creates a missing database. A store of
+ * another format gets its meta database only (check_format refuses it), unless old: an
+ * upgrade reads formats 1 and 2. */
+static ka_store_status open_dbis(ka_store *st, int readonly, int old, char *err, size_t errlen)
 {
     MDB_txn *txn = NULL;
     unsigned flags = readonly ? 0 : MDB_CREATE;
+    MDB_val fk = {6, "format"}, fv;
     int rc = mdb_txn_begin(st->env, NULL, readonly ? MDB_RDONLY : 0, &txn);
 
     if (rc == 0)
         rc = mdb_dbi_open(txn, "meta", flags, &st->meta);
+    if (rc == 0) {
+        int frc = mdb_get(txn, st->meta, &fk, &fv);
+        st->format = frc == MDB_NOTFOUND ? 3 : format_number(frc, &fv);
+        if (frc == 0 && st->format != 3)
+            flags = 0;
+        if (st->format != 3 && !(old && st->format != 0))
+            return mdb_txn_commit(txn) == 0 ? KA_OK : KA_FAIL;
+    }
     if (rc == 0)
         rc = mdb_dbi_open(txn, "organizations", flags, &st->orgs);
     if (rc == 0)
@@ -90,8 +142,10 @@ static ka_store_status open_dbis(ka_store *st, int readonly, char *err, size_t e
         rc = mdb_dbi_open(txn, "keys", flags, &st->keys);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "key-ids", flags, &st->kids);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "index", flags, &st->idx);
+    if (rc == 0 && st->format == 3)
+        rc = mdb_dbi_open(txn, "children", flags | CHILDREN_FLAGS, &st->children);
+    else if (rc == 0)
+        rc = mdb_dbi_open(txn, "index", 0, &st->oldidx);
     if (rc != 0) {
         if (txn)
             mdb_txn_abort(txn);
@@ -176,13 +230,8 @@ static ka_store_status check_file_size(ka_store *st, char *err, size_t errlen)
     return ka_store_check_size(st, (long long)sb.st_size, err, errlen);
 }
 
-static int format_is(const MDB_val *v, const char *format)
-{
-    return v->mv_size == strlen(format) && memcmp(v->mv_data, format, v->mv_size) == 0;
-}
-
-/* format: the one the caller reads (KA_STORE_FORMAT, or KA_STORE_FORMAT_1 to upgrade it). */
-static ka_store_status check_format(ka_store *st, const char *format, char *err, size_t errlen)
+/* old: the caller reads formats 1 and 2 too (to upgrade them), else only the current one. */
+static ka_store_status check_format(ka_store *st, int old, char *err, size_t errlen)
 {
     MDB_txn *txn;
     MDB_val k = {4 + 2, "format"}, v;
@@ -193,15 +242,20 @@ static ka_store_status check_format(ka_store *st, const char *format, char *err,
         return KA_FAIL;
     }
     rc = mdb_get(TX(txn), st->meta, &k, &v);
-    if (rc != 0 || !format_is(&v, format)) {
-        if (rc == 0 && format_is(&v, KA_STORE_FORMAT_1))
+    if (rc != 0 || !(format_number(rc, &v) == 3 || (old && format_number(rc, &v) != 0))) {
+        if (rc == 0 && format_number(rc, &v) != 0)
             snprintf(err, errlen,
-                     "key store %s has format '%s'; this build reads '%s': upgrade it with "
+                     "key store %s has format '%.*s'; this build reads '%s': upgrade it with "
                      "'krenalis-keys --store %s upgrade'",
-                     st->dir, KA_STORE_FORMAT_1, KA_STORE_FORMAT, st->dir);
+                     st->dir, (int)v.mv_size, (const char *)v.mv_data, KA_STORE_FORMAT, st->dir);
+        else if (rc == 0 && old)
+            snprintf(err, errlen, "key store %s has format '%.*s'; this build upgrades '%s' and '%s'",
+                     st->dir, (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data,
+                     KA_STORE_FORMAT_1, KA_STORE_FORMAT_2);
         else if (rc == 0)
             snprintf(err, errlen, "key store %s has format '%.*s'; this build reads '%s'", st->dir,
-                     (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data, format);
+                     (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data,
+                     KA_STORE_FORMAT);
         else
             snprintf(err, errlen,
                      "key store %s has no format record; it was not made by "
@@ -270,19 +324,12 @@ static ka_store_status check_dir(const char *dir, char *err, size_t errlen)
 /* A store object for dir with the HMAC key of secret, and its LMDB environment opened (mode
  * readonly: the module's). The one place the environment is set up; *what names the step for
  * messages ("open", "create"). NULL with a message on failure. */
-static ka_store *env_open(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
-                          const char *what, char *err, size_t errlen)
+static int env_setup(ka_store *st, int readonly, const char *what, char *err, size_t errlen)
 {
-    ka_store *st = ka_secure_alloc(sizeof(*st));
-    int rc;
+    const char *dir = st->dir;
+    int rc = mdb_env_create(&st->env);
 
-    if (st == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    snprintf(st->dir, sizeof(st->dir), "%s", dir);
-    ka_hmac_init(&st->hmac, secret);
-    rc = mdb_env_create(&st->env);
+    st->readonly = readonly;
     if (rc == 0)
         rc = mdb_env_set_maxdbs(st->env, 8);
     if (rc == 0)
@@ -292,12 +339,51 @@ static ka_store *env_open(const char *dir, const uint8_t secret[KA_SECRET_LEN], 
     /* NOTLS: a read transaction is not tied to a thread (event MPM threads, reader slots). */
     if (rc == 0)
         rc = mdb_env_open(st->env, dir, readonly ? (MDB_RDONLY | MDB_NOTLS) : MDB_NOTLS, 0640);
-    if (rc != 0) {
+    if (rc != 0)
         snprintf(err, errlen, "cannot %s key store %s: %s", what, dir, mdb_strerror(rc));
+    return rc;
+}
+
+static ka_store *env_open(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
+                          const char *what, char *err, size_t errlen)
+{
+    ka_store *st = ka_secure_alloc(sizeof(*st));
+
+    if (st == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    snprintf(st->dir, sizeof(st->dir), "%s", dir);
+    ka_hmac_init(&st->hmac, secret);
+    if (env_setup(st, readonly, what, err, errlen) != 0) {
         ka_store_close(st);
         return NULL;
     }
     return st;
+}
+
+/* The checks of an open environment: whole file, databases, format (old: 1 and 2 too), secret. */
+static ka_store_status env_check(ka_store *st, int old, char *err, size_t errlen)
+{
+    ka_store_status rc = check_file_size(st, err, errlen);
+
+    if (rc != KA_OK)
+        return rc;
+    /* Slots of dead readers must go before this open needs one of its own. */
+    mdb_reader_check(st->env, NULL);
+    rc = open_dbis(st, st->readonly, old, err, errlen);
+    return rc == KA_OK ? check_format(st, old, err, errlen) : rc;
+}
+
+/* Opens st's environment again (its directory now holds another store: a rebuild). */
+static ka_store_status env_reopen(ka_store *st, char *err, size_t errlen)
+{
+    if (st->env)
+        mdb_env_close(st->env);
+    st->env = NULL;
+    if (env_setup(st, st->readonly, "open", err, errlen) != 0)
+        return KA_FAIL;
+    return env_check(st, 0, err, errlen);
 }
 
 ka_store_status ka_store_open(const char *dir, const char *secret_path, int readonly,
@@ -318,9 +404,9 @@ ka_store_status ka_store_open(const char *dir, const char *secret_path, int read
     return rc;
 }
 
-/* Opens a store of the given format (KA_STORE_FORMAT, or KA_STORE_FORMAT_1 to upgrade it). */
+/* Opens a store of the current format (old: or of format 1 or 2, to upgrade it). */
 static ka_store_status open_secret_format(const char *dir, const uint8_t secret[KA_SECRET_LEN],
-                                          const char *secret_path, int readonly, const char *format,
+                                          const char *secret_path, int readonly, int old,
                                           ka_store **out, char *err, size_t errlen)
 {
     ka_store *st;
@@ -331,15 +417,7 @@ static ka_store_status open_secret_format(const char *dir, const uint8_t secret[
         return KA_FAIL;
     if ((st = env_open(dir, secret, readonly, "open", err, errlen)) == NULL)
         return KA_FAIL;
-    if (check_file_size(st, err, errlen) != KA_OK) {
-        ka_store_close(st);
-        return KA_FAIL;
-    }
-    /* Slots of dead readers must go before this open needs one of its own. */
-    mdb_reader_check(st->env, NULL);
-    rc = open_dbis(st, readonly, err, errlen);
-    if (rc == KA_OK)
-        rc = check_format(st, format, err, errlen);
+    rc = env_check(st, old, err, errlen);
     if (rc != KA_OK) {
         ka_store_close(st);
         if (rc == KA_BADSECRET && secret_path != NULL)
@@ -354,8 +432,7 @@ ka_store_status ka_store_open_secret(const char *dir, const uint8_t secret[KA_SE
                                      const char *secret_path, int readonly, ka_store **out,
                                      char *err, size_t errlen)
 {
-    return open_secret_format(dir, secret, secret_path, readonly, KA_STORE_FORMAT, out, err,
-                              errlen);
+    return open_secret_format(dir, secret, secret_path, readonly, 0, out, err, errlen);
 }
 
 void ka_store_close(ka_store *st)
@@ -426,7 +503,7 @@ ka_store_status ka_store_create(const char *dir, const char *secret_path, char *
     OPENSSL_cleanse(secret, sizeof(secret));
     if (st == NULL)
         return KA_FAIL;
-    if (open_dbis(st, 0, err, errlen) != KA_OK) {
+    if (open_dbis(st, 0, 0, err, errlen) != KA_OK) {
         ka_store_close(st);
         return KA_FAIL;
     }
@@ -517,10 +594,32 @@ size_t ka_store_last_commit(const ka_store *st)
     return mdb_env_info(st->env, &info) == 0 ? info.me_last_txnid : 0;
 }
 
+/* 1 when DIR/data.mdb is no longer the file st has open (a rebuild swapped another in). */
+static int replaced(const ka_store *st)
+{
+    char path[4200];
+    struct stat a, b;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/data.mdb", st->dir);
+    if (mdb_env_get_fd(st->env, &fd) != 0 || fstat(fd, &a) != 0 || stat(path, &b) != 0)
+        return 0;
+    return a.st_ino != b.st_ino || a.st_dev != b.st_dev;
+}
+
 ka_store_status ka_store_write_begin(ka_store *st, ka_store_txn **txn, char *err, size_t errlen)
 {
     MDB_txn *t = NULL;
     int rc = mdb_txn_begin(st->env, NULL, 0, &t);
+
+    /* A rebuild held the write lock of the file it replaced: write to the new one. */
+    if (rc == 0 && replaced(st)) {
+        mdb_txn_abort(t);
+        t = NULL;
+        if (env_reopen(st, err, errlen) != KA_OK)
+            return KA_FAIL;
+        rc = mdb_txn_begin(st->env, NULL, 0, &t);
+    }
 
     *txn = rc == 0 ? (ka_store_txn *)t : NULL;
     if (rc == MDB_MAP_RESIZED) {
@@ -595,29 +694,87 @@ static ka_store_status get_result(int rc)
     return rc == MDB_NOTFOUND ? KA_NOTFOUND : KA_FAIL;
 }
 
-/* Decodes a key record; KA_FAIL if it is not one this build wrote. */
+/* Decodes a key record; KA_FAIL if it is not one this build wrote (a type with a length that
+ * is not its own). created, hint and name are left empty: they are in key-ids. */
 static ka_store_status decode_key(const MDB_val *v, ka_key_rec *rec)
+{
+    const uint8_t *p = v->mv_data;
+
+    if (v->mv_size == REC_LEN_API || v->mv_size == REC_LEN_API_WS) {
+        if (p[REC_TYPE] != 'A')
+            return KA_FAIL;
+        rec->type = KA_KEY_API;
+    } else if (v->mv_size == REC_LEN_WRITE) {
+        if (p[REC_TYPE] != 'W')
+            return KA_FAIL;
+        rec->type = KA_KEY_WRITE;
+    } else
+        return KA_FAIL;
+    copy_id(rec->id, p + REC_ID);
+    copy_id(rec->org, p + REC_ORG);
+    if (v->mv_size >= REC_LEN_API_WS)
+        copy_id(rec->ws, p + REC_WS);
+    else
+        rec->ws[0] = '\0';
+    if (v->mv_size == REC_LEN_WRITE)
+        copy_id(rec->conn, p + REC_CONN);
+    else
+        rec->conn[0] = '\0';
+    rec->created = 0;
+    rec->hint[0] = rec->name[0] = '\0';
+    return KA_OK;
+}
+
+/* Fills created, hint and name from a key-ids record; KA_FAIL if it is not one. */
+static ka_store_status decode_kid(const MDB_val *v, ka_key_rec *rec)
 {
     const uint8_t *p = v->mv_data;
     size_t hl;
 
-    if (v->mv_size < REC_HINT || (p[REC_TYPE] != 'A' && p[REC_TYPE] != 'W'))
+    if (v->mv_size < KID_HINT)
         return KA_FAIL;
-    hl = p[REC_HINTLEN];
-    if (hl > KA_HINT_MAX || REC_HINT + hl > v->mv_size)
+    hl = p[KID_HINTLEN];
+    if (hl > KA_HINT_MAX || KID_HINT + hl > v->mv_size ||
+        v->mv_size - KID_HINT - hl > KA_NAME_MAX)
         return KA_FAIL;
-    rec->type = p[REC_TYPE] == 'A' ? KA_KEY_API : KA_KEY_WRITE;
-    copy_id(rec->id, p + REC_ID);
-    copy_id(rec->org, p + REC_ORG);
-    copy_opt_id(rec->ws, p + REC_WS);
-    copy_opt_id(rec->conn, p + REC_CONN);
     rec->created = 0;
     for (int i = 0; i < 8; i++)
-        rec->created = rec->created << 8 | p[REC_CREATED + i];
-    memcpy(rec->hint, p + REC_HINT, hl);
+        rec->created = rec->created << 8 | p[KID_CREATED + i];
+    memcpy(rec->hint, p + KID_HINT, hl);
     rec->hint[hl] = '\0';
-    copy_name(rec->name, p + REC_HINT + hl, v->mv_size - REC_HINT - hl);
+    copy_name(rec->name, p + KID_HINT + hl, v->mv_size - KID_HINT - hl);
     return KA_OK;
+}
+
+/* Encodes the two records of a key: the key record (returns its length) and, when kid is not
+ * NULL, the key-ids record (its length in *kidlen). */
+static size_t encode_key(const uint8_t digest[KA_DIGEST_LEN], const ka_key_rec *rec,
+                         uint8_t buf[REC_LEN_WRITE], uint8_t *kid, size_t *kidlen)
+{
+    size_t len = REC_LEN_API;
+
+    buf[REC_TYPE] = rec->type == KA_KEY_API ? 'A' : 'W';
+    memcpy(buf + REC_ID, rec->id, KA_ID_LEN);
+    memcpy(buf + REC_ORG, rec->org, KA_ID_LEN);
+    if (rec->type == KA_KEY_WRITE) {
+        memcpy(buf + REC_WS, rec->ws, KA_ID_LEN);
+        memcpy(buf + REC_CONN, rec->conn, KA_ID_LEN);
+        len = REC_LEN_WRITE;
+    } else if (rec->ws[0] != '\0') {
+        memcpy(buf + REC_WS, rec->ws, KA_ID_LEN);
+        len = REC_LEN_API_WS;
+    }
+    if (kid != NULL) {
+        size_t hl = strnlen(rec->hint, KA_HINT_MAX), nl = strnlen(rec->name, KA_NAME_MAX);
+        memcpy(kid + KID_DIGEST, digest, KA_DIGEST_LEN);
+        for (int i = 0; i < 8; i++)
+            kid[KID_CREATED + i] = (uint8_t)(rec->created >> (56 - 8 * i));
+        kid[KID_HINTLEN] = (uint8_t)hl;
+        memcpy(kid + KID_HINT, rec->hint, hl);
+        memcpy(kid + KID_HINT + hl, rec->name, nl);
+        *kidlen = KID_HINT + hl + nl;
+    }
+    return len;
 }
 
 ka_store_status ka_get_key(ka_store_txn *txn, const ka_store *st,
@@ -686,53 +843,51 @@ ka_store_status ka_get_conn(ka_store_txn *txn, const ka_store *st, const char *i
 static ka_store_status idx_put(ka_store_txn *txn, ka_store *st, char tag, const char *a,
                                const char *b)
 {
-    char key[IDX_LEN];
-    MDB_val k = {IDX_LEN, key}, v = {0, ""};
+    char key[IDX_KEY_LEN];
+    MDB_val k = {IDX_KEY_LEN, key}, v = {KA_ID_LEN, (void *)b};
 
     key[0] = tag;
     memcpy(key + 1, a, KA_ID_LEN);
-    memcpy(key + 1 + KA_ID_LEN, b, KA_ID_LEN);
-    return mdb_put(TX(txn), st->idx, &k, &v, 0) == 0 ? KA_OK : KA_FAIL;
+    return mdb_put(TX(txn), st->children, &k, &v, 0) == 0 ? KA_OK : KA_FAIL;
 }
 
 static ka_store_status idx_del(ka_store_txn *txn, ka_store *st, char tag, const char *a,
                                const char *b)
 {
-    char key[IDX_LEN];
-    MDB_val k = {IDX_LEN, key};
+    char key[IDX_KEY_LEN];
+    MDB_val k = {IDX_KEY_LEN, key}, v = {KA_ID_LEN, (void *)b};
     int rc;
 
     key[0] = tag;
     memcpy(key + 1, a, KA_ID_LEN);
-    memcpy(key + 1 + KA_ID_LEN, b, KA_ID_LEN);
-    rc = mdb_del(TX(txn), st->idx, &k, NULL);
+    rc = mdb_del(TX(txn), st->children, &k, &v);
     return rc == 0 || rc == MDB_NOTFOUND ? KA_OK : KA_FAIL;
 }
 
 typedef int (*idx_cb)(const char *second, void *arg);
 
-/* Calls cb with the second ID of every index entry tag+first. Collects first so that the
- * callback may delete entries. */
+/* Calls cb with every ID under tag+first. Collects them first so that the callback may delete
+ * entries. */
 static ka_store_status idx_each(ka_store_txn *txn, const ka_store *st, char tag, const char *first,
                                 idx_cb cb, void *arg)
 {
-    char prefix[1 + KA_ID_LEN];
+    char key[IDX_KEY_LEN];
     MDB_cursor *cur;
-    MDB_val k, v;
+    MDB_val k = {IDX_KEY_LEN, key}, v;
     char(*ids)[KA_ID_LEN + 1] = NULL;
     size_t n = 0, cap = 0;
     int rc, ret = KA_OK;
 
-    prefix[0] = tag;
-    memcpy(prefix + 1, first, KA_ID_LEN);
-    if (mdb_cursor_open(TX(txn), st->idx, &cur) != 0)
+    key[0] = tag;
+    memcpy(key + 1, first, KA_ID_LEN);
+    if (mdb_cursor_open(TX(txn), st->children, &cur) != 0)
         return KA_FAIL;
-    k.mv_size = sizeof(prefix);
-    k.mv_data = prefix;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != IDX_LEN || memcmp(k.mv_data, prefix, sizeof(prefix)) != 0)
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        if (v.mv_size != KA_ID_LEN) {
+            ret = KA_FAIL;
             break;
+        }
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
             void *p = realloc(ids, ncap * sizeof(*ids));
@@ -743,7 +898,7 @@ static ka_store_status idx_each(ka_store_txn *txn, const ka_store *st, char tag,
             ids = p;
             cap = ncap;
         }
-        copy_id(ids[n++], (const char *)k.mv_data + 1 + KA_ID_LEN);
+        copy_id(ids[n++], v.mv_data);
     }
     mdb_cursor_close(cur);
     if (rc != 0 && rc != MDB_NOTFOUND)
@@ -807,32 +962,14 @@ ka_store_status ka_put_conn(ka_store_txn *txn, ka_store *st, const ka_entity *e)
     return idx_put(txn, st, IDX_CONN_OF_WS, e->ws, e->id);
 }
 
-static void put_opt_id(uint8_t *dst, const char *id)
-{
-    if (id[0] == '\0')
-        memset(dst, 0, KA_ID_LEN);
-    else
-        memcpy(dst, id, KA_ID_LEN);
-}
-
 ka_store_status ka_put_key(ka_store_txn *txn, ka_store *st, const uint8_t digest[KA_DIGEST_LEN],
                            const ka_key_rec *rec)
 {
-    uint8_t buf[REC_HINT + KA_HINT_MAX + KA_NAME_MAX];
-    size_t hl = strnlen(rec->hint, KA_HINT_MAX), nl = strnlen(rec->name, KA_NAME_MAX);
+    uint8_t buf[REC_LEN_WRITE], kid[KID_HINT + KA_HINT_MAX + KA_NAME_MAX];
+    size_t kidlen, len = encode_key(digest, rec, buf, kid, &kidlen);
 
-    buf[REC_TYPE] = rec->type == KA_KEY_API ? 'A' : 'W';
-    memcpy(buf + REC_ID, rec->id, KA_ID_LEN);
-    memcpy(buf + REC_ORG, rec->org, KA_ID_LEN);
-    put_opt_id(buf + REC_WS, rec->ws);
-    put_opt_id(buf + REC_CONN, rec->conn);
-    for (int i = 0; i < 8; i++)
-        buf[REC_CREATED + i] = (uint8_t)(rec->created >> (56 - 8 * i));
-    buf[REC_HINTLEN] = (uint8_t)hl;
-    memcpy(buf + REC_HINT, rec->hint, hl);
-    memcpy(buf + REC_HINT + hl, rec->name, nl);
-    if (put_raw(txn, st->keys, digest, KA_DIGEST_LEN, buf, REC_HINT + hl + nl) != KA_OK ||
-        put_raw(txn, st->kids, rec->id, KA_ID_LEN, digest, KA_DIGEST_LEN) != KA_OK)
+    if (put_raw(txn, st->keys, digest, KA_DIGEST_LEN, buf, len) != KA_OK ||
+        put_raw(txn, st->kids, rec->id, KA_ID_LEN, kid, kidlen) != KA_OK)
         return KA_FAIL;
     if (rec->type == KA_KEY_API)
         return idx_put(txn, st, IDX_API_OF_ORG, rec->org, rec->id);
@@ -847,9 +984,12 @@ ka_store_status ka_get_key_by_id(ka_store_txn *txn, const ka_store *st, const ch
 
     if (rc != KA_OK)
         return rc;
-    if (v.mv_size != KA_DIGEST_LEN)
+    if (v.mv_size < KID_HINT)
         return KA_FAIL;
-    return ka_get_key(txn, st, v.mv_data, rec);
+    rc = ka_get_key(txn, st, (const uint8_t *)v.mv_data + KID_DIGEST, rec);
+    if (rc == KA_NOTFOUND)
+        return KA_FAIL; /* a key ID whose key is gone: not a store this build wrote */
+    return rc == KA_OK ? decode_kid(&v, rec) : rc;
 }
 
 typedef struct {
@@ -866,9 +1006,9 @@ ka_store_status ka_del_key(ka_store_txn *txn, ka_store *st, const char *key_id)
 
     if (rc != KA_OK)
         return rc;
-    if (v.mv_size != KA_DIGEST_LEN)
+    if (v.mv_size < KID_HINT)
         return KA_FAIL;
-    memcpy(digest, v.mv_data, KA_DIGEST_LEN);
+    memcpy(digest, (const uint8_t *)v.mv_data + KID_DIGEST, KA_DIGEST_LEN);
     if (ka_get_key(txn, st, digest, &rec) == KA_OK) {
         if (rec.type == KA_KEY_API)
             rc = idx_del(txn, st, IDX_API_OF_ORG, rec.org, rec.id);
@@ -1188,90 +1328,736 @@ ka_store_status ka_store_refuse_mirror(ka_store *st, char *err, size_t errlen)
     return KA_FAIL;
 }
 
-/* Format 1 had no flags byte in a connection record: insert a zero one (a source connection
- * with a strategy, what krenalis-keys created). The records are read first and written after:
- * a put that changes a record's size is a delete and an insert, which a cursor walking the
- * same database does not survive (it skipped and repeated records of large stores). */
-static ka_store_status upgrade_conns(MDB_txn *txn, ka_store *st)
+/* ---- rebuilds (docs/keystore.md, "Dense stores") ----
+ * Every database is written in key order with MDB_APPEND into a fresh environment: its pages
+ * are full and none is free. The source is read through the old store's write transaction,
+ * which keeps every other writer out until the new store is in place. */
+
+#define REBUILD_TXN 1000000  /* records per write transaction of a rebuild */
+#define REBUILD_DIV 64       /* ka_bulk_add rebuilds when it adds >= 1/64 of the keys held */
+#define REBUILD_SUFFIX ".rebuild-new"
+#define BULK_KEY_BYTES 600   /* generous store space one bulk key takes, all databases */
+
+enum { DB_META, DB_ORGS, DB_WSS, DB_CONNS, DB_KEYS, DB_KIDS, DB_CHILDREN, DB_N };
+static const char *const db_names[DB_N] = {"meta", "organizations", "workspaces", "connections",
+                                           "keys", "key-ids", "children"};
+
+/* New records of a bulk load, in the orders of their databases. */
+typedef struct {
+    const ka_bulk_key *keys;
+    size_t n;
+    const uint32_t *by_digest, *by_id, *by_conn; /* by_conn: write keys only */
+    const uint8_t *children;                     /* sorted IDX_LEN entries */
+    size_t nchildren;
+    const ka_key_rec *tmpl;
+    const ka_entity *ctmpl;
+} bulk_set;
+
+typedef struct {
+    ka_store *st;
+    MDB_txn *src;
+    const bulk_set *set; /* NULL: nothing to add */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi[DB_N];
+    MDB_cursor *cur[DB_N];
+    size_t in_txn;
+    uint8_t last_idx[IDX_KEY_LEN];
+    int have_idx;
+    int rc;         /* the first LMDB error */
+    const char *why; /* or what else went wrong */
+} rebuild;
+
+static int rb_begin(rebuild *rb)
 {
-    typedef struct {
-        char id[KA_ID_LEN];
-        size_t len;
-        char val[CONN_NAME + KA_NAME_MAX];
-    } conn_rec;
-    conn_rec *recs = NULL;
-    size_t n = 0, cap = 0;
-    MDB_cursor *cur;
-    MDB_val k, v;
+    int rc = mdb_txn_begin(rb->env, NULL, 0, &rb->txn);
+
+    for (int i = 0; rc == 0 && i < DB_N; i++)
+        rc = mdb_cursor_open(rb->txn, rb->dbi[i], &rb->cur[i]);
+    rb->in_txn = 0;
+    return rc;
+}
+
+/* Appends k,v to database db (children: k is the IDX_LEN entry, v ignored). */
+static int rb_put(rebuild *rb, int db, const MDB_val *k, const MDB_val *v)
+{
+    MDB_val key = *k, val = *v;
+    unsigned flags = MDB_APPEND;
     int rc;
 
-    if (mdb_cursor_open(txn, st->conns, &cur) != 0)
-        return KA_FAIL;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        size_t nl = v.mv_size - 2 * KA_ID_LEN;
-        conn_rec *r;
+    if (rb->rc || rb->why)
+        return -1;
+    if (rb->in_txn >= REBUILD_TXN) {
+        rc = mdb_txn_commit(rb->txn); /* closes the cursors */
+        rb->txn = NULL;
+        if (rc != 0 || (rc = rb_begin(rb)) != 0) {
+            rb->rc = rc;
+            return -1;
+        }
+    }
+    if (db == DB_CHILDREN) {
+        if (k->mv_size != IDX_LEN) {
+            rb->why = "an index entry of an unexpected length";
+            return -1;
+        }
+        key.mv_size = IDX_KEY_LEN;
+        val.mv_size = KA_ID_LEN;
+        val.mv_data = (uint8_t *)k->mv_data + IDX_KEY_LEN;
+        if (rb->have_idx && memcmp(rb->last_idx, k->mv_data, IDX_KEY_LEN) == 0)
+            flags = MDB_APPENDDUP;
+        memcpy(rb->last_idx, k->mv_data, IDX_KEY_LEN);
+        rb->have_idx = 1;
+    }
+    rc = mdb_cursor_put(rb->cur[db], &key, &val, flags);
+    rb->in_txn++;
+    if (rc == MDB_KEYEXIST)
+        rb->why = "two records with one key (a key ID or digest taken twice)";
+    else if (rc != 0)
+        rb->rc = rc;
+    return rc == 0 ? 0 : -1;
+}
 
-        if (k.mv_size != KA_ID_LEN || v.mv_size < 2 * KA_ID_LEN || nl > KA_NAME_MAX) {
-            rc = MDB_CORRUPTED;
+/* Converts a source record into the current format: 0, or -1 (rb->why set). */
+typedef int (*rb_conv)(rebuild *rb, MDB_val *k, MDB_val *v, uint8_t *buf);
+/* The j-th new record of a database, in key order. */
+typedef void (*rb_gen)(const rebuild *rb, size_t j, MDB_val *k, MDB_val *v, uint8_t *buf);
+
+static int cmp_val(const MDB_val *a, const MDB_val *b)
+{
+    size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+    int c = memcmp(a->mv_data, b->mv_data, n);
+    return c ? c : (a->mv_size > b->mv_size) - (a->mv_size < b->mv_size);
+}
+
+/* Writes database db: the records of from (converted by conv when not NULL) merged with nnew
+ * records of gen. A source key equal to a new one is refused. */
+static void rb_merge(rebuild *rb, MDB_dbi from, int db, rb_conv conv, size_t nnew, rb_gen gen)
+{
+    uint8_t sbuf[IDX_LEN + KID_HINT + KA_HINT_MAX + KA_NAME_MAX + 64], nbuf[sizeof(sbuf)];
+    MDB_cursor *c;
+    MDB_val sk, sv, nk, nv;
+    size_t j = 0;
+    int rc;
+
+    if (rb->rc || rb->why)
+        return;
+    if ((rb->rc = mdb_cursor_open(rb->src, from, &c)) != 0)
+        return;
+    rc = mdb_cursor_get(c, &sk, &sv, MDB_FIRST);
+    if (rc == 0 && conv && conv(rb, &sk, &sv, sbuf) != 0)
+        rc = -1;
+    if (j < nnew)
+        gen(rb, j, &nk, &nv, nbuf);
+    while (!rb->rc && !rb->why && (rc == 0 || (rc == MDB_NOTFOUND && j < nnew))) {
+        int cmp = rc != 0 ? 1 : j >= nnew ? -1 : cmp_val(&sk, &nk);
+        if (cmp == 0) {
+            rb->why = "a new key ID or digest is taken already";
             break;
         }
-        if (n == cap) {
-            size_t ncap = cap ? 2 * cap : 1024;
-            void *p = realloc(recs, ncap * sizeof(*recs));
-            if (p == NULL) {
-                rc = ENOMEM;
-                break;
-            }
-            recs = p;
-            cap = ncap;
+        if (cmp > 0) {
+            rb_put(rb, db, &nk, &nv);
+            if (++j < nnew)
+                gen(rb, j, &nk, &nv, nbuf);
+        } else {
+            rb_put(rb, db, &sk, &sv);
+            rc = mdb_cursor_get(c, &sk, &sv, MDB_NEXT);
+            if (rc == 0 && conv && conv(rb, &sk, &sv, sbuf) != 0)
+                rc = -1;
         }
-        r = &recs[n++];
-        memcpy(r->id, k.mv_data, KA_ID_LEN);
-        memcpy(r->val, v.mv_data, 2 * KA_ID_LEN);
-        r->val[CONN_FLAGS] = 0;
-        memcpy(r->val + CONN_NAME, (const char *)v.mv_data + 2 * KA_ID_LEN, nl);
-        r->len = CONN_NAME + nl;
     }
-    mdb_cursor_close(cur);
-    if (rc == MDB_NOTFOUND)
-        rc = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        MDB_val nk = {KA_ID_LEN, recs[i].id}, nv = {recs[i].len, recs[i].val};
-        rc = mdb_put(txn, st->conns, &nk, &nv, 0);
+    mdb_cursor_close(c);
+    if (rc != 0 && rc != MDB_NOTFOUND && !rb->rc && !rb->why)
+        rb->rc = rc;
+}
+
+/* meta: the current format. */
+static int conv_meta(rebuild *rb, MDB_val *k, MDB_val *v, uint8_t *buf)
+{
+    (void)rb;
+    (void)buf;
+    if (k->mv_size == 6 && memcmp(k->mv_data, "format", 6) == 0) {
+        v->mv_size = strlen(KA_STORE_FORMAT);
+        v->mv_data = KA_STORE_FORMAT;
     }
-    free(recs);
-    return rc == 0 ? KA_OK : KA_FAIL;
+    return 0;
+}
+
+/* Format 1 had no flags byte in a connection record: a zero one (a source connection with a
+ * strategy, what krenalis-keys created). */
+static int conv_conn(rebuild *rb, MDB_val *k, MDB_val *v, uint8_t *buf)
+{
+    size_t nl = v->mv_size - 2 * KA_ID_LEN;
+
+    if (rb->st->format != 1)
+        return 0;
+    if (k->mv_size != KA_ID_LEN || v->mv_size < 2 * KA_ID_LEN || nl > KA_NAME_MAX) {
+        rb->why = "a connection record of an unexpected length";
+        return -1;
+    }
+    memcpy(buf, v->mv_data, 2 * KA_ID_LEN);
+    buf[CONN_FLAGS] = 0;
+    memcpy(buf + CONN_NAME, (const uint8_t *)v->mv_data + 2 * KA_ID_LEN, nl);
+    v->mv_size = CONN_NAME + nl;
+    v->mv_data = buf;
+    return 0;
+}
+
+/* A format 1 or 2 key record as a ka_key_rec. */
+static int old_key(const MDB_val *v, ka_key_rec *rec)
+{
+    const uint8_t *p = v->mv_data;
+    size_t hl;
+
+    if (v->mv_size < OLD_HINT || (p[REC_TYPE] != 'A' && p[REC_TYPE] != 'W'))
+        return -1;
+    hl = p[OLD_HINTLEN];
+    if (hl > KA_HINT_MAX || OLD_HINT + hl > v->mv_size)
+        return -1;
+    rec->type = p[REC_TYPE] == 'A' ? KA_KEY_API : KA_KEY_WRITE;
+    copy_id(rec->id, p + REC_ID);
+    copy_id(rec->org, p + REC_ORG);
+    copy_opt_id(rec->ws, p + REC_WS);
+    copy_opt_id(rec->conn, p + REC_CONN);
+    rec->created = 0;
+    for (int i = 0; i < 8; i++)
+        rec->created = rec->created << 8 | p[OLD_CREATED + i];
+    memcpy(rec->hint, p + OLD_HINT, hl);
+    rec->hint[hl] = '\0';
+    copy_name(rec->name, p + OLD_HINT + hl, v->mv_size - OLD_HINT - hl);
+    return rec->type == KA_KEY_WRITE && (rec->ws[0] == '\0' || rec->conn[0] == '\0') ? -1 : 0;
+}
+
+static int conv_key(rebuild *rb, MDB_val *k, MDB_val *v, uint8_t *buf)
+{
+    ka_key_rec rec;
+
+    if (rb->st->format == 3)
+        return 0;
+    if (k->mv_size != KA_DIGEST_LEN || old_key(v, &rec) != 0) {
+        rb->why = "a key record this build cannot read";
+        return -1;
+    }
+    v->mv_size = encode_key(k->mv_data, &rec, buf, NULL, NULL);
+    v->mv_data = buf;
+    return 0;
+}
+
+/* key-ids: formats 1 and 2 kept the digest only; the rest comes from the old key record. */
+static int conv_kid(rebuild *rb, MDB_val *k, MDB_val *v, uint8_t *buf)
+{
+    uint8_t rbuf[REC_LEN_WRITE];
+    MDB_val kv;
+    ka_key_rec rec;
+    size_t len;
+
+    if (rb->st->format == 3)
+        return 0;
+    if (k->mv_size != KA_ID_LEN || v->mv_size != KA_DIGEST_LEN ||
+        mdb_get(rb->src, rb->st->keys, v, &kv) != 0 || old_key(&kv, &rec) != 0) {
+        rb->why = "a key ID without a key record this build can read";
+        return -1;
+    }
+    encode_key(v->mv_data, &rec, rbuf, buf, &len);
+    v->mv_size = len;
+    v->mv_data = buf;
+    return 0;
+}
+
+/* children: an entry as its IDX_LEN bytes (formats 1 and 2: the key of "index" already). */
+static int conv_child(rebuild *rb, MDB_val *k, MDB_val *v, uint8_t *buf)
+{
+    if (rb->st->format != 3)
+        return k->mv_size == IDX_LEN ? 0 : (rb->why = "an index entry of an unexpected length", -1);
+    if (k->mv_size != IDX_KEY_LEN || v->mv_size != KA_ID_LEN) {
+        rb->why = "an index entry of an unexpected length";
+        return -1;
+    }
+    memcpy(buf, k->mv_data, IDX_KEY_LEN);
+    memcpy(buf + IDX_KEY_LEN, v->mv_data, KA_ID_LEN);
+    k->mv_size = IDX_LEN;
+    k->mv_data = buf;
+    return 0;
+}
+
+/* The records of a new bulk key. */
+static void bulk_rec(const bulk_set *set, const ka_bulk_key *b, ka_key_rec *rec)
+{
+    rec->type = set->tmpl->type;
+    copy_id(rec->id, b->id);
+    memcpy(rec->org, set->tmpl->org, sizeof(rec->org));
+    memcpy(rec->ws, set->tmpl->ws, sizeof(rec->ws));
+    if (rec->type == KA_KEY_WRITE)
+        copy_id(rec->conn, b->conn);
+    else
+        rec->conn[0] = '\0';
+    rec->created = set->tmpl->created;
+    memcpy(rec->hint, b->hint, b->hint_len);
+    rec->hint[b->hint_len] = '\0';
+    memcpy(rec->name, set->tmpl->name, sizeof(rec->name));
+}
+
+static void gen_key(const rebuild *rb, size_t j, MDB_val *k, MDB_val *v, uint8_t *buf)
+{
+    const ka_bulk_key *b = &rb->set->keys[rb->set->by_digest[j]];
+    ka_key_rec rec;
+
+    bulk_rec(rb->set, b, &rec);
+    k->mv_size = KA_DIGEST_LEN;
+    k->mv_data = (void *)b->digest;
+    v->mv_size = encode_key(b->digest, &rec, buf, NULL, NULL);
+    v->mv_data = buf;
+}
+
+static void gen_kid(const rebuild *rb, size_t j, MDB_val *k, MDB_val *v, uint8_t *buf)
+{
+    const ka_bulk_key *b = &rb->set->keys[rb->set->by_id[j]];
+    uint8_t rbuf[REC_LEN_WRITE];
+    ka_key_rec rec;
+    size_t len;
+
+    bulk_rec(rb->set, b, &rec);
+    encode_key(b->digest, &rec, rbuf, buf, &len);
+    k->mv_size = KA_ID_LEN;
+    k->mv_data = (void *)b->id;
+    v->mv_size = len;
+    v->mv_data = buf;
+}
+
+/* A new connection's record. */
+static size_t conn_value(const ka_entity *e, uint8_t *buf)
+{
+    size_t nl = strnlen(e->name, KA_NAME_MAX);
+
+    memcpy(buf + CONN_WS, e->ws, KA_ID_LEN);
+    memcpy(buf + CONN_ORG, e->org, KA_ID_LEN);
+    buf[CONN_FLAGS] = (uint8_t)(e->conn_flags & (KA_CONN_DESTINATION | KA_CONN_NO_STRATEGY));
+    memcpy(buf + CONN_NAME, e->name, nl);
+    return CONN_NAME + nl;
+}
+
+static void gen_conn(const rebuild *rb, size_t j, MDB_val *k, MDB_val *v, uint8_t *buf)
+{
+    k->mv_size = KA_ID_LEN;
+    k->mv_data = (void *)rb->set->keys[rb->set->by_conn[j]].conn;
+    v->mv_size = conn_value(rb->set->ctmpl, buf);
+    v->mv_data = buf;
+}
+
+static void gen_child(const rebuild *rb, size_t j, MDB_val *k, MDB_val *v, uint8_t *buf)
+{
+    (void)buf;
+    k->mv_size = IDX_LEN;
+    k->mv_data = (void *)(rb->set->children + j * IDX_LEN);
+    v->mv_size = 0;
+    v->mv_data = "";
+}
+
+/* dir without trailing slashes, into buf. */
+static void dir_base(const char *dir, char *buf, size_t len)
+{
+    size_t n = strlen(dir);
+
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    snprintf(buf, len, "%.*s", (int)n, dir);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void ka_dir_remove(const char *path)
+{
+    struct stat sb;
+
+    if (lstat(path, &sb) == 0)
+        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int ka_dir_swap(const char *newdir, const char *dir, char *err, size_t errlen)
+{
+    struct stat sb;
+
+    if (stat(dir, &sb) != 0) {
+        if (rename(newdir, dir) == 0)
+            return 0;
+    } else if (renameat2(AT_FDCWD, newdir, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+        ka_dir_remove(newdir); /* the old store; Apache children reopen the new one */
+        return 0;
+    }
+    snprintf(err, errlen, "cannot put the new store in place of %s: %s", dir, strerror(errno));
+    return -1;
+}
+
+/* The new directory gets the old one's owner and mode, its data.mdb and lock.mdb those of the
+ * old ones, and a hard link to every other file of it (the secret, mirror-confirmed, ...). */
+static int carry_files(const char *dir, const char *newdir, char *err, size_t errlen)
+{
+    static const char *const own[] = {"", "/data.mdb", "/lock.mdb"};
+    char from[4400], to[4400 + 256];
+    struct stat sb;
+    struct dirent *de;
+    DIR *d;
+
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
+        snprintf(from, sizeof(from), "%s%s", dir, own[i]);
+        snprintf(to, sizeof(to), "%s%s", newdir, own[i]);
+        if (stat(from, &sb) != 0)
+            continue;
+        if ((chown(to, sb.st_uid, sb.st_gid) != 0 && geteuid() == 0) ||
+            chmod(to, sb.st_mode & 07777) != 0) {
+            snprintf(err, errlen, "cannot give %s the owner and mode of %s: %s", to, from,
+                     strerror(errno));
+            return -1;
+        }
+    }
+    if ((d = opendir(dir)) == NULL) {
+        snprintf(err, errlen, "cannot read %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+            strcmp(de->d_name, "data.mdb") == 0 || strcmp(de->d_name, "lock.mdb") == 0)
+            continue;
+        snprintf(from, sizeof(from), "%s/%s", dir, de->d_name);
+        snprintf(to, sizeof(to), "%s/%s", newdir, de->d_name);
+        if (link(from, to) != 0) {
+            snprintf(err, errlen, "cannot carry %s into the rebuilt store: %s", from,
+                     strerror(errno));
+            closedir(d);
+            return -1;
+        }
+    }
+    closedir(d);
+    return 0;
+}
+
+/* Writes the store read through src (the old store's write transaction), with set's records
+ * when not NULL, into DIR.rebuild-new and swaps it in. The caller aborts src, then reopens. */
+static ka_store_status rebuild_store(ka_store *st, MDB_txn *src, const bulk_set *set, char *err,
+                                     size_t errlen)
+{
+    char base[4096], newdir[4200];
+    rebuild rb;
+    struct stat sb;
+    MDB_envinfo info;
+    size_t nnew = set ? set->n : 0, map = KA_STORE_DEFAULT_MAPSIZE, want;
+    int rc;
+
+    memset(&rb, 0, sizeof(rb));
+    rb.st = st;
+    rb.src = src;
+    rb.set = set;
+    dir_base(st->dir, base, sizeof(base));
+    snprintf(newdir, sizeof(newdir), "%s" REBUILD_SUFFIX, base);
+    ka_dir_remove(newdir); /* left by a rebuild that was killed */
+    if (stat(base, &sb) != 0 || mkdir(newdir, 0700) != 0) {
+        snprintf(err, errlen, "cannot create %s: %s", newdir, strerror(errno));
+        return KA_FAIL;
+    }
+    mdb_env_info(st->env, &info);
+    want = 2 * (((size_t)info.me_last_pgno + 1) * st->psize + nnew * BULK_KEY_BYTES) +
+           ROOM_SLACK;
+    while (map < want)
+        map *= 2;
+    rc = mdb_env_create(&rb.env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(rb.env, 8);
+    if (rc == 0)
+        rc = mdb_env_set_maxreaders(rb.env, KA_STORE_MAXREADERS);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(rb.env, map);
+    /* Unsynced until the end: nothing reads it before it is whole and synced. */
+    if (rc == 0)
+        rc = mdb_env_open(rb.env, newdir, MDB_NOTLS | MDB_NOSYNC, 0640);
+    if (rc == 0)
+        rc = mdb_txn_begin(rb.env, NULL, 0, &rb.txn);
+    for (int i = 0; rc == 0 && i < DB_N; i++)
+        rc = mdb_dbi_open(rb.txn, db_names[i], MDB_CREATE | (i == DB_CHILDREN ? CHILDREN_FLAGS : 0),
+                          &rb.dbi[i]);
+    if (rc == 0) {
+        rc = mdb_txn_commit(rb.txn);
+        rb.txn = NULL;
+    }
+    if (rc == 0)
+        rc = rb_begin(&rb);
+    rb.rc = rc;
+    rb_merge(&rb, st->meta, DB_META, conv_meta, 0, NULL);
+    rb_merge(&rb, st->orgs, DB_ORGS, NULL, 0, NULL);
+    rb_merge(&rb, st->wss, DB_WSS, NULL, 0, NULL);
+    rb_merge(&rb, st->conns, DB_CONNS, conv_conn, set && set->by_conn ? nnew : 0, gen_conn);
+    rb_merge(&rb, st->keys, DB_KEYS, conv_key, nnew, gen_key);
+    rb_merge(&rb, st->kids, DB_KIDS, conv_kid, nnew, gen_kid);
+    rb_merge(&rb, st->format == 3 ? st->children : st->oldidx, DB_CHILDREN, conv_child,
+             set ? set->nchildren : 0, gen_child);
+    if (!rb.rc && !rb.why) {
+        rb.rc = mdb_txn_commit(rb.txn);
+        rb.txn = NULL;
+    }
+    if (rb.txn)
+        mdb_txn_abort(rb.txn);
+    if (!rb.rc && !rb.why)
+        rb.rc = mdb_env_sync(rb.env, 1);
+    if (rb.env)
+        mdb_env_close(rb.env);
+    if (rb.rc || rb.why) {
+        snprintf(err, errlen, "cannot rebuild key store %s: %s", st->dir,
+                 rb.why ? rb.why : mdb_strerror(rb.rc));
+        ka_dir_remove(newdir);
+        return KA_FAIL;
+    }
+    if (carry_files(base, newdir, err, errlen) != 0 ||
+        ka_dir_swap(newdir, base, err, errlen) != 0) {
+        ka_dir_remove(newdir);
+        return KA_FAIL;
+    }
+    return KA_OK;
+}
+
+ka_store_status ka_store_compact(ka_store *st, char *err, size_t errlen)
+{
+    ka_store_txn *txn;
+    ka_store_status rc;
+
+    if (ka_store_write_begin(st, &txn, err, errlen) != KA_OK)
+        return KA_FAIL;
+    rc = rebuild_store(st, TX(txn), NULL, err, errlen);
+    ka_store_abort(txn);
+    if (rc == KA_OK)
+        rc = env_reopen(st, err, errlen);
+    return rc;
 }
 
 ka_store_status ka_store_upgrade(const char *dir, const char *secret_path, char *err, size_t errlen)
 {
     uint8_t secret[KA_SECRET_LEN];
     char spath[4200];
-    MDB_val k = {6, "format"}, v = {strlen(KA_STORE_FORMAT), KA_STORE_FORMAT};
     ka_store *st;
     MDB_txn *txn;
-    int rc;
+    ka_store_status rc;
+    int mrc;
 
     default_secret(dir, secret_path, spath, sizeof(spath));
     if (ka_secret_read(spath, secret, err, errlen) != NULL)
         return KA_FAIL;
-    rc = open_secret_format(dir, secret, spath, 0, KA_STORE_FORMAT_1, &st, err, errlen);
+    rc = open_secret_format(dir, secret, spath, 0, 1, &st, err, errlen);
     OPENSSL_cleanse(secret, sizeof(secret));
     if (rc != KA_OK)
         return KA_FAIL;
-    rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-    if (rc == 0) {
-        if (upgrade_conns(txn, st) != KA_OK || mdb_put(txn, st->meta, &k, &v, 0) != 0) {
-            mdb_txn_abort(txn);
-            rc = MDB_CORRUPTED;
-        } else
-            rc = mdb_txn_commit(txn);
+    if (st->format == 3) {
+        snprintf(err, errlen, "key store %s has format '%s' already", dir, KA_STORE_FORMAT);
+        ka_store_close(st);
+        return KA_FAIL;
     }
-    if (rc != 0)
-        snprintf(err, errlen, "cannot upgrade key store %s: %s", dir, mdb_strerror(rc));
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0) {
+        snprintf(err, errlen, "cannot upgrade key store %s: %s", dir, mdb_strerror(mrc));
+        ka_store_close(st);
+        return KA_FAIL;
+    }
+    rc = rebuild_store(st, txn, NULL, err, errlen);
+    mdb_txn_abort(txn);
     ka_store_close(st);
-    return rc == 0 ? KA_OK : KA_FAIL;
+    return rc;
+}
+
+/* ---- bulk loads ---- */
+
+static const ka_bulk_key *sort_keys;
+
+static int by_digest_cmp(const void *a, const void *b)
+{
+    return memcmp(sort_keys[*(const uint32_t *)a].digest, sort_keys[*(const uint32_t *)b].digest,
+                  KA_DIGEST_LEN);
+}
+
+static int by_id_cmp(const void *a, const void *b)
+{
+    return memcmp(sort_keys[*(const uint32_t *)a].id, sort_keys[*(const uint32_t *)b].id,
+                  KA_ID_LEN);
+}
+
+static int by_conn_cmp(const void *a, const void *b)
+{
+    return memcmp(sort_keys[*(const uint32_t *)a].conn, sort_keys[*(const uint32_t *)b].conn,
+                  KA_ID_LEN);
+}
+
+static int child_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, IDX_LEN);
+}
+
+/* Sorts the keys' IDs (off: of id or of conn) and makes them unique in the batch and free in
+ * dbi, drawing new ones with regen. 0, or -1 (*why set). */
+static int unique_ids(MDB_txn *txn, MDB_dbi dbi, ka_bulk_key *keys, uint32_t *perm, size_t n,
+                      int conn, ka_regen_id regen, void *arg, const char **why)
+{
+    for (int round = 0; round < 16; round++) {
+        int changed = 0;
+
+        sort_keys = keys;
+        qsort(perm, n, sizeof(*perm), conn ? by_conn_cmp : by_id_cmp);
+        for (size_t i = 0; i < n; i++) {
+            char *id = conn ? keys[perm[i]].conn : keys[perm[i]].id;
+            const char *prev = i == 0 ? NULL : conn ? keys[perm[i - 1]].conn : keys[perm[i - 1]].id;
+            MDB_val k = {KA_ID_LEN, id}, v;
+            int rc = mdb_get(txn, dbi, &k, &v);
+
+            if (rc != 0 && rc != MDB_NOTFOUND) {
+                *why = mdb_strerror(rc);
+                return -1;
+            }
+            if (rc == 0 || (prev && memcmp(prev, id, KA_ID_LEN) == 0)) {
+                if (regen(id, arg) != 0) {
+                    *why = "cannot get random bytes from the system";
+                    return -1;
+                }
+                changed = 1;
+            }
+        }
+        if (!changed)
+            return 0;
+    }
+    *why = "no free ID found";
+    return -1;
+}
+
+/* Adds set in the write transaction txn, in key order: 0 or an LMDB error. */
+static int put_in_place(ka_store *st, MDB_txn *txn, const bulk_set *set)
+{
+    uint8_t buf[KID_HINT + KA_HINT_MAX + KA_NAME_MAX];
+    rebuild rb; /* for the generators */
+    MDB_val k, v;
+    int rc = 0;
+
+    memset(&rb, 0, sizeof(rb));
+    rb.set = set;
+    for (size_t j = 0; rc == 0 && set->by_conn && j < set->n; j++) {
+        gen_conn(&rb, j, &k, &v, buf);
+        rc = mdb_put(txn, st->conns, &k, &v, MDB_NOOVERWRITE);
+    }
+    for (size_t j = 0; rc == 0 && j < set->n; j++) {
+        gen_key(&rb, j, &k, &v, buf);
+        rc = mdb_put(txn, st->keys, &k, &v, MDB_NOOVERWRITE);
+    }
+    for (size_t j = 0; rc == 0 && j < set->n; j++) {
+        gen_kid(&rb, j, &k, &v, buf);
+        rc = mdb_put(txn, st->kids, &k, &v, MDB_NOOVERWRITE);
+    }
+    for (size_t j = 0; rc == 0 && j < set->nchildren; j++) {
+        MDB_val ck = {IDX_KEY_LEN, (void *)(set->children + j * IDX_LEN)},
+                cv = {KA_ID_LEN, (void *)(set->children + j * IDX_LEN + IDX_KEY_LEN)};
+        rc = mdb_put(txn, st->children, &ck, &cv, 0);
+    }
+    return rc;
+}
+
+ka_store_status ka_bulk_add(ka_store *st, const ka_key_rec *tmpl, const ka_entity *conn_tmpl,
+                            ka_bulk_key *keys, size_t n, ka_regen_id regen, void *regen_arg,
+                            int *rebuilt, char *err, size_t errlen)
+{
+    int write = tmpl->type == KA_KEY_WRITE;
+    size_t nchildren = write ? 2 * n : n;
+    uint32_t *by_digest = malloc((n ? n : 1) * sizeof(uint32_t));
+    uint32_t *by_id = malloc((n ? n : 1) * sizeof(uint32_t));
+    uint32_t *by_conn = write ? malloc((n ? n : 1) * sizeof(uint32_t)) : NULL;
+    uint8_t *children = malloc((nchildren ? nchildren : 1) * IDX_LEN);
+    const char *why = NULL;
+    ka_store_status rc = KA_FAIL;
+    bulk_set set;
+
+    *rebuilt = 0;
+    if (!by_digest || !by_id || (write && !by_conn) || !children || n > UINT32_MAX) {
+        snprintf(err, errlen, "out of memory for %zu keys", n);
+        goto out;
+    }
+    for (int attempt = 0, grow = 0; attempt < 6; attempt++) {
+        ka_store_txn *txn;
+        ka_entity e;
+        MDB_stat ms;
+        ka_store_status sr;
+        int mrc;
+
+        if (ka_store_reserve(st, n * BULK_KEY_BYTES, grow, err, errlen) != KA_OK ||
+            ka_store_write_begin(st, &txn, err, errlen) != KA_OK)
+            goto out;
+        if ((sr = ka_get_org(txn, st, tmpl->org, &e)) != KA_OK ||
+            (tmpl->ws[0] && (sr = ka_get_ws(txn, st, tmpl->ws, &e)) != KA_OK)) {
+            ka_store_abort(txn);
+            snprintf(err, errlen, "%s %s does not exist", tmpl->ws[0] ? "workspace" : "organization",
+                     tmpl->ws[0] ? tmpl->ws : tmpl->org);
+            rc = sr == KA_NOTFOUND ? KA_NOTFOUND : KA_FAIL;
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++)
+            by_digest[i] = by_id[i] = (uint32_t)i;
+        if (write)
+            memcpy(by_conn, by_id, n * sizeof(uint32_t));
+        if (unique_ids(TX(txn), st->kids, keys, by_id, n, 0, regen, regen_arg, &why) != 0 ||
+            (write &&
+             unique_ids(TX(txn), st->conns, keys, by_conn, n, 1, regen, regen_arg, &why) != 0)) {
+            ka_store_abort(txn);
+            break;
+        }
+        /* The IDs of by_id may have changed while the connections' were made unique. */
+        sort_keys = keys;
+        qsort(by_id, n, sizeof(uint32_t), by_id_cmp);
+        qsort(by_digest, n, sizeof(uint32_t), by_digest_cmp);
+        for (size_t i = 0; i < n; i++) {
+            const ka_bulk_key *b = &keys[i];
+            uint8_t *c = children + (write ? 2 * i : i) * IDX_LEN;
+            c[0] = write ? IDX_WRITE_OF_CONN : IDX_API_OF_ORG;
+            memcpy(c + 1, write ? b->conn : tmpl->org, KA_ID_LEN);
+            memcpy(c + IDX_KEY_LEN, b->id, KA_ID_LEN);
+            if (write) {
+                c += IDX_LEN;
+                c[0] = IDX_CONN_OF_WS;
+                memcpy(c + 1, conn_tmpl->ws, KA_ID_LEN);
+                memcpy(c + IDX_KEY_LEN, b->conn, KA_ID_LEN);
+            }
+        }
+        qsort(children, nchildren, IDX_LEN, child_cmp);
+        set = (bulk_set){keys, n, by_digest, by_id, by_conn, children, nchildren, tmpl, conn_tmpl};
+        mdb_stat(TX(txn), st->keys, &ms);
+        if (ms.ms_entries == 0 || n * REBUILD_DIV >= ms.ms_entries) {
+            rc = rebuild_store(st, TX(txn), &set, err, errlen);
+            ka_store_abort(txn);
+            if (rc == KA_OK) {
+                *rebuilt = 1;
+                rc = env_reopen(st, err, errlen);
+            }
+            goto out;
+        }
+        if ((mrc = put_in_place(st, TX(txn), &set)) != 0) {
+            ka_store_abort(txn);
+            if (mrc == MDB_MAP_FULL) {
+                grow = 1;
+                continue;
+            }
+            why = mrc == MDB_KEYEXIST ? "a new key ID or digest is taken already"
+                                      : mdb_strerror(mrc);
+            break;
+        }
+        sr = ka_store_commit(txn, err, errlen);
+        if (sr != KA_MAPFULL) {
+            rc = sr;
+            goto out;
+        }
+        grow = 1;
+    }
+    snprintf(err, errlen, "cannot add keys to key store %s: %s", st->dir,
+             why ? why : "the map is still full after several doublings");
+    rc = KA_FAIL;
+out:
+    free(by_digest);
+    free(by_id);
+    free(by_conn);
+    free(children);
+    return rc;
 }
 
 ka_store_status ka_store_set_sync(ka_store *st, ka_sync_mode mode)

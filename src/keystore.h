@@ -20,8 +20,9 @@ typedef enum {
     KA_MAPFULL,   /* ka_store_commit: the map is full; ka_store_reserve(grow) and redo it all */
 } ka_store_status;
 
-#define KA_STORE_FORMAT "krenalis-keys 2"
-#define KA_STORE_FORMAT_1 "krenalis-keys 1" /* upgraded in place by ka_store_upgrade */
+#define KA_STORE_FORMAT "krenalis-keys 3"
+#define KA_STORE_FORMAT_1 "krenalis-keys 1" /* rewritten by ka_store_upgrade */
+#define KA_STORE_FORMAT_2 "krenalis-keys 2" /* rewritten by ka_store_upgrade */
 #define KA_STORE_MAXREADERS 4094
 #define KA_STORE_DEFAULT_MAPSIZE ((size_t)1 << 30)
 
@@ -115,7 +116,9 @@ void ka_store_abort(ka_store_txn *txn);
 ka_store_status ka_store_reserve(ka_store *st, size_t estimate, int grow, char *err, size_t errlen);
 
 /* ---- records ----
- * Read side: fill the record; KA_NOTFOUND when absent. */
+ * Read side: fill the record; KA_NOTFOUND when absent. ka_get_key fills what a decision
+ * needs (type, id, org, ws, conn) and leaves created, hint and name empty: they are in the
+ * key-ids record, which ka_get_key_by_id and the listings read. */
 ka_store_status ka_get_key(ka_store_txn *txn, const ka_store *st,
                            const uint8_t digest[KA_DIGEST_LEN], ka_key_rec *rec);
 ka_store_status ka_get_org(ka_store_txn *txn, const ka_store *st, const char *id, ka_entity *e);
@@ -183,9 +186,51 @@ ka_store_status ka_mirror_version_put(ka_store_txn *txn, ka_store *st, uint64_t 
 ka_store_status ka_store_refuse_mirror(ka_store *st, char *err, size_t errlen);
 /* 1 when the store is a mirror (one read transaction); 0 otherwise or on a read error. */
 int ka_store_is_mirror(ka_store *st);
-/* Rewrites a store of format KA_STORE_FORMAT_1 to the current one, in one transaction. */
+/* Rewrites a store of format KA_STORE_FORMAT_1 or _2 to the current one: a rebuild (below)
+ * that converts every record. */
 ka_store_status ka_store_upgrade(const char *dir, const char *secret_path, char *err,
                                  size_t errlen);
+
+/* ---- rebuilds and bulk loads (docs/keystore.md, "Dense stores") ----
+ * A rebuild writes every record in key order (MDB_APPEND) into a fresh environment in
+ * DIR.rebuild-new, with the meta records and the files of DIR (owner, mode, the secret and
+ * any other file, hard-linked), and swaps it in with renameat2(RENAME_EXCHANGE), holding the
+ * old store's write transaction throughout so that no other writer commits meanwhile. A
+ * writer that waited meanwhile notices the replaced data.mdb and reopens (ka_store_write_begin)
+ * and Apache's children reopen it within a second. */
+
+/* Rebuilds the store dense with the same content (krenalis-keys compact); st is reopened on
+ * the new store. */
+ka_store_status ka_store_compact(ka_store *st, char *err, size_t errlen);
+
+/* One new key of a bulk load. The caller fills it; ka_bulk_add may call regen_id to replace
+ * an ID (key, or connection) that is already taken. */
+typedef struct {
+    uint8_t digest[KA_DIGEST_LEN];
+    char id[KA_ID_LEN];
+    char conn[KA_ID_LEN]; /* write keys: the new connection it is the key of */
+    char hint[KA_HINT_MAX];
+    uint8_t hint_len;
+} ka_bulk_key;
+
+/* Replaces id with a new random one; 0 on success. */
+typedef int (*ka_regen_id)(char id[KA_ID_LEN], void *arg);
+
+/* Adds n keys with the type, organization, workspace, creation time and name of tmpl; write
+ * keys (tmpl->type KA_KEY_WRITE) each with a new connection conn_tmpl (workspace,
+ * organization, name, flags) whose ID is the key's conn. The organization (and workspace)
+ * must exist: KA_NOTFOUND otherwise. Adds in place, in key order, when n is small against what
+ * the store holds, else rebuilds the store dense with the new keys (above; *rebuilt set) and
+ * reopens st on it. All or nothing. keys is reordered. */
+ka_store_status ka_bulk_add(ka_store *st, const ka_key_rec *tmpl, const ka_entity *conn_tmpl,
+                            ka_bulk_key *keys, size_t n, ka_regen_id regen, void *regen_arg,
+                            int *rebuilt, char *err, size_t errlen);
+
+/* Puts newdir in the place of dir in one step (renameat2 RENAME_EXCHANGE, or a rename when dir
+ * is gone) and removes what was dir. 0, or -1 with a message. */
+int ka_dir_swap(const char *newdir, const char *dir, char *err, size_t errlen);
+/* Removes a directory tree (a failed or swapped-out store); nothing when absent. */
+void ka_dir_remove(const char *path);
 
 /* Durability of the commits that follow (the mirror's bulk writes): KA_SYNC_FULL (the
  * default), KA_SYNC_NOMETA (data synced, meta pages not: a crash loses at most the last

@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
@@ -274,21 +273,6 @@ static int parse(int argc, char **argv, mirror *m, int is_mirror)
 }
 
 /* ---- files ---- */
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *path)
-{
-    struct stat sb;
-    if (lstat(path, &sb) == 0)
-        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* Marks the store confirmed current now: only the file's mtime changes, no LMDB commit. */
 static int touch_confirmed(const char *path)
@@ -656,22 +640,6 @@ static void close_live(mirror *m)
     m->st = NULL;
 }
 
-/* Puts m->newdir in the place of m->dir in one step. */
-static int swap_in(mirror *m, char *err, size_t errlen)
-{
-    struct stat sb;
-
-    if (stat(m->dir, &sb) != 0) {
-        if (rename(m->newdir, m->dir) == 0)
-            return 0;
-    } else if (renameat2(AT_FDCWD, m->newdir, AT_FDCWD, m->dir, RENAME_EXCHANGE) == 0) {
-        rm_tree(m->newdir); /* the old store; Apache children reopen the new one */
-        return 0;
-    }
-    snprintf(err, errlen, "cannot put the new store in place of %s: %s", m->dir, strerror(errno));
-    return -1;
-}
-
 /* A complete new store from the database, swapped in. 0, -1 fatal, -2 retry. */
 static int snapshot(mirror *m, const char *why)
 {
@@ -690,7 +658,7 @@ static int snapshot(mirror *m, const char *why)
         logm("snapshot: cannot connect to PostgreSQL: %s", err);
         return -2;
     }
-    rm_tree(m->newdir);
+    ka_dir_remove(m->newdir);
     if (mkdir(m->newdir, 0755) != 0) {
         PQfinish(c);
         logm("cannot create %s: %s", m->newdir, strerror(errno));
@@ -702,7 +670,7 @@ static int snapshot(mirror *m, const char *why)
         ka_store_open_secret(m->newdir, m->pepper, NULL, 0, &st, err, sizeof(err)) != KA_OK) {
         PQfinish(c);
         logm("cannot create the new store %s: %s", m->newdir, err[0] ? err : strerror(errno));
-        rm_tree(m->newdir);
+        ka_dir_remove(m->newdir);
         return -1;
     }
     /* Built unsynced, synced once at the end (ka_store_sync): nothing reads it before. */
@@ -715,16 +683,16 @@ static int snapshot(mirror *m, const char *why)
     ka_store_close(st);
     if (rc != 0) {
         logm("snapshot failed: %s", err[0] ? err : "the new store cannot be written");
-        rm_tree(m->newdir);
+        ka_dir_remove(m->newdir);
         return rc;
     }
     snprintf(path, sizeof(path), "%s/" KA_MIRROR_CONFIRMED_FILE, m->newdir);
     touch_confirmed(path);
     give_files(m, m->newdir);
     close_live(m);
-    if (swap_in(m, err, sizeof(err)) != 0) {
+    if (ka_dir_swap(m->newdir, m->dir, err, sizeof(err)) != 0) {
         logm("%s", err);
-        rm_tree(m->newdir);
+        ka_dir_remove(m->newdir);
         return -1;
     }
     if (open_live(m, err, sizeof(err)) != KA_OK) {
@@ -990,7 +958,7 @@ static int run(mirror *m)
     sigprocmask(SIG_BLOCK, &block, &open);
     if (take_lock(m) != 0)
         return 1;
-    rm_tree(m->newdir); /* left by a mirror killed during a snapshot */
+    ka_dir_remove(m->newdir); /* left by a mirror killed during a snapshot */
     while (!stop_signal) {
         if (m->pg == NULL) {
             rc = connect_and_check(m);

@@ -10,66 +10,75 @@
 #include <openssl/crypto.h>
 
 #include "cli.h"
-
-#define BATCH_KEYS 100000 /* keys per write transaction in bulk-create */
-#define KEY_BYTES 512     /* generous store space one key takes, indexes included */
+#include "token.h"
 
 typedef struct {
     int api;              /* API keys; else connections with one write key each */
     const char *org, *ws; /* as given */
-    ka_key_rec tmpl;      /* API keys: scope, name, creation time */
+    ka_key_rec tmpl;      /* scope, name, creation time (write keys: of the connections') */
     ka_entity conn;       /* connections: workspace, organization, name */
     rng r;
-    size_t n;   /* keys in the current batch */
-    char *buf;  /* token lines of the current batch */
-    size_t len; /* bytes in buf */
+    size_t n;        /* keys */
+    ka_bulk_key *keys; /* their records */
+    char *buf;         /* their token lines, in the order of keys */
+    size_t linelen;    /* bytes of one line */
 } bulk_arg;
 
-static void bulk_line(bulk_arg *b, const char *secret)
-{
-    size_t n = strlen(secret);
-
-    memcpy(b->buf + b->len, secret, n);
-    b->buf[b->len + n] = '\n';
-    b->len += n + 1;
-}
-
-static int bulk_api_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
+static int regen_id(char id[KA_ID_LEN], void *arg)
 {
     bulk_arg *b = arg;
-    new_key key;
-    int rc = resolve_scope(txn, st, b->org, b->ws, &b->tmpl, err, errlen);
-
-    b->len = 0;
-    for (size_t i = 0; rc == STEP_OK && i < b->n; i++) {
-        rc = put_api_key(txn, st, &b->r, &b->tmpl, &key, err, errlen);
-        if (rc == STEP_OK)
-            bulk_line(b, key.secret);
-    }
-    OPENSSL_cleanse(&key, sizeof(key));
-    return rc;
+    return rng_chars(&b->r, ka_base58, id, KA_ID_LEN) ? 0 : -1;
 }
 
-static int bulk_conn_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
+/* The scope of the keys, checked in a read transaction (ka_bulk_add checks again as it writes). */
+static int bulk_scope_step(ka_store_txn *txn, ka_store *st, void *arg, char *err, size_t errlen)
 {
     bulk_arg *b = arg;
     ka_entity ws;
-    new_key key;
-    int rc = need(ka_get_ws(txn, st, b->ws, &ws), "workspace", b->ws, err, errlen);
+    int rc;
 
-    b->len = 0;
+    if (b->api)
+        return resolve_scope(txn, st, b->org, b->ws, &b->tmpl, err, errlen);
+    if ((rc = need(ka_get_ws(txn, st, b->ws, &ws), "workspace", b->ws, err, errlen)) != STEP_OK)
+        return rc;
     memcpy(b->conn.org, ws.org, sizeof(b->conn.org));
-    for (size_t i = 0; rc == STEP_OK && i < b->n; i++) {
-        rc = claim_id(txn, st, ka_get_conn, "connection", b->conn.id, &b->r, err, errlen);
-        if (rc == STEP_OK && ka_put_conn(txn, st, &b->conn) != KA_OK)
-            rc = STEP_STORE;
-        if (rc == STEP_OK)
-            rc = put_write_key(txn, st, &b->r, &b->conn, &key, err, errlen);
-        if (rc == STEP_OK)
-            bulk_line(b, key.secret);
+    memcpy(b->tmpl.org, ws.org, sizeof(b->tmpl.org));
+    memcpy(b->tmpl.ws, ws.id, sizeof(b->tmpl.ws));
+    return STEP_OK;
+}
+
+/* Draws the n keys: IDs, secrets (their lines in b->buf), digests and hints. */
+static int bulk_generate(ka_store *st, bulk_arg *b)
+{
+    char hint[KA_HINT_MAX + 1];
+
+    for (size_t i = 0; i < b->n; i++) {
+        ka_bulk_key *k = &b->keys[i];
+        char *line = b->buf + i * b->linelen;
+
+        if (!rng_chars(&b->r, ka_base58, k->id, KA_ID_LEN) ||
+            (!b->api && !rng_chars(&b->r, ka_base58, k->conn, KA_ID_LEN)))
+            return fail("cannot get random bytes from the system");
+        if (b->api) {
+            uint8_t payload[KA_PAYLOAD_LEN];
+            if (!rng_bytes(&b->r, payload, sizeof(payload)))
+                return fail("cannot get random bytes from the system");
+            memcpy(line, "api_", 4);
+            ka_api_body_encode(payload, line + 4);
+            ka_hint(line + 4, KA_API_BODY_LEN, hint);
+            ka_digest_api(st, payload, k->digest);
+            OPENSSL_cleanse(payload, sizeof(payload));
+        } else {
+            if (!rng_chars(&b->r, ka_alnum62, line, KA_WRITE_KEY_LEN))
+                return fail("cannot get random bytes from the system");
+            ka_hint(line, KA_WRITE_KEY_LEN, hint);
+            ka_digest_write(st, line, k->digest);
+        }
+        line[b->linelen - 1] = '\n';
+        k->hint_len = (uint8_t)strlen(hint);
+        memcpy(k->hint, hint, k->hint_len);
     }
-    OPENSSL_cleanse(&key, sizeof(key));
-    return rc;
+    return EXIT_OK;
 }
 
 static int write_all(int fd, const char *p, size_t n)
@@ -102,24 +111,28 @@ static int open_tokens(const char *path)
     return fd;
 }
 
-/* Batches of BATCH_KEYS keys, one write transaction each; a batch's tokens are appended to the
- * file once it is committed, so every line of the file is a key of the store. */
-static int bulk_batches(ka_store *st, bulk_arg *b, size_t count, int fd, const char *path)
+/* Every key in one load (ka_bulk_add: in key order, or a dense rebuild of the store); the
+ * tokens are written once it is in the store, so every line of the file is a key of it. */
+static int bulk_load(ka_store *st, bulk_arg *b, int fd, const char *path)
 {
-    char err[ERR_MAX];
-    txn_fn step = b->api ? bulk_api_step : bulk_conn_step;
+    char err[ERR_MAX] = "";
+    ka_store_txn *txn;
+    int rebuilt, rc;
 
-    for (size_t done = 0; done < count; done += b->n) {
-        b->n = count - done < BATCH_KEYS ? count - done : BATCH_KEYS;
-        if (run_write(st, step, b, b->n * KEY_BYTES, err, sizeof(err)) != STEP_OK)
-            return fail("%s (%zu of %zu keys were created before; their tokens are in %s)", err,
-                        done, count, path);
-        if (write_all(fd, b->buf, b->len) != 0)
-            return fail("cannot write %s: %s (%zu of %zu keys were created)", path, strerror(errno),
-                        done + b->n, count);
-    }
-    if (fsync(fd) != 0)
-        return fail("cannot write %s: %s", path, strerror(errno));
+    if (ka_store_read_begin(st, &txn, err, sizeof(err)) != KA_OK)
+        return fail("%s", err);
+    rc = bulk_scope_step(txn, st, b, err, sizeof(err));
+    ka_store_abort(txn);
+    if (rc != STEP_OK)
+        return fail("%s", err[0] ? err : "cannot read the key store");
+    b->tmpl.type = b->api ? KA_KEY_API : KA_KEY_WRITE;
+    if (bulk_generate(st, b) != EXIT_OK)
+        return EXIT_FAIL;
+    if (ka_bulk_add(st, &b->tmpl, &b->conn, b->keys, b->n, regen_id, b, &rebuilt, err,
+                    sizeof(err)) != KA_OK)
+        return fail("%s (no key was created)", err);
+    if (write_all(fd, b->buf, b->n * b->linelen) != 0 || fsync(fd) != 0)
+        return fail("cannot write %s: %s (%zu keys were created)", path, strerror(errno), b->n);
     return EXIT_OK;
 }
 
@@ -133,17 +146,24 @@ static int run_bulk(cli *c, bulk_arg *b)
 
     if (take_count(c->a.opt[OPT_COUNT], &count) != EXIT_OK)
         return EXIT_FAIL;
-    b->buf = malloc(BATCH_KEYS * (KA_API_TOKEN_LEN + 1));
-    if (b->buf == NULL)
-        return fail("out of memory");
+    b->n = count;
+    b->linelen = (b->api ? KA_API_TOKEN_LEN : KA_WRITE_KEY_LEN) + 1;
+    b->buf = malloc(count * b->linelen + 1);
+    b->keys = calloc(count ? count : 1, sizeof(*b->keys));
+    if (b->buf == NULL || b->keys == NULL) {
+        free(b->buf);
+        free(b->keys);
+        return fail("out of memory for %zu keys", count);
+    }
     st = open_store(c, 0);
     fd = st ? open_tokens(path) : -1;
-    rc = fd < 0 ? EXIT_FAIL : bulk_batches(st, b, count, fd, path);
+    rc = fd < 0 ? EXIT_FAIL : bulk_load(st, b, fd, path);
     if (fd >= 0 && close(fd) != 0 && rc == EXIT_OK)
         rc = fail("cannot write %s: %s", path, strerror(errno));
     ka_store_close(st);
-    OPENSSL_cleanse(b->buf, BATCH_KEYS * (KA_API_TOKEN_LEN + 1));
+    OPENSSL_cleanse(b->buf, count * b->linelen);
     free(b->buf);
+    free(b->keys);
     rng_wipe(&b->r);
     if (rc != EXIT_OK)
         return rc;
@@ -179,5 +199,6 @@ int cmd_wk_bulk(cli *c)
         return EXIT_FAIL;
     memcpy(b.conn.ws, b.ws, KA_ID_LEN + 1);
     b.conn.enabled = 1;
+    b.tmpl.created = (uint64_t)time(NULL);
     return run_bulk(c, &b);
 }

@@ -220,12 +220,34 @@ static void populate(void)
     commit(txn);
 }
 
+/* The whole key of a digest: what the request path reads (ka_get_key: the decision's fields
+ * only), completed from its key-ids record (ka_get_key_by_id), which must agree. */
+static int full_key(ka_store_txn *txn, const uint8_t d[KA_DIGEST_LEN], ka_key_rec *r)
+{
+    ka_key_rec byid;
+    int rc = ka_get_key(txn, st, d, r);
+
+    if (rc != KA_OK)
+        return rc;
+    assert_int_equal(r->created, 0);
+    assert_string_equal(r->hint, "");
+    assert_string_equal(r->name, "");
+    assert_int_equal(ka_get_key_by_id(txn, st, r->id, &byid), KA_OK);
+    assert_int_equal(byid.type, r->type);
+    assert_string_equal(byid.id, r->id);
+    assert_string_equal(byid.org, r->org);
+    assert_string_equal(byid.ws, r->ws);
+    assert_string_equal(byid.conn, r->conn);
+    *r = byid;
+    return KA_OK;
+}
+
 static int get_api(ka_store_txn *txn, int n, ka_key_rec *r)
 {
     uint8_t p[KA_PAYLOAD_LEN], d[KA_DIGEST_LEN];
     payload_of(n, p);
     ka_digest_api(st, p, d);
-    return ka_get_key(txn, st, d, r);
+    return full_key(txn, d, r);
 }
 
 static int get_write(ka_store_txn *txn, int n, ka_key_rec *r)
@@ -234,7 +256,7 @@ static int get_write(ka_store_txn *txn, int n, ka_key_rec *r)
     uint8_t d[KA_DIGEST_LEN];
     write_key_of(n, key);
     ka_digest_write(st, key, d);
-    return ka_get_key(txn, st, d, r);
+    return full_key(txn, d, r);
 }
 
 /* ---- listing helper ---- */
@@ -489,25 +511,28 @@ static void test_format_version(void **state)
     ka_store *s = NULL;
 
     (void)state;
-    assert_string_equal(KA_STORE_FORMAT, "krenalis-keys 2");
-    set_format("krenalis-keys 3");
+    assert_string_equal(KA_STORE_FORMAT, "krenalis-keys 3");
+    set_format("krenalis-keys 4");
     for (int ro = 0; ro <= 1; ro++) {
         s = (ka_store *)1;
         assert_int_equal(ka_store_open(dir, NULL, ro, &s, err, sizeof(err)), KA_FAIL);
         assert_null(s);
         snprintf(want, sizeof(want),
-                 "key store %s has format 'krenalis-keys 3'; this build reads 'krenalis-keys 2'",
+                 "key store %s has format 'krenalis-keys 4'; this build reads 'krenalis-keys 3'",
                  dir);
         assert_string_equal(err, want);
     }
-    /* The previous format says how to upgrade it. */
-    set_format("krenalis-keys 1");
-    assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
-    snprintf(want, sizeof(want),
-             "key store %s has format 'krenalis-keys 1'; this build reads 'krenalis-keys 2': "
-             "upgrade it with 'krenalis-keys --store %s upgrade'",
-             dir, dir);
-    assert_string_equal(err, want);
+    /* The previous formats say how to upgrade them, to the module (read-only) and the CLI. */
+    for (int f = 1; f <= 2; f++)
+        for (int ro = 0; ro <= 1; ro++) {
+            set_format(f == 1 ? "krenalis-keys 1" : "krenalis-keys 2");
+            assert_int_equal(ka_store_open(dir, NULL, ro, &s, err, sizeof(err)), KA_FAIL);
+            snprintf(want, sizeof(want),
+                     "key store %s has format 'krenalis-keys %d'; this build reads "
+                     "'krenalis-keys 3': upgrade it with 'krenalis-keys --store %s upgrade'",
+                     dir, f, dir);
+            assert_string_equal(err, want);
+        }
     /* A prefix of the right value is not the right value. */
     set_format("krenalis-keys");
     assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
@@ -1325,44 +1350,255 @@ static void test_mirror_meta(void **state)
     ka_store_abort(txn);
 }
 
-/* A store of format 1: connection records without the flags byte. */
-static void test_upgrade(void **state)
+/* Puts a record into database db with plain LMDB (the store must be closed). */
+static void raw_put(const char *db, const void *key, size_t klen, const void *val, size_t vlen)
 {
-    static const char old_rec[] = WS_A1 ORG_A "old connection";
-    char err[512], want[1024];
     MDB_env *env;
-    MDB_txn *raw;
-    ka_store_txn *txn;
-    MDB_dbi conns;
-    MDB_val k = {KA_ID_LEN, CN_A1}, v = {sizeof(old_rec) - 1, (void *)old_rec};
-    ka_store *s = NULL;
-    ka_entity e;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
 
-    (void)state;
     assert_int_equal(mdb_env_create(&env), 0);
     assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
     assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &raw), 0);
-    assert_int_equal(mdb_dbi_open(raw, "connections", 0, &conns), 0);
-    assert_int_equal(mdb_put(raw, conns, &k, &v, 0), 0);
-    assert_int_equal(mdb_txn_commit(raw), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
-    set_format(KA_STORE_FORMAT_1);
-    assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
-    assert_int_equal(ka_store_upgrade(dir, NULL, err, sizeof(err)), KA_OK);
+}
+
+/* The statistics of database db and the free pages of the environment (plain LMDB). */
+static void raw_stat(const char *db, MDB_stat *ms, size_t *free_pages)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    MDB_val k, v;
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    assert_int_equal(mdb_stat(txn, dbi, ms), 0);
+    /* The free list is database 0: each record a txn ID and a count-prefixed page list. */
+    *free_pages = 0;
+    assert_int_equal(mdb_cursor_open(txn, 0, &cur), 0);
+    while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0)
+        *free_pages += *(const size_t *)v.mv_data;
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+}
+
+/* A key record of a wrong length for its type, or a key-ids record whose hint runs past its
+ * end, is refused (KA_FAIL), never read past. */
+static void test_key_record_layout(void **state)
+{
+    static const struct {
+        const char *rec;
+        size_t len;
+        ka_store_status want;
+    } cases[] = {
+        {"A" K_A ORG_A, 25, KA_OK},
+        {"A" K_A ORG_A WS_A1, 37, KA_OK},
+        {"W" W_1 ORG_A WS_A1 CN_A1, 49, KA_OK},
+        {"A" K_A ORG_A "x", 26, KA_FAIL},
+        {"A" K_A ORG_A, 24, KA_FAIL},
+        {"W" K_A ORG_A, 25, KA_FAIL},
+        {"W" W_1 ORG_A WS_A1, 37, KA_FAIL},
+        {"A" W_1 ORG_A WS_A1 CN_A1, 49, KA_FAIL},
+        {"W" W_1 ORG_A WS_A1 CN_A1 "x", 50, KA_FAIL},
+        {"X" K_A ORG_A, 25, KA_FAIL},
+        {"", 0, KA_FAIL},
+    };
+    uint8_t d[KA_DIGEST_LEN];
+    ka_store_txn *txn;
+    ka_key_rec r;
+
+    (void)state;
+    populate();
+    ka_store_close(st);
+    st = NULL;
+    memset(d, 0xee, sizeof(d));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        raw_put("keys", d, sizeof(d), cases[i].rec, cases[i].len);
+        st = open_store(1);
+        txn = begin(1);
+        assert_int_equal(ka_get_key(txn, st, d, &r), cases[i].want);
+        if (cases[i].want == KA_OK) {
+            assert_int_equal(r.type, cases[i].rec[0] == 'A' ? KA_KEY_API : KA_KEY_WRITE);
+            assert_string_equal(r.org, ORG_A);
+            assert_string_equal(r.ws, cases[i].len >= 37 ? WS_A1 : "");
+            assert_string_equal(r.conn, cases[i].len == 49 ? CN_A1 : "");
+        }
+        ka_store_abort(txn);
+        ka_store_close(st);
+        st = NULL;
+    }
+    /* key-ids: the digest, 8 bytes of time, a hint length past the end. */
+    {
+        uint8_t kid[KA_DIGEST_LEN + 8 + 1 + 4];
+        ka_store_status want[] = {KA_FAIL, KA_OK};
+        raw_put("keys", d, sizeof(d), "W" W_1 ORG_A WS_A1 CN_A1, 49);
+        for (int ok = 0; ok <= 1; ok++) {
+            memset(kid, 0, sizeof(kid));
+            memcpy(kid, d, KA_DIGEST_LEN);
+            kid[KA_DIGEST_LEN + 8] = ok ? 4 : 5;
+            memcpy(kid + KA_DIGEST_LEN + 9, "abcd", 4);
+            raw_put("key-ids", W_1, KA_ID_LEN, kid, sizeof(kid));
+            st = open_store(1);
+            txn = begin(1);
+            assert_int_equal(ka_get_key_by_id(txn, st, W_1, &r), want[ok]);
+            if (ok)
+                assert_string_equal(r.hint, "abcd");
+            /* Too short to hold a digest. */
+            ka_store_abort(txn);
+            ka_store_close(st);
+            st = NULL;
+        }
+        raw_put("key-ids", W_1, KA_ID_LEN, kid, KA_DIGEST_LEN + 8);
+        st = open_store(1);
+        txn = begin(1);
+        assert_int_equal(ka_get_key_by_id(txn, st, W_1, &r), KA_FAIL);
+        ka_store_abort(txn);
+    }
+}
+
+/* ---- stores of formats 1 and 2, written the old way ---- */
+
+#define OLD_MORE 3000 /* API keys beyond the three named ones */
+
+static void api_digest(int i, uint8_t d[KA_DIGEST_LEN], char hint[KA_HINT_MAX + 1])
+{
+    uint8_t p[KA_PAYLOAD_LEN];
+    char body[KA_API_BODY_LEN];
+
+    memset(p, 0xa5, sizeof(p));
+    memcpy(p, &i, sizeof(i));
+    ka_api_body_encode(p, body);
+    ka_hint(body, sizeof(body), hint);
+    ka_digest_api(st, p, d);
+}
+
+static void old_id(int i, char id[KA_ID_LEN + 1])
+{
+    snprintf(id, KA_ID_LEN + 1, "km%010d", i);
+}
+
+/* A format 1 or 2 key record (type, id, org, ws or zeros, conn or zeros, time, hint, name). */
+static void old_key(MDB_txn *t, MDB_dbi keys, MDB_dbi kids, MDB_dbi idx, const uint8_t *d,
+                    char type, const char *id, const char *ws, const char *conn, uint64_t created,
+                    const char *hint, const char *name)
+{
+    uint8_t rec[256], ikey[1 + 2 * KA_ID_LEN];
+    size_t hl = strlen(hint), nl = strlen(name);
+    MDB_val k = {KA_DIGEST_LEN, (void *)d}, v = {57 + 1 + hl + nl, rec}, ik = {KA_ID_LEN, (void *)id};
+    MDB_val iv = {KA_DIGEST_LEN, (void *)d}, xk = {sizeof(ikey), ikey}, xv = {0, ""};
+
+    memset(rec, 0, sizeof(rec));
+    rec[0] = (uint8_t)type;
+    memcpy(rec + 1, id, KA_ID_LEN);
+    memcpy(rec + 13, ORG_A, KA_ID_LEN);
+    if (ws)
+        memcpy(rec + 25, ws, KA_ID_LEN);
+    if (conn)
+        memcpy(rec + 37, conn, KA_ID_LEN);
+    for (int i = 0; i < 8; i++)
+        rec[49 + i] = (uint8_t)(created >> (56 - 8 * i));
+    rec[57] = (uint8_t)hl;
+    memcpy(rec + 58, hint, hl);
+    memcpy(rec + 58 + hl, name, nl);
+    assert_int_equal(mdb_put(t, keys, &k, &v, 0), 0);
+    assert_int_equal(mdb_put(t, kids, &ik, &iv, 0), 0);
+    ikey[0] = type == 'A' ? 'A' : 'W';
+    memcpy(ikey + 1, type == 'A' ? ORG_A : conn, KA_ID_LEN);
+    memcpy(ikey + 1 + KA_ID_LEN, id, KA_ID_LEN);
+    assert_int_equal(mdb_put(t, idx, &xk, &xv, 0), 0);
+}
+
+/* Replaces the store in dir with one of format f written the old way with plain LMDB: ORG_A,
+ * WS_A1, CN_A1 (in it), K_A (payload of api_digest(1)), K_R1 (2, restricted to WS_A1), W_1
+ * (write key 1 of CN_A1), and OLD_MORE more API keys (km..., api_digest(100 + i)). */
+static void write_old_store(int f)
+{
+    static const char *const names[] = {"meta", "organizations", "workspaces", "connections",
+                                        "keys", "key-ids", "index"};
+    MDB_dbi dbi[7];
+    MDB_env *env;
+    MDB_txn *t;
+    MDB_val k, v;
+    uint8_t check[KA_DIGEST_LEN], d[KA_DIGEST_LEN];
+    char path[256], hint[KA_HINT_MAX + 1], id[KA_ID_LEN + 1], key[KA_WRITE_KEY_LEN + 1];
+
     st = open_store(1);
-    txn = begin(1);
-    assert_int_equal(ka_get_conn(txn, st, CN_A1, &e), KA_OK);
-    ka_store_abort(txn);
-    assert_int_equal(e.conn_flags, 0);
-    assert_string_equal(e.ws, WS_A1);
-    assert_string_equal(e.org, ORG_A);
-    assert_string_equal(e.name, "old connection");
-    /* A second upgrade finds the current format, not the old one. */
-    assert_int_equal(ka_store_upgrade(dir, NULL, err, sizeof(err)), KA_FAIL);
-    snprintf(want, sizeof(want),
-             "key store %s has format 'krenalis-keys 2'; this build reads 'krenalis-keys 1'", dir);
-    assert_string_equal(err, want);
+    /* The secret-check record of the store init made (the same secret). */
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    ka_store_close(st);
+    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+    assert_int_equal(mdb_dbi_open(t, "meta", 0, &dbi[0]), 0);
+    k.mv_size = 12;
+    k.mv_data = "secret-check";
+    assert_int_equal(mdb_get(t, dbi[0], &k, &v), 0);
+    memcpy(check, v.mv_data, sizeof(check));
+    mdb_txn_abort(t);
+    mdb_env_close(env);
+    st = open_store(1); /* for the digests */
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+    unlink(path);
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, (size_t)64 << 20), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(mdb_dbi_open(t, names[i], MDB_CREATE, &dbi[i]), 0);
+#define PUT(db, ks, kl, vs, vl)                                                                    \
+    do {                                                                                           \
+        MDB_val pk = {(kl), (void *)(ks)}, pv = {(vl), (void *)(vs)};                              \
+        assert_int_equal(mdb_put(t, dbi[db], &pk, &pv, 0), 0);                                     \
+    } while (0)
+    PUT(0, "format", 6, f == 1 ? KA_STORE_FORMAT_1 : KA_STORE_FORMAT_2, 15);
+    PUT(0, "secret-check", 12, check, sizeof(check));
+    PUT(1, ORG_A, KA_ID_LEN, "\001Acme", 5);
+    PUT(2, WS_A1, KA_ID_LEN, ORG_A "A one", 17);
+    if (f == 1)
+        PUT(3, CN_A1, KA_ID_LEN, WS_A1 ORG_A "c one", 29);
+    else
+        PUT(3, CN_A1, KA_ID_LEN, WS_A1 ORG_A "\002c one", 30);
+    PUT(6, "S" ORG_A WS_A1, 25, "", 0);
+    PUT(6, "C" WS_A1 CN_A1, 25, "", 0);
+#undef PUT
+    api_digest(1, d, hint);
+    old_key(t, dbi[4], dbi[5], dbi[6], d, 'A', K_A, NULL, NULL, 1700000001, hint, "old key 1");
+    api_digest(2, d, hint);
+    old_key(t, dbi[4], dbi[5], dbi[6], d, 'A', K_R1, WS_A1, NULL, 1700000002, hint, "old key 2");
+    write_key_of(1, key);
+    ka_hint(key, KA_WRITE_KEY_LEN, hint);
+    ka_digest_write(st, key, d);
+    old_key(t, dbi[4], dbi[5], dbi[6], d, 'W', W_1, WS_A1, CN_A1, 1800000001, hint, "");
+    for (int i = 0; i < OLD_MORE; i++) {
+        old_id(i, id);
+        api_digest(100 + i, d, hint);
+        old_key(t, dbi[4], dbi[5], dbi[6], d, 'A', id, i % 2 ? WS_A1 : NULL, NULL,
+                1700000100u + (uint64_t)i, hint, i % 3 ? "more" : "");
+    }
+    assert_int_equal(mdb_txn_commit(t), 0);
+    mdb_env_close(env);
+    ka_store_close(st);
+    st = NULL;
+}
+
+static int count_key(const ka_key_rec *k, void *arg)
+{
+    (*(size_t *)arg)++;
+    return 0;
 }
 
 static int count_entity(const ka_entity *e, void *arg)
@@ -1371,50 +1607,408 @@ static int count_entity(const ka_entity *e, void *arg)
     return 0;
 }
 
-/* Many connections: the upgrade rewrites every record once, loses none, repeats none (a cursor
- * put that grew each record skipped and repeated records once the pages split). */
-static void test_upgrade_many(void **state)
+/* A store of format f upgraded: every key still authenticates with the same identity, names,
+ * hints and times survive, listings and cascades work. */
+static void check_upgrade(int f)
 {
-    enum { N = 3000 };
-    char err[512], id[KA_ID_LEN + 1], name[32];
-    MDB_env *env;
-    MDB_txn *raw;
-    MDB_dbi conns;
+    char err[512], want[1024], hint[KA_HINT_MAX + 1], id[KA_ID_LEN + 1];
+    uint8_t d[KA_DIGEST_LEN];
     ka_store_txn *txn;
+    ka_store *s = NULL;
     ka_entity e;
+    ka_key_rec r;
     size_t n = 0;
 
-    (void)state;
-    assert_int_equal(mdb_env_create(&env), 0);
-    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
-    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &raw), 0);
-    assert_int_equal(mdb_dbi_open(raw, "connections", 0, &conns), 0);
-    for (int i = 0; i < N; i++) {
-        char rec[2 * KA_ID_LEN + 32];
-        int nl = snprintf(name, sizeof(name), "conn %d", i);
-        MDB_val k = {KA_ID_LEN, id}, v = {2 * KA_ID_LEN + (size_t)nl, rec};
-        snprintf(id, sizeof(id), "cn%010u", (unsigned)i);
-        memcpy(rec, WS_A1 ORG_A, 2 * KA_ID_LEN);
-        memcpy(rec + 2 * KA_ID_LEN, name, (size_t)nl);
-        assert_int_equal(mdb_put(raw, conns, &k, &v, 0), 0);
-    }
-    assert_int_equal(mdb_txn_commit(raw), 0);
-    mdb_env_close(env);
-    set_format(KA_STORE_FORMAT_1);
+    write_old_store(f);
+    assert_int_equal(ka_store_open(dir, NULL, 1, &s, err, sizeof(err)), KA_FAIL);
+    snprintf(want, sizeof(want),
+             "key store %s has format 'krenalis-keys %d'; this build reads 'krenalis-keys 3': "
+             "upgrade it with 'krenalis-keys --store %s upgrade'",
+             dir, f, dir);
+    assert_string_equal(err, want);
     assert_int_equal(ka_store_upgrade(dir, NULL, err, sizeof(err)), KA_OK);
     st = open_store(1);
     txn = begin(1);
-    assert_int_equal(ka_list_conns(txn, st, NULL, count_entity, &n), KA_OK);
-    assert_int_equal(n, N);
-    for (int i = 0; i < N; i++) {
-        snprintf(id, sizeof(id), "cn%010u", (unsigned)i);
-        snprintf(name, sizeof(name), "conn %d", i);
-        assert_int_equal(ka_get_conn(txn, st, id, &e), KA_OK);
-        assert_int_equal(e.conn_flags, 0);
-        assert_string_equal(e.ws, WS_A1);
-        assert_string_equal(e.name, name);
+    assert_int_equal(ka_get_conn(txn, st, CN_A1, &e), KA_OK);
+    assert_int_equal(e.conn_flags, f == 1 ? 0u : KA_CONN_NO_STRATEGY);
+    assert_string_equal(e.ws, WS_A1);
+    assert_string_equal(e.org, ORG_A);
+    assert_string_equal(e.name, "c one");
+    assert_int_equal(ka_get_ws(txn, st, WS_A1, &e), KA_OK);
+    assert_string_equal(e.name, "A one");
+    assert_int_equal(ka_get_org(txn, st, ORG_A, &e), KA_OK);
+    assert_string_equal(e.name, "Acme");
+    api_digest(1, d, hint);
+    assert_int_equal(full_key(txn, d, &r), KA_OK);
+    assert_string_equal(r.id, K_A);
+    assert_string_equal(r.ws, "");
+    assert_string_equal(r.name, "old key 1");
+    assert_string_equal(r.hint, hint);
+    assert_int_equal(r.created, 1700000001);
+    api_digest(2, d, hint);
+    assert_int_equal(full_key(txn, d, &r), KA_OK);
+    assert_string_equal(r.id, K_R1);
+    assert_string_equal(r.ws, WS_A1);
+    assert_string_equal(r.name, "old key 2");
+    assert_int_equal(get_write(txn, 1, &r), KA_OK);
+    assert_int_equal(r.type, KA_KEY_WRITE);
+    assert_string_equal(r.id, W_1);
+    assert_string_equal(r.conn, CN_A1);
+    assert_string_equal(r.ws, WS_A1);
+    assert_int_equal(r.created, 1800000001);
+    assert_int_equal(strlen(r.hint), 13);
+    for (int i = 0; i < OLD_MORE; i++) {
+        old_id(i, id);
+        api_digest(100 + i, d, hint);
+        assert_int_equal(full_key(txn, d, &r), KA_OK);
+        assert_string_equal(r.id, id);
+        assert_string_equal(r.ws, i % 2 ? WS_A1 : "");
+        assert_string_equal(r.hint, hint);
+        assert_string_equal(r.name, i % 3 ? "more" : "");
+        assert_int_equal(r.created, 1700000100u + (uint64_t)i);
     }
+    assert_int_equal(ka_list_api_keys(txn, st, ORG_A, count_key, &n), KA_OK);
+    assert_int_equal(n, 2 + OLD_MORE);
+    n = 0;
+    assert_int_equal(ka_list_write_keys(txn, st, CN_A1, count_key, &n), KA_OK);
+    assert_int_equal(n, 1);
+    n = 0;
+    assert_int_equal(ka_list_ws(txn, st, ORG_A, count_entity, &n), KA_OK);
+    assert_int_equal(n, 1);
+    n = 0;
+    assert_int_equal(ka_list_conns(txn, st, WS_A1, count_entity, &n), KA_OK);
+    assert_int_equal(n, 1);
+    ka_store_abort(txn);
+    ka_store_close(st);
+    /* The index works: removing the workspace takes its connection, write key and the keys
+     * restricted to it. */
+    st = open_store(0);
+    txn = begin(0);
+    assert_int_equal(ka_del_ws(txn, st, WS_A1), KA_OK);
+    commit(txn);
+    txn = begin(1);
+    n = 0;
+    assert_int_equal(ka_list_api_keys(txn, st, ORG_A, count_key, &n), KA_OK);
+    assert_int_equal(n, 1 + OLD_MORE / 2);
+    assert_int_equal(get_write(txn, 1, &r), KA_NOTFOUND);
+    ka_store_abort(txn);
+    ka_store_close(st);
+    st = NULL;
+    /* A second upgrade finds the current format. */
+    assert_int_equal(ka_store_upgrade(dir, NULL, err, sizeof(err)), KA_FAIL);
+    snprintf(want, sizeof(want), "key store %s has format 'krenalis-keys 3' already", dir);
+    assert_string_equal(err, want);
+}
+
+static void test_upgrade_1(void **state)
+{
+    (void)state;
+    check_upgrade(1);
+}
+
+static void test_upgrade_2(void **state)
+{
+    (void)state;
+    check_upgrade(2);
+}
+
+/* ---- bulk loads and compaction ---- */
+
+static int regen_calls;
+
+static int test_regen(char id[KA_ID_LEN], void *arg)
+{
+    char buf[KA_ID_LEN + 1];
+    snprintf(buf, sizeof(buf), "rg%010d", regen_calls++);
+    memcpy(id, buf, KA_ID_LEN);
+    return 0;
+}
+
+/* n bulk keys numbered from first: API keys (api_digest(first + i)) with IDs bk..., or write
+ * keys (write_key_of) with IDs bw... and connections bc... */
+static ka_bulk_key *bulk_keys(int first, size_t n, int write)
+{
+    ka_bulk_key *keys = calloc(n, sizeof(*keys));
+    char hint[KA_HINT_MAX + 1], buf[KA_ID_LEN + 1], key[KA_WRITE_KEY_LEN + 1];
+
+    assert_non_null(keys);
+    for (size_t i = 0; i < n; i++) {
+        int num = first + (int)i;
+        if (write) {
+            write_key_of(num, key);
+            ka_hint(key, KA_WRITE_KEY_LEN, hint);
+            ka_digest_write(st, key, keys[i].digest);
+            snprintf(buf, sizeof(buf), "bc%010d", num);
+            memcpy(keys[i].conn, buf, KA_ID_LEN);
+        } else
+            api_digest(num, keys[i].digest, hint);
+        snprintf(buf, sizeof(buf), "%s%010d", write ? "bw" : "bk", num);
+        memcpy(keys[i].id, buf, KA_ID_LEN);
+        keys[i].hint_len = (uint8_t)strlen(hint);
+        memcpy(keys[i].hint, hint, keys[i].hint_len);
+    }
+    return keys;
+}
+
+static int bulk(int first, size_t n, const char *ws, int write)
+{
+    char err[512] = "";
+    ka_key_rec tmpl;
+    ka_entity conn;
+    ka_bulk_key *keys = bulk_keys(first, n, write);
+    int rebuilt = -1;
+    ka_store_status rc;
+
+    memset(&tmpl, 0, sizeof(tmpl));
+    memset(&conn, 0, sizeof(conn));
+    tmpl.type = write ? KA_KEY_WRITE : KA_KEY_API;
+    memcpy(tmpl.org, ORG_A, sizeof(tmpl.org));
+    snprintf(tmpl.ws, sizeof(tmpl.ws), "%s", ws ? ws : "");
+    tmpl.created = 1900000000u;
+    snprintf(tmpl.name, sizeof(tmpl.name), "%s", write ? "" : "bulk");
+    memcpy(conn.org, ORG_A, sizeof(conn.org));
+    snprintf(conn.ws, sizeof(conn.ws), "%s", ws ? ws : "");
+    snprintf(conn.name, sizeof(conn.name), "bulk conn");
+    rc = ka_bulk_add(st, &tmpl, &conn, keys, n, test_regen, NULL, &rebuilt, err, sizeof(err));
+    if (rc != KA_OK)
+        fail_msg("ka_bulk_add: %s", err);
+    assert_int_not_equal(rebuilt, -1);
+    free(keys);
+    return rebuilt;
+}
+
+/* Every bulk key numbered first.. first+n-1 reads back whole. */
+static void check_bulk(int first, size_t n, const char *ws, int write)
+{
+    char hint[KA_HINT_MAX + 1], id[KA_ID_LEN + 1], key[KA_WRITE_KEY_LEN + 1];
+    ka_store_txn *txn = begin(1);
+    uint8_t d[KA_DIGEST_LEN];
+    ka_key_rec r;
+    ka_entity e;
+
+    for (size_t i = 0; i < n; i++) {
+        int num = first + (int)i;
+        if (write) {
+            write_key_of(num, key);
+            ka_hint(key, KA_WRITE_KEY_LEN, hint);
+            ka_digest_write(st, key, d);
+        } else
+            api_digest(num, d, hint);
+        assert_int_equal(full_key(txn, d, &r), KA_OK);
+        snprintf(id, sizeof(id), "%s%010d", write ? "bw" : "bk", num);
+        assert_string_equal(r.id, id);
+        assert_int_equal(r.type, write ? KA_KEY_WRITE : KA_KEY_API);
+        assert_string_equal(r.org, ORG_A);
+        assert_string_equal(r.ws, ws ? ws : "");
+        assert_string_equal(r.hint, hint);
+        assert_string_equal(r.name, write ? "" : "bulk");
+        assert_int_equal(r.created, 1900000000u);
+        if (write) {
+            size_t nk = 0;
+            snprintf(id, sizeof(id), "bc%010d", num);
+            assert_string_equal(r.conn, id);
+            assert_int_equal(ka_get_conn(txn, st, id, &e), KA_OK);
+            assert_string_equal(e.ws, ws);
+            assert_string_equal(e.org, ORG_A);
+            assert_string_equal(e.name, "bulk conn");
+            assert_int_equal(ka_list_write_keys(txn, st, id, count_key, &nk), KA_OK);
+            assert_int_equal(nk, 1);
+        }
+    }
+    ka_store_abort(txn);
+}
+
+/* Leaf pages of "keys" holding only unrestricted API keys: at most 10% over the minimum (a
+ * node of 8 + 32 + 25 bytes, rounded to even, and its 2-byte pointer, on 4096 - 16 bytes), and
+ * no free page left in the file. */
+static void check_dense(size_t entries)
+{
+    MDB_stat ms;
+    size_t free_pages, min;
+
+    raw_stat("keys", &ms, &free_pages);
+    assert_int_equal(ms.ms_entries, entries);
+    min = (entries * 68 + (ms.ms_psize - 16) - 1) / (ms.ms_psize - 16);
+    if (ms.ms_leaf_pages * 10 > min * 11)
+        fail_msg("%zu leaf pages for %zu keys: the minimum is %zu", (size_t)ms.ms_leaf_pages,
+                 entries, min);
+    assert_true(free_pages <= 8);
+}
+
+static void test_bulk_empty(void **state)
+{
+    enum { N = 20000 };
+    ka_store_txn *txn;
+    size_t n = 0;
+
+    (void)state;
+    st = open_store(0);
+    txn = begin(0);
+    put_org(txn, ORG_A, 1, "Acme");
+    put_ws(txn, WS_A1, ORG_A, "A one");
+    commit(txn);
+    assert_int_equal(bulk(0, N, NULL, 0), 1); /* an empty store: written dense */
+    check_bulk(0, N, NULL, 0);
+    ka_store_close(st);
+    st = NULL;
+    check_dense(N);
+    st = open_store(0);
+    /* Few keys against many: in place, in key order. */
+    assert_int_equal(bulk(N, 50, WS_A1, 0), 0);
+    assert_int_equal(bulk(0, 40, WS_A1, 1), 0);
+    check_bulk(0, N, NULL, 0);
+    check_bulk(N, 50, WS_A1, 0);
+    check_bulk(0, 40, WS_A1, 1);
+    txn = begin(1);
+    assert_int_equal(ka_list_api_keys(txn, st, ORG_A, count_key, &n), KA_OK);
+    assert_int_equal(n, N + 50);
+    n = 0;
+    assert_int_equal(ka_list_conns(txn, st, WS_A1, count_entity, &n), KA_OK);
+    assert_int_equal(n, 40);
+    ka_store_abort(txn);
+    /* Many against few: rebuilt, with everything that was there. */
+    assert_int_equal(bulk(N + 50, N / 8, NULL, 0), 1);
+    assert_int_equal(bulk(40, N / 8, WS_A1, 1), 1);
+    check_bulk(0, N, NULL, 0);
+    check_bulk(N, 50, WS_A1, 0);
+    check_bulk(N + 50, N / 8, NULL, 0);
+    check_bulk(0, 40 + N / 8, WS_A1, 1);
+    txn = begin(1);
+    n = 0;
+    assert_int_equal(ka_list_api_keys(txn, st, ORG_A, count_key, &n), KA_OK);
+    assert_int_equal(n, N + 50 + N / 8);
+    n = 0;
+    assert_int_equal(ka_list_conns(txn, st, WS_A1, count_entity, &n), KA_OK);
+    assert_int_equal(n, 40 + N / 8);
+    ka_store_abort(txn);
+}
+
+/* Into the fixture: its keys, names and hints survive a rebuild; taken IDs are drawn again; an
+ * unknown organization adds nothing. */
+static void test_bulk_nonempty(void **state)
+{
+    char err[512];
+    ka_key_rec tmpl, r;
+    ka_entity conn;
+    ka_bulk_key *keys;
+    ka_store_txn *txn;
+    int rebuilt;
+    size_t n = 0;
+
+    (void)state;
+    populate();
+    keys = bulk_keys(1000, 100, 0);
+    memcpy(keys[7].id, K_R2, KA_ID_LEN);   /* taken in the store */
+    memcpy(keys[9].id, keys[8].id, KA_ID_LEN); /* twice in the load */
+    memset(&tmpl, 0, sizeof(tmpl));
+    memset(&conn, 0, sizeof(conn));
+    tmpl.type = KA_KEY_API;
+    memcpy(tmpl.org, ORG_X, sizeof(tmpl.org));
+    assert_int_equal(ka_bulk_add(st, &tmpl, &conn, keys, 100, test_regen, NULL, &rebuilt, err,
+                                 sizeof(err)),
+                     KA_NOTFOUND);
+    memcpy(tmpl.org, ORG_A, sizeof(tmpl.org));
+    regen_calls = 0;
+    assert_int_equal(ka_bulk_add(st, &tmpl, &conn, keys, 100, test_regen, NULL, &rebuilt, err,
+                                 sizeof(err)),
+                     KA_OK);
+    assert_int_equal(rebuilt, 1);
+    assert_int_equal(regen_calls, 2);
+    free(keys);
+    txn = begin(1);
+    assert_int_equal(get_api(txn, 3, &r), KA_OK);
+    assert_string_equal(r.id, K_R2);
+    assert_string_equal(r.name, "api key 3");
+    assert_int_equal(get_write(txn, 4, &r), KA_OK);
+    assert_string_equal(r.id, W_4);
+    assert_int_equal(r.created, 1800000004u);
+    assert_int_equal(ka_list_api_keys(txn, st, ORG_A, count_key, &n), KA_OK);
+    assert_int_equal(n, 3 + 100);
+    n = 0;
+    assert_int_equal(ka_list_api_keys(txn, st, NULL, count_key, &n), KA_OK);
+    assert_int_equal(n, 4 + 100);
+    ka_store_abort(txn);
+}
+
+/* A store filled in random order and thinned out is rewritten dense, with the same content;
+ * a writer that had it open writes to the new one. */
+static void test_compact(void **state)
+{
+    enum { N = 8000 };
+    char err[512];
+    uint8_t d[KA_DIGEST_LEN];
+    ka_store_txn *txn;
+    ka_store *other = NULL;
+    ka_entity e;
+    ka_key_rec r;
+    size_t free_pages, n = 0;
+    MDB_stat before, after;
+
+    (void)state;
+    populate();
+    txn = begin(0);
+    for (int i = 0; i < N; i++) {
+        char id[KA_ID_LEN + 1], hint[KA_HINT_MAX + 1];
+        memset(&r, 0, sizeof(r));
+        r.type = KA_KEY_API;
+        old_id(i, r.id);
+        memcpy(r.org, ORG_B, sizeof(r.org));
+        api_digest(5000 + i, d, hint);
+        snprintf(r.hint, sizeof(r.hint), "%s", hint);
+        snprintf(r.name, sizeof(r.name), "c%d", i);
+        assert_int_equal(ka_put_key(txn, st, d, &r), KA_OK);
+        (void)id;
+    }
+    commit(txn);
+    txn = begin(0);
+    for (int i = 0; i < N; i += 2) {
+        char id[KA_ID_LEN + 1];
+        old_id(i, id);
+        assert_int_equal(ka_del_key(txn, st, id), KA_OK);
+    }
+    commit(txn);
+    ka_store_close(st);
+    st = NULL;
+    raw_stat("keys", &before, &free_pages);
+    st = open_store(0);
+    other = open_store(0);
+    assert_int_equal(ka_store_compact(st, err, sizeof(err)), KA_OK);
+    ka_store_close(st);
+    st = NULL;
+    raw_stat("keys", &after, &free_pages);
+    assert_int_equal(after.ms_entries, before.ms_entries);
+    assert_true(after.ms_leaf_pages * 10 < before.ms_leaf_pages * 8);
+    assert_true(free_pages <= 8);
+    /* The other handle's next write goes to the new store. */
+    {
+        ka_store *keep = st;
+        st = other;
+        txn = begin(0);
+        put_org(txn, ORG_X, 1, "after");
+        commit(txn);
+        st = keep;
+    }
+    ka_store_close(other);
+    st = open_store(1);
+    txn = begin(1);
+    assert_int_equal(ka_get_org(txn, st, ORG_X, &e), KA_OK);
+    assert_string_equal(e.name, "after");
+    for (int i = 0; i < N; i++) {
+        char hint[KA_HINT_MAX + 1], name[16];
+        api_digest(5000 + i, d, hint);
+        if (i % 2 == 0) {
+            assert_int_equal(ka_get_key(txn, st, d, &r), KA_NOTFOUND);
+            continue;
+        }
+        assert_int_equal(full_key(txn, d, &r), KA_OK);
+        snprintf(name, sizeof(name), "c%d", i);
+        assert_string_equal(r.name, name);
+        assert_string_equal(r.hint, hint);
+    }
+    assert_int_equal(ka_list_api_keys(txn, st, ORG_B, count_key, &n), KA_OK);
+    assert_int_equal(n, 1 + N / 2);
+    assert_int_equal(get_api(txn, 2, &r), KA_OK);
+    assert_string_equal(r.name, "api key 2");
     ka_store_abort(txn);
 }
 
@@ -1448,8 +2042,12 @@ int run_keystore_tests(void)
         T(test_lookup_lazy_begin),
         T(test_conn_flags),
         T(test_mirror_meta),
-        T(test_upgrade),
-        T(test_upgrade_many),
+        T(test_key_record_layout),
+        T(test_upgrade_1),
+        T(test_upgrade_2),
+        T(test_bulk_empty),
+        T(test_bulk_nonempty),
+        T(test_compact),
     };
 #undef T
     return cmocka_run_group_tests_name("keystore", tests, NULL, NULL);

@@ -132,6 +132,8 @@ static int get_write(const char *key, ka_key_rec *r)
 
     ka_digest_write(st, key, d);
     rc = ka_get_key(t, st, d, r);
+    if (rc == KA_OK) /* name, hint and time are in the key-ids record */
+        rc = ka_get_key_by_id(t, st, r->id, r);
     ka_store_abort(t);
     return rc;
 }
@@ -140,6 +142,8 @@ static int get_api(const uint8_t digest[KA_DIGEST_LEN], ka_key_rec *r)
 {
     ka_store_txn *t = rd();
     int rc = ka_get_key(t, st, digest, r);
+    if (rc == KA_OK) /* name, hint and time are in the key-ids record */
+        rc = ka_get_key_by_id(t, st, r->id, r);
     ka_store_abort(t);
     return rc;
 }
