@@ -116,6 +116,7 @@ int cmd_wk_delete(cli *c);
 int cmd_wk_bulk(cli *c);
 int cmd_orgs_key(cli *c);
 int cmd_check(cli *c);
+int cmd_compact(cli *c);
 
 /* ---- output (output.c) ---- */
 

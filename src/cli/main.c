@@ -77,6 +77,7 @@ static const command COMMANDS[] = {
      BIT(OPT_WS) | BIT(OPT_COUNT) | BIT(OPT_TOKENS), 0, 0,
      "write-key bulk-create --workspace WS [--name NAME] --count N --tokens FILE"},
     {"organizations-key", "generate", cmd_orgs_key, 0, 0, 0, 0, "organizations-key generate"},
+    {"compact", NULL, cmd_compact, 0, 0, 0, 0, "compact"},
     {"check", NULL, cmd_check,
      BIT(OPT_METHOD) | BIT(OPT_PATH) | BIT(OPT_WS) | BIT(OPT_BODY) | BIT(OPT_ENDPOINT) |
          BIT(OPT_WS_POLICY),

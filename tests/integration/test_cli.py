@@ -3,8 +3,9 @@ listings, the create commands' output, name checks, usage errors."""
 import json
 import os
 import tempfile
+import time
 
-from harness import Failure, check, eq, test
+from harness import Failure, assert_identity, backend, check, eq, identity, test
 
 S = {}  # the store and its entities, made by fixture()
 
@@ -166,3 +167,60 @@ def _(h):
     rc, out, err = keys(h, "write-key", "delete", "--connection", conn["id"], only[0]["id"])
     eq(rc, 1, "deleting a connection's last write key")
     check("is the last event write key of connection %s" % conn["id"] in err, "message %r" % err)
+
+
+def served_keys_work(h, what, keys):
+    """Each (token, key ID, organization, workspace) of keys authenticates through Apache."""
+    for tok, kid, org, ws in keys:
+        r = h.req("cgi", "GET", "/v1/items", [("Authorization", "Bearer " + tok)])
+        try:
+            assert_identity(backend(r, "cgi"), identity("api", kid, org, ws))
+        except Failure as e:
+            raise Failure("%s: key %s: %s" % (what, kid, e))
+
+
+@test("cli.bulk-create of many keys against few rebuilds the store Apache serves; compact too; "
+      "keys made before and after authenticate")
+def _(h):
+    f = h.f
+    data = h.store / "data.mdb"
+    org = h.new_org()
+    ws = h.new_ws(org)
+    before_id, before = h.new_api_key(org)
+    old = os.stat(data)
+    tokens = h.root / "bulk-rebuild.tokens"
+    doc = h.cli("api-key", "bulk-create", "--organization", org, "--workspace", ws, "--name",
+                "bulk", "--count", 400, "--tokens", tokens)
+    eq(doc, {"created": 400, "tokens": str(tokens)}, "bulk-create output")
+    new = tokens.read_text().split("\n")
+    eq((len(new), new[-1]), (401, ""), "one token a line")
+    new = [h.secret(t) for t in new[:-1]]
+    st = os.stat(data)
+    check(st.st_ino != old.st_ino, "400 keys against a few were not a rebuild (same data.mdb)")
+    eq((st.st_uid, st.st_gid, st.st_mode), (old.st_uid, old.st_gid, old.st_mode),
+       "the rebuilt data.mdb's owner and mode")
+    check(not os.path.exists(str(h.store) + ".rebuild-new"), "the old store was left behind")
+    time.sleep(1.2)  # a child checks its data.mdb once a second
+    listed = {k["hint"]: k for k in h.cli("api-key", "list", "--organization", org)["keys"]}
+    eq(len(listed), 401, "keys listed")
+    sample = [(t, listed[t[4:8] + "..." + t[-6:]]["id"], org, ws) for t in new[:5] + new[-5:]]
+    check(all(listed[t[4:8] + "..." + t[-6:]]["name"] == "bulk" for t in new), "names")
+    old_keys = [(f["k1"], f["k1_id"], f["org1"], None), (f["k1r"], f["k1r_id"], f["org1"],
+                                                         f["ws1a"]), (before, before_id, org, None)]
+    served_keys_work(h, "after the rebuild", old_keys + sample)
+    # a few more: in place, the same file
+    small = h.root / "bulk-small.tokens"
+    h.cli("api-key", "bulk-create", "--organization", org, "--count", 1, "--tokens", small)
+    one = h.secret(small.read_text().strip())
+    eq(os.stat(data).st_ino, st.st_ino, "1 key against 400: in place")
+    kid = [k["id"] for k in h.cli("api-key", "list", "--organization", org)["keys"]
+           if k["hint"] == one[4:8] + "..." + one[-6:]]
+    served_keys_work(h, "in place", [(one, kid[0], org, None)])
+    doc = h.cli("compact")
+    eq(sorted(doc), ["bytesAfter", "bytesBefore", "store"], "compact output")
+    check(os.stat(data).st_ino != st.st_ino, "compact did not rewrite data.mdb")
+    time.sleep(1.2)
+    served_keys_work(h, "after compact", old_keys + sample + [(one, kid[0], org, None)])
+    eq(len(h.cli("api-key", "list", "--organization", org)["keys"]), 402, "keys after compact")
+    rc, out, err = h.cli("compact", "extra", ok=False)
+    eq(rc, 2, "compact takes no argument")

@@ -873,13 +873,6 @@ def _(ctx):
 # krenalis-keys killed mid-import
 
 
-def count_lines(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read().count(b"\n")
-    except OSError:
-        return 0
-
 
 def auth_all(srv, tokens, threads=6):
     """How many of tokens do not authenticate (keep-alive clients in parallel)."""
@@ -909,7 +902,7 @@ def auth_all(srv, tokens, threads=6):
     return bad[0]
 
 
-def kill_import(ctx, s, count, kill_after_lines, label, srv):
+def kill_import(ctx, s, count, kill_after, label, srv):
     h = ctx.h
     tokens = h.root / ("%s.tokens" % label)
     ctx.token_files = getattr(ctx, "token_files", []) + [tokens]
@@ -919,12 +912,9 @@ def kill_import(ctx, s, count, kill_after_lines, label, srv):
                           str(tokens)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          start_new_session=True)
     try:
-        if kill_after_lines:
-            wait_until(lambda: count_lines(tokens) >= kill_after_lines or p.poll() is not None,
-                       120, 0.01)
-            time.sleep(random.uniform(0.05, 0.4))  # somewhere inside the next batch
-        else:
-            time.sleep(0.1)  # inside the first batch (or before it began)
+        # bulk-create adds all its keys in one step (a transaction, or a rebuilt store swapped
+        # in), then writes the tokens: killed before that step, it added none
+        time.sleep(kill_after)
     finally:
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
@@ -942,7 +932,8 @@ def kill_import(ctx, s, count, kill_after_lines, label, srv):
     complete = [ln.decode() for ln in lines[:-1]]
     hints = {k["hint"] for k in lst}
     missing = [t for t in complete if (t[4:8] + "..." + t[-6:]) not in hints]
-    check(listed % 100000 == 0, "%s: %d keys listed, not whole batches of 100000" % (label, listed))
+    check(listed in (0, count), "%s: %d keys listed, neither none nor all %d" % (
+        label, listed, count))
     check(len(complete) <= listed, "%s: %d tokens in the file, %d keys listed" % (
         label, len(complete), listed))
     check(not missing, "%s: %d tokens of the file are not in the store" % (label, len(missing)))
@@ -965,7 +956,7 @@ def kill_import(ctx, s, count, kill_after_lines, label, srv):
                                                                          len(sample))}
 
 
-@rtest("faults.krenalis-keys SIGKILLed mid bulk-create: whole batches, every token works",
+@rtest("faults.krenalis-keys SIGKILLed mid bulk-create: all or nothing, every token works",
        short_mpms=("prefork",))
 def _(ctx):
     s = new_store(ctx, "st-bulkkill")
@@ -973,10 +964,11 @@ def _(ctx):
     cur = LogCursor(srv.error_log)
     load = LightLoad(srv, [s["k"], s["k2"]], threads=2)
     try:
-        r0 = kill_import(ctx, s, 200000, 0, "kill in batch 1", srv)
+        r0 = kill_import(ctx, s, 200000, 0.1, "kill early", srv)
         count = 1000000 if ctx.soak else 500000
-        r1 = kill_import(ctx, s, count, 100000, "kill in batch 2+", srv)
-        r2 = kill_import(ctx, s, count, 200000, "kill in batch 3+", srv) if ctx.soak else None
+        r1 = kill_import(ctx, s, count, random.uniform(0.5, 1.5), "kill later", srv)
+        r2 = (kill_import(ctx, s, count, random.uniform(1.5, 3), "kill later still", srv)
+              if ctx.soak else None)
     finally:
         counts = load.finish()
     log = cur.read()
