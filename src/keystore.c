@@ -40,8 +40,8 @@ struct ka_store {
 #define REC_ORG (REC_ID + KA_ID_LEN)
 #define REC_WS (REC_ORG + KA_ID_LEN)
 #define REC_CONN (REC_WS + KA_ID_LEN)
-#define REC_LEN_API REC_WS                 /* 25 */
-#define REC_LEN_API_WS (REC_WS + KA_ID_LEN) /* 37 */
+#define REC_LEN_API REC_WS                   /* 25 */
+#define REC_LEN_API_WS (REC_WS + KA_ID_LEN)  /* 37 */
 #define REC_LEN_WRITE (REC_CONN + KA_ID_LEN) /* 49 */
 
 /* Offsets in a key-ids record (key ID -> the rest of the key). */
@@ -249,8 +249,9 @@ static ka_store_status check_format(ka_store *st, int old, char *err, size_t err
                      "'krenalis-keys --store %s upgrade'",
                      st->dir, (int)v.mv_size, (const char *)v.mv_data, KA_STORE_FORMAT, st->dir);
         else if (rc == 0 && old)
-            snprintf(err, errlen, "key store %s has format '%.*s'; this build upgrades '%s' and '%s'",
-                     st->dir, (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data,
+            snprintf(err, errlen,
+                     "key store %s has format '%.*s'; this build upgrades '%s' and '%s'", st->dir,
+                     (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data,
                      KA_STORE_FORMAT_1, KA_STORE_FORMAT_2);
         else if (rc == 0)
             snprintf(err, errlen, "key store %s has format '%.*s'; this build reads '%s'", st->dir,
@@ -734,8 +735,7 @@ static ka_store_status decode_kid(const MDB_val *v, ka_key_rec *rec)
     if (v->mv_size < KID_HINT)
         return KA_FAIL;
     hl = p[KID_HINTLEN];
-    if (hl > KA_HINT_MAX || KID_HINT + hl > v->mv_size ||
-        v->mv_size - KID_HINT - hl > KA_NAME_MAX)
+    if (hl > KA_HINT_MAX || KID_HINT + hl > v->mv_size || v->mv_size - KID_HINT - hl > KA_NAME_MAX)
         return KA_FAIL;
     rec->created = 0;
     for (int i = 0; i < 8; i++)
@@ -1333,14 +1333,14 @@ ka_store_status ka_store_refuse_mirror(ka_store *st, char *err, size_t errlen)
  * are full and none is free. The source is read through the old store's write transaction,
  * which keeps every other writer out until the new store is in place. */
 
-#define REBUILD_TXN 1000000  /* records per write transaction of a rebuild */
-#define REBUILD_DIV 64       /* ka_bulk_add rebuilds when it adds >= 1/64 of the keys held */
+#define REBUILD_TXN 1000000 /* records per write transaction of a rebuild */
+#define REBUILD_DIV 64      /* ka_bulk_add rebuilds when it adds >= 1/64 of the keys held */
 #define REBUILD_SUFFIX ".rebuild-new"
-#define BULK_KEY_BYTES 600   /* generous store space one bulk key takes, all databases */
+#define BULK_KEY_BYTES 600 /* generous store space one bulk key takes, all databases */
 
 enum { DB_META, DB_ORGS, DB_WSS, DB_CONNS, DB_KEYS, DB_KIDS, DB_CHILDREN, DB_N };
 static const char *const db_names[DB_N] = {"meta", "organizations", "workspaces", "connections",
-                                           "keys", "key-ids", "children"};
+                                           "keys", "key-ids",       "children"};
 
 /* New records of a bulk load, in the orders of their databases. */
 typedef struct {
@@ -1364,7 +1364,7 @@ typedef struct {
     size_t in_txn;
     uint8_t last_idx[IDX_KEY_LEN];
     int have_idx;
-    int rc;         /* the first LMDB error */
+    int rc;          /* the first LMDB error */
     const char *why; /* or what else went wrong */
 } rebuild;
 
@@ -1760,8 +1760,7 @@ static ka_store_status rebuild_store(ka_store *st, MDB_txn *src, const bulk_set 
         return KA_FAIL;
     }
     mdb_env_info(st->env, &info);
-    want = 2 * (((size_t)info.me_last_pgno + 1) * st->psize + nnew * BULK_KEY_BYTES) +
-           ROOM_SLACK;
+    want = 2 * (((size_t)info.me_last_pgno + 1) * st->psize + nnew * BULK_KEY_BYTES) + ROOM_SLACK;
     while (map < want)
         map *= 2;
     rc = mdb_env_create(&rb.env);
@@ -1988,7 +1987,8 @@ ka_store_status ka_bulk_add(ka_store *st, const ka_key_rec *tmpl, const ka_entit
         if ((sr = ka_get_org(txn, st, tmpl->org, &e)) != KA_OK ||
             (tmpl->ws[0] && (sr = ka_get_ws(txn, st, tmpl->ws, &e)) != KA_OK)) {
             ka_store_abort(txn);
-            snprintf(err, errlen, "%s %s does not exist", tmpl->ws[0] ? "workspace" : "organization",
+            snprintf(err, errlen, "%s %s does not exist",
+                     tmpl->ws[0] ? "workspace" : "organization",
                      tmpl->ws[0] ? tmpl->ws : tmpl->org);
             rc = sr == KA_NOTFOUND ? KA_NOTFOUND : KA_FAIL;
             goto out;
@@ -2038,8 +2038,8 @@ ka_store_status ka_bulk_add(ka_store *st, const ka_key_rec *tmpl, const ka_entit
                 grow = 1;
                 continue;
             }
-            why = mrc == MDB_KEYEXIST ? "a new key ID or digest is taken already"
-                                      : mdb_strerror(mrc);
+            why =
+                mrc == MDB_KEYEXIST ? "a new key ID or digest is taken already" : mdb_strerror(mrc);
             break;
         }
         sr = ka_store_commit(txn, err, errlen);

@@ -18,7 +18,7 @@ typedef struct {
     ka_key_rec tmpl;      /* scope, name, creation time (write keys: of the connections') */
     ka_entity conn;       /* connections: workspace, organization, name */
     rng r;
-    size_t n;        /* keys */
+    size_t n;          /* keys */
     ka_bulk_key *keys; /* their records */
     char *buf;         /* their token lines, in the order of keys */
     size_t linelen;    /* bytes of one line */

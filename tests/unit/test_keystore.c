@@ -1495,7 +1495,8 @@ static void old_key(MDB_txn *t, MDB_dbi keys, MDB_dbi kids, MDB_dbi idx, const u
 {
     uint8_t rec[256], ikey[1 + 2 * KA_ID_LEN];
     size_t hl = strlen(hint), nl = strlen(name);
-    MDB_val k = {KA_DIGEST_LEN, (void *)d}, v = {57 + 1 + hl + nl, rec}, ik = {KA_ID_LEN, (void *)id};
+    MDB_val k = {KA_DIGEST_LEN, (void *)d}, v = {57 + 1 + hl + nl, rec},
+            ik = {KA_ID_LEN, (void *)id};
     MDB_val iv = {KA_DIGEST_LEN, (void *)d}, xk = {sizeof(ikey), ikey}, xv = {0, ""};
 
     memset(rec, 0, sizeof(rec));
@@ -1525,7 +1526,7 @@ static void old_key(MDB_txn *t, MDB_dbi keys, MDB_dbi kids, MDB_dbi idx, const u
 static void write_old_store(int f)
 {
     static const char *const names[] = {"meta", "organizations", "workspaces", "connections",
-                                        "keys", "key-ids", "index"};
+                                        "keys", "key-ids",       "index"};
     MDB_dbi dbi[7];
     MDB_env *env;
     MDB_txn *t;
@@ -1898,20 +1899,20 @@ static void test_bulk_nonempty(void **state)
     (void)state;
     populate();
     keys = bulk_keys(1000, 100, 0);
-    memcpy(keys[7].id, K_R2, KA_ID_LEN);   /* taken in the store */
+    memcpy(keys[7].id, K_R2, KA_ID_LEN);       /* taken in the store */
     memcpy(keys[9].id, keys[8].id, KA_ID_LEN); /* twice in the load */
     memset(&tmpl, 0, sizeof(tmpl));
     memset(&conn, 0, sizeof(conn));
     tmpl.type = KA_KEY_API;
     memcpy(tmpl.org, ORG_X, sizeof(tmpl.org));
-    assert_int_equal(ka_bulk_add(st, &tmpl, &conn, keys, 100, test_regen, NULL, &rebuilt, err,
-                                 sizeof(err)),
-                     KA_NOTFOUND);
+    assert_int_equal(
+        ka_bulk_add(st, &tmpl, &conn, keys, 100, test_regen, NULL, &rebuilt, err, sizeof(err)),
+        KA_NOTFOUND);
     memcpy(tmpl.org, ORG_A, sizeof(tmpl.org));
     regen_calls = 0;
-    assert_int_equal(ka_bulk_add(st, &tmpl, &conn, keys, 100, test_regen, NULL, &rebuilt, err,
-                                 sizeof(err)),
-                     KA_OK);
+    assert_int_equal(
+        ka_bulk_add(st, &tmpl, &conn, keys, 100, test_regen, NULL, &rebuilt, err, sizeof(err)),
+        KA_OK);
     assert_int_equal(rebuilt, 1);
     assert_int_equal(regen_calls, 2);
     free(keys);
