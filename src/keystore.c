@@ -51,9 +51,7 @@ struct ka_store {
 #define KID_HINT (KID_HINTLEN + 1)
 
 /* Offsets in a format 1 and 2 key record (read by ka_store_upgrade only). */
-#define OLD_CREATED (REC_CONN + KA_ID_LEN)
-#define OLD_HINTLEN (OLD_CREATED + 8)
-#define OLD_HINT (OLD_HINTLEN + 1)
+#define OLD_CREATED (REC_CONN + KA_ID_LEN) /* then a hint length, the hint, the name */
 
 /* Index entries ("children"): key a tag byte and an ID, values the IDs under it (sorted
  * duplicates of 12 bytes). Formats 1 and 2 kept tag+ID+ID as the key of "index". */
@@ -726,24 +724,31 @@ static ka_store_status decode_key(const MDB_val *v, ka_key_rec *rec)
     return KA_OK;
 }
 
-/* Fills created, hint and name from a key-ids record; KA_FAIL if it is not one. */
-static ka_store_status decode_kid(const MDB_val *v, ka_key_rec *rec)
+/* Fills created, hint and name from the tail of a record that holds them at offset at: 8 bytes
+ * of time, a hint length, the hint, the name to the end (key-ids; formats 1 and 2's key
+ * record). KA_FAIL if they do not fit the record. */
+static ka_store_status decode_tail(const uint8_t *p, size_t size, size_t at, ka_key_rec *rec)
 {
-    const uint8_t *p = v->mv_data;
-    size_t hl;
+    size_t hint = at + 9, hl;
 
-    if (v->mv_size < KID_HINT)
+    if (size < hint)
         return KA_FAIL;
-    hl = p[KID_HINTLEN];
-    if (hl > KA_HINT_MAX || KID_HINT + hl > v->mv_size || v->mv_size - KID_HINT - hl > KA_NAME_MAX)
+    hl = p[at + 8];
+    if (hl > KA_HINT_MAX || hint + hl > size || size - hint - hl > KA_NAME_MAX)
         return KA_FAIL;
     rec->created = 0;
     for (int i = 0; i < 8; i++)
-        rec->created = rec->created << 8 | p[KID_CREATED + i];
-    memcpy(rec->hint, p + KID_HINT, hl);
+        rec->created = rec->created << 8 | p[at + i];
+    memcpy(rec->hint, p + hint, hl);
     rec->hint[hl] = '\0';
-    copy_name(rec->name, p + KID_HINT + hl, v->mv_size - KID_HINT - hl);
+    copy_name(rec->name, p + hint + hl, size - hint - hl);
     return KA_OK;
+}
+
+/* Fills created, hint and name from a key-ids record; KA_FAIL if it is not one. */
+static ka_store_status decode_kid(const MDB_val *v, ka_key_rec *rec)
+{
+    return decode_tail(v->mv_data, v->mv_size, KID_CREATED, rec);
 }
 
 /* Encodes the two records of a key: the key record (returns its length) and, when kid is not
@@ -1506,24 +1511,15 @@ static int conv_conn(rebuild *rb, MDB_val *k, MDB_val *v, uint8_t *buf)
 static int old_key(const MDB_val *v, ka_key_rec *rec)
 {
     const uint8_t *p = v->mv_data;
-    size_t hl;
 
-    if (v->mv_size < OLD_HINT || (p[REC_TYPE] != 'A' && p[REC_TYPE] != 'W'))
-        return -1;
-    hl = p[OLD_HINTLEN];
-    if (hl > KA_HINT_MAX || OLD_HINT + hl > v->mv_size)
+    if (v->mv_size < OLD_CREATED || (p[REC_TYPE] != 'A' && p[REC_TYPE] != 'W') ||
+        decode_tail(p, v->mv_size, OLD_CREATED, rec) != KA_OK)
         return -1;
     rec->type = p[REC_TYPE] == 'A' ? KA_KEY_API : KA_KEY_WRITE;
     copy_id(rec->id, p + REC_ID);
     copy_id(rec->org, p + REC_ORG);
     copy_opt_id(rec->ws, p + REC_WS);
     copy_opt_id(rec->conn, p + REC_CONN);
-    rec->created = 0;
-    for (int i = 0; i < 8; i++)
-        rec->created = rec->created << 8 | p[OLD_CREATED + i];
-    memcpy(rec->hint, p + OLD_HINT, hl);
-    rec->hint[hl] = '\0';
-    copy_name(rec->name, p + OLD_HINT + hl, v->mv_size - OLD_HINT - hl);
     return rec->type == KA_KEY_WRITE && (rec->ws[0] == '\0' || rec->conn[0] == '\0') ? -1 : 0;
 }
 

@@ -1,10 +1,11 @@
 /* The temporary directories of the unit tests that need a real key store (tmpdir.h). */
 #include "tmpdir.h"
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
+#include <unistd.h>
+
+#include "keystore.h"
 
 int ka_test_tmpdir(char *root, size_t size, const char *tag)
 {
@@ -15,15 +16,8 @@ int ka_test_tmpdir(char *root, size_t size, const char *tag)
     return mkdtemp(root) == NULL ? -1 : 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 int ka_test_rmtree(const char *root)
 {
-    return nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    ka_dir_remove(root);
+    return access(root, F_OK) == 0 ? -1 : 0;
 }
