@@ -589,18 +589,32 @@ def _(ctx):
 # the map grown by an import while serving (MDB_MAP_RESIZED)
 
 
-def small_map_store(ctx, name, mapsize=1 << 20):
-    """A store whose recorded map size is small: the readers map only that much, so the next
-    write that grows the data past it makes them see MDB_MAP_RESIZED."""
+def small_map_store(ctx, name, prefill=25600):
+    """A store whose recorded map size is barely more than its data: the readers map only that
+    much, so the next write that grows the data past it makes them see MDB_MAP_RESIZED. It
+    holds prefill bulk-created keys, so that a bulk-create of fewer than 1/64 of them adds its
+    keys in place (a larger one rebuilds the store: a new file, which children reopen)."""
     h = ctx.h
     s = new_store(ctx, name + "-src")
+    if prefill:
+        keys_cmd(h, "api-key", "bulk-create", "--organization", s["org"], "--count", prefill,
+                 "--tokens", h.root / (name + ".prefill"), store=s["store"])
+        ctx.token_files = getattr(ctx, "token_files", []) + [h.root / (name + ".prefill")]
     dump = subprocess.run(["mdb_dump", "-a", str(s["store"])], stdout=subprocess.PIPE,
                           check=True, timeout=60).stdout
+    # loaded once with room to spare to learn its size, then with a map 1/4 above that
+    probe = h.root / (name + "-probe")
+    probe.mkdir()
+    subprocess.run(["mdb_load", "-f", "/dev/stdin", str(probe)], check=True, timeout=60,
+                   input=re.sub(rb"mapsize=\d+", b"mapsize=%d" % (256 << 20), dump),
+                   stderr=subprocess.DEVNULL)  # 0.9.24 warns about db_pagesize lines
+    mapsize = ((probe / "data.mdb").stat().st_size * 5 // 4 // 4096 + 1) * 4096
+    shutil.rmtree(probe)
     dump = re.sub(rb"mapsize=\d+", b"mapsize=%d" % mapsize, dump)
     d = h.root / name
     d.mkdir()
     subprocess.run(["mdb_load", "-f", "/dev/stdin", str(d)], input=dump, check=True, timeout=60,
-                   stderr=subprocess.DEVNULL)  # 0.9.24 warns about db_pagesize lines
+                   stderr=subprocess.DEVNULL)
     shutil.copy(s["store"] / "secret", d / "secret")
     os.chmod(d / "secret", 0o600)
     chown_store(d)
@@ -662,7 +676,7 @@ def map_growth(ctx, s, srv, count, label):
         raise
     took = time.time() - t0
     ctx.token_files = getattr(ctx, "token_files", []) + [tokens]
-    time.sleep(0.5)
+    time.sleep(1.2)  # a rebuilt store (a large import) is reopened within a second
     counts = load.finish()
     toks = tokens.read_text().split()
     sample = toks[:3] + toks[-3:] + random.sample(toks, min(200, len(toks)))
@@ -692,7 +706,7 @@ def map_growth(ctx, s, srv, count, label):
 def _(ctx):
     s = small_map_store(ctx, "st-smallmap")
     srv = fault_server(ctx, "smallmap", s["store"])
-    map_growth(ctx, s, srv, 30000, "1 MiB map")
+    map_growth(ctx, s, srv, 399, "map a quarter above the data")  # in place: < 25602 / 64
     srv.stop()
 
 
