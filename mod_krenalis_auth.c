@@ -249,9 +249,9 @@ static const command_rec ka_cmds[] = {
                  "Off removes Authorization before the backend sees it"),
     AP_INIT_TAKE1("KrenalisAuthMaxBodySize", set_max_body, NULL, OR_AUTHCFG,
                   "Largest ingestion body the module reads, in bytes"),
-    /* A FLAG: httpd itself refuses any word but On and Off, naming the directive. */
+    /* Not in .htaccess: what the metrics count is the operator's choice, not a site's. */
     AP_INIT_FLAG("KrenalisAuthMetrics", ap_set_flag_slot, (void *)APR_OFFSETOF(ka_dir_cfg, metrics),
-                 OR_AUTHCFG,
+                 RSRC_CONF | ACCESS_CONF,
                  "Off: requests here are left out of the metrics (KRENALIS_REFUSAL is still "
                  "set)"),
     {NULL}};
