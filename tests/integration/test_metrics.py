@@ -695,7 +695,9 @@ def counted(d):
 
 def check_refusals_logged(srv, name, sent):
     """Every marker's access-log line (the LogFormat of docs/operations.md) ends with its
-    refusal reason, or refusal=- when it was accepted."""
+    refusal reason, or refusal=- when it was accepted. Waits for the lines: mod_log_config
+    writes them after the module's log_transaction has counted (or not), so a scrape after
+    this sees every count these requests made."""
     log = wait_log(srv, srv.h.root / "logs" / ("%s-auth-access.log" % name),
                    {m: "switch" for m in sent})
     for m, reason in sent.items():
@@ -712,28 +714,28 @@ def _(h):
         s0 = scrape(srv)
         sent, _ = switch_traffic(h, srv, "off", "/v1/nometrics/", "/v1/nometrics/deny/",
                                  "/v1/nometrics/ingest/")
+        # The refusals still carry their reason to the access log.
+        check_refusals_logged(srv, name, sent)
+        check(sum(1 for r in sent.values() if r) == 4, "the Off traffic has 4 refusals")
         s1 = scrape(srv)
         # Nothing moved: no request, refusal, decision time or memo hit of the Off place.
         eq(deltas(s1, s0), {}, "the metrics' change after %d requests under "
            "KrenalisAuthMetrics Off" % len(sent))
-        # The refusals still carry their reason to the access log.
-        check_refusals_logged(srv, name, sent)
-        check(sum(1 for r in sent.values() if r) == 4, "the Off traffic has 4 refusals")
 
         # The default (no KrenalisAuthMetrics): everything counted.
         sent, want = switch_traffic(h, srv, "default", "/v1/m/", "/v1/authz/type-other/",
                                     "/v1/events")
+        check_refusals_logged(srv, name, sent)
         s2 = scrape(srv)
         eq(counted(deltas(s2, s1)), want, "the metrics' change after the default place's "
            "requests")
-        check_refusals_logged(srv, name, sent)
         # On inside an Off place: the innermost setting wins.
         sent, want = switch_traffic(h, srv, "on", "/v1/nometrics/on/",
                                     "/v1/nometrics/on/deny/", "/v1/nometrics/on/ingest/")
+        check_refusals_logged(srv, name, sent)
         s3 = scrape(srv)
         eq(counted(deltas(s3, s2)), want, "the metrics' change after the requests under "
            "KrenalisAuthMetrics On inside an Off place")
-        check_refusals_logged(srv, name, sent)
     finally:
         srv.stop()
 
@@ -747,14 +749,14 @@ def _(h):
     try:
         s0 = scrape(srv)
         sent, _ = switch_traffic(h, srv, "off", "/v1/m/", "/v1/authz/type-other/", "/v1/events")
+        check_refusals_logged(srv, name, sent)
         s1 = scrape(srv)
         eq(deltas(s1, s0), {}, "the metrics' change after requests under the server's "
            "KrenalisAuthMetrics Off")
-        check_refusals_logged(srv, name, sent)
         sent, want = switch_traffic(h, srv, "on", "/v1/on/", "/v1/on/deny/", "/v1/on/ingest/")
+        check_refusals_logged(srv, name, sent)
         s2 = scrape(srv)
         eq(counted(deltas(s2, s1)), want, "the metrics' change after the requests of a "
            "KrenalisAuthMetrics On place")
-        check_refusals_logged(srv, name, sent)
     finally:
         srv.stop()
