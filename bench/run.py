@@ -368,9 +368,22 @@ VHOST = """\
     # Every path is the same 3-byte file. GET serves it; POST too, after core's default handler
     # has read and discarded the request body (ap_discard_request_body).
     AliasMatch "^/" "{root}/htdocs/ping.txt"
+    # KrenalisAuthMetrics On is the default: said here so that /v1/ and /nm/ (below) differ in
+    # its value only. httpd makes a module's config for a section only where one of its
+    # directives is, and merges it on every request there (~160 instructions, about what the
+    # metrics cost): without this line /nm/ alone would pay that merge.
     <Location /v1/>
         AuthType Krenalis
         Require valid-user
+        KrenalisAuthMetrics On
+    </Location>
+    # The module without its metrics (the cases *-nometrics): /v1/ with Off, a sibling place (one
+    # inside /v1/ would cost a section merge more) with a path as long as /v1/'s (the route
+    # table, the regexes and the location walk read the path).
+    <Location /nm/>
+        AuthType Krenalis
+        Require valid-user
+        KrenalisAuthMetrics Off
     </Location>
     # The floor (bench/floor.c): AuthType, Require and a constant-key compare, nothing else.
     <Location /floor/>
@@ -546,7 +559,8 @@ class Pair:
 
 
 class Case:
-    def __init__(self, name, desc, port, reqs, expect, group="get", expect_body=None):
+    def __init__(self, name, desc, port, reqs, expect, group="get", expect_body=None,
+                 pair_only=False):
         self.name = name
         self.desc = desc
         self.port = port
@@ -554,6 +568,7 @@ class Case:
         self.expect = expect      # HTTP status every response must have
         self.expect_body = expect_body
         self.group = group        # "get" or "post": which open case is its baseline
+        self.pair_only = pair_only  # measured in its paired runs only (no runs of its own)
         self.file = None
         self.rounds = []          # wrk results (dicts), one per round
 
@@ -910,6 +925,15 @@ class Bench:
                           get("/v1/ping.txt", s.sample("api", 1, rng), h=srv.hosts[s.size]), 200))
         C.append(Case("api-spread", "valid unrestricted API keys, %d different keys in turn, "
                       "%s store" % (n, prim.name), port, get("/v1/ping.txt", api), 200))
+        # The same two without the metrics (KrenalisAuthMetrics Off, /nm/): what counting costs.
+        # Measured against "api" and "api-spread" in paired runs only: runs of their own would
+        # say nothing those two do not, and would take the pairs' time.
+        C.append(Case("api-nometrics", "\"api\" where KrenalisAuthMetrics is Off (the same one "
+                      "key)", port, get("/nm/ping.txt", [self.floor_key]), 200,
+                      pair_only=True))
+        C.append(Case("api-spread-nometrics", "\"api-spread\" where KrenalisAuthMetrics is Off "
+                      "(the same %d keys in turn)" % n, port, get("/nm/ping.txt", api), 200,
+                      pair_only=True))
         for s in self.stores:
             if s is prim:
                 continue
@@ -984,7 +1008,11 @@ class Bench:
                 ("api", "floor", "valid API key (one key, the connection memo answers), %s "
                  "store, against the floor" % prim.name),
                 ("api-spread", "floor", "every request the next of %d valid keys (memo "
-                 "misses), %s store, against the floor" % (self.args.rotate, prim.name))]
+                 "misses), %s store, against the floor" % (self.args.rotate, prim.name)),
+                ("api", "api-nometrics", "the module with its metrics against the same where "
+                 "KrenalisAuthMetrics is Off: one valid key (memo), %s store" % prim.name),
+                ("api-spread", "api-spread-nometrics", "the same for %d valid keys in turn "
+                 "(memo misses), %s store" % (self.args.rotate, prim.name))]
         for s in self.stores:
             if s.size < prim.size:
                 want.append(("api-spread-%s" % s.name, "floor", "the same on the %s store, "
@@ -1039,13 +1067,14 @@ class Bench:
                 self.h2.smoke()
             if not http:
                 return
-            log("warm-up: %d cases x %ss" % (len(self.cases), self.args.warmup))
-            for c in self.cases:
+            own = [c for c in self.cases if not c.pair_only]
+            log("warm-up: %d cases x %ss" % (len(own), self.args.warmup))
+            for c in own:
                 wrk(self, c, self.args.warmup)
             done = 0
             round_time = None
             while done < self.args.rounds:
-                est = round_time or ((len(self.cases) * (self.args.duration + 0.5)
+                est = round_time or ((len(own) * (self.args.duration + 0.5)
                                       if done < self.args.case_rounds else 0) +
                                      len(self.pairs) * (self.args.pair_duration + 0.5) +
                                      (6 * self.args.h2_slice / 1000 + 1 if self.h2 else 0))
@@ -1056,7 +1085,7 @@ class Bench:
                 # stays next to its neighbours (api right after or right before open: the
                 # machine drifts less between neighbours), and the drift over a round, which
                 # favours early cases in one direction, favours late ones in the other.
-                order = list(range(len(self.cases)))
+                order = [i for i, c in enumerate(self.cases) if not c.pair_only]
                 if done % 2:
                     order.reverse()
                 # The cases' own runs (informative: the targets are decided in the paired runs)
@@ -1369,9 +1398,10 @@ class Bench:
                  "in the first %d rounds also `wrk -t%d -c%d -d%ss` of each case alone, in the "
                  "order below in odd rounds and reversed in even ones (after a %ss warm-up of "
                  "each). httpd %s event MPM, 2 children x %d threads, keep-alive without a "
-                 "request limit, no access log; %s%s. `api`, `floor` and `api-10k` send one "
-                 "valid key; every other case rotates through %d different credentials (%d for "
-                 "the 2 KiB bodies)." %
+                 "request limit, no access log; %s%s. `api`, `api-nometrics`, `floor` and "
+                 "`api-10k` send one valid key; every other case rotates through %d different "
+                 "credentials (%d for the 2 KiB bodies). The `*-nometrics` cases run in their "
+                 "paired runs only." %
                  (a.rounds, a.pair_duration, a.threads, a.connections, a.slice,
                   a.h2_connections, a.h2_streams, a.h2_slice, min(a.case_rounds, a.rounds),
                   a.threads, a.connections, a.duration, a.warmup,
@@ -1594,7 +1624,8 @@ class Bench:
         L.append("| case | " + " | ".join("round %d" % (i + 1) for i in range(cr)) + " |")
         L.append("|---|" + "---:|" * cr)
         for c in self.cases:
-            L.append("| %s | %s |" % (c.name, " | ".join("%.0f" % r["rps"] for r in c.rounds)))
+            if c.rounds:
+                L.append("| %s | %s |" % (c.name, " | ".join("%.0f" % r["rps"] for r in c.rounds)))
         L.append("")
         if self.pairs:
             L.append("Paired runs, per-round ratio B / A:")
@@ -1614,8 +1645,9 @@ class Bench:
         L.append("| case | " + " | ".join("round %d" % (i + 1) for i in range(cr)) + " |")
         L.append("|---|" + "---:|" * cr)
         for c in self.cases:
-            L.append("| %s | %s |" % (c.name, " | ".join("%.3f" % x for x in
-                                                          self.ratios(c, open_get))))
+            if c.rounds:
+                L.append("| %s | %s |" % (c.name, " | ".join("%.3f" % x for x in
+                                                              self.ratios(c, open_get))))
         L.append("")
         return "\n".join(L)
 
@@ -1667,6 +1699,10 @@ class Bench:
                       prim.name, 0.99)
         paired_target("api-spread", "floor", "%d valid keys in turn (memo misses), %s store, "
                       "/ the floor" % (a.rotate, prim.name), 0.98)
+        paired_target("api", "api-nometrics", "metrics on / off (KrenalisAuthMetrics Off), one "
+                      "valid key (memo), %s store" % prim.name, 0.99)
+        paired_target("api-spread", "api-spread-nometrics", "metrics on / off, %d valid keys "
+                      "in turn (memo misses), %s store" % (a.rotate, prim.name), 0.99)
         for s in self.stores:
             if s.size < prim.size:
                 paired_target("api-spread-%s" % s.name, "floor", "the same, %s store, / the "
@@ -1781,8 +1817,8 @@ def main():
     ap.add_argument("--guard", type=int, default=5,
                     help="ms at the start of each slice of a paired run not counted (responses "
                          "to the other case's requests still arrive)")
-    ap.add_argument("--case-rounds", type=int, default=3,
-                    help="rounds in which every case also runs alone (default 3; the targets "
+    ap.add_argument("--case-rounds", type=int, default=2,
+                    help="rounds in which every case also runs alone (default 2; the targets "
                          "are decided in the paired runs of all --rounds rounds)")
     ap.add_argument("--pin", dest="pin", action="store_true", default=True,
                     help="httpd on the first CPU, wrk and h2load on the second (default)")
@@ -1826,7 +1862,7 @@ def main():
                          "hypervisor's steal) used more than this share of the CPUs in some "
                          "case is run again (default 0.10)")
     ap.add_argument("--time-budget", type=float, default=None,
-                    help="seconds the whole run may take (default 570, with --large 3600): "
+                    help="seconds the whole run may take (default 540, with --large 3600): "
                          "the time left after the planned work is spent waiting for other "
                          "processes to leave the CPUs and running noisy rounds again")
     ap.add_argument("--nice", type=int, default=0,
