@@ -24,7 +24,7 @@ CSTD := -std=gnu11 -D_GNU_SOURCE
 CFLAGS ?= -O2 -g
 # The library: everything but the Apache glue and the command line, compiled once into a static
 # PIC archive that the module, krenalis-keys, the unit tests, the fuzzers and the bench link.
-LIB_SRC := src/token.c src/crypto.c src/keystore.c src/decide.c src/json.c src/cors.c src/body.c \
+LIB_SRC := src/token.c src/crypto.c src/keystore.c src/keycache.c src/decide.c src/json.c src/cors.c src/body.c \
            src/mapguard.c src/names.c src/mirror_apply.c src/kms.c src/metrics.c
 LIB_HDR := $(wildcard src/*.h)
 LIB := $(BUILD)/libkrenalis.a
@@ -117,7 +117,7 @@ UNIT_HDR := $(wildcard tests/unit/*.h) $(wildcard tests/common/*.h)
 
 $(BUILD)/unit_tests: $(UNIT_SRC) $(UNIT_HDR) tests/unit/main.c $(LIB) $(LIB_HDR) | $(BUILD)
 	$(CC) $(CSTD) $(WARN) $(CFLAGS) -Isrc -Itests/common -o $@ tests/unit/main.c $(UNIT_SRC) \
-	  $(LIB) $(LIBS) -ljson-c -lcmocka
+	  $(LIB) $(LIBS) -ljson-c -lcmocka -lpthread
 
 unit: deps
 	@$(MAKE) --no-print-directory $(BUILD)/unit_tests ct-check

@@ -39,6 +39,7 @@ static void *create_srv_cfg(apr_pool_t *p, server_rec *s)
     ka_srv_cfg *c = apr_pcalloc(p, sizeof(ka_srv_cfg));
 
     c->max_stale = KA_UNSET;
+    c->cache_entries = KA_UNSET;
     return c;
 }
 
@@ -47,7 +48,8 @@ static void *create_srv_cfg(apr_pool_t *p, server_rec *s)
  * server's. One that names a store of its own reads its own KrenalisAuthKeyStoreSecret, or
  * DIR/secret of that store, never the main server's file (a secret belongs to one store).
  * KrenalisAuthOrganizationsKeyEnv is main-server only (GLOBAL_ONLY): one key per installation.
- * KrenalisAuthMaxStaleness: a virtual host's own setting, else the main server's. */
+ * KrenalisAuthMaxStaleness: a virtual host's own setting, else the main server's.
+ * KrenalisAuthLookupCache is main-server only: one size for every store's table. */
 static void *merge_srv_cfg(apr_pool_t *p, void *basev, void *addv)
 {
     ka_srv_cfg *base = basev, *add = addv, *c = apr_pcalloc(p, sizeof(*c));
@@ -57,6 +59,7 @@ static void *merge_srv_cfg(apr_pool_t *p, void *basev, void *addv)
                                     : (add->secret_path ? add->secret_path : base->secret_path);
     c->orgs_env = base->orgs_env;
     c->max_stale = add->max_stale != KA_UNSET ? add->max_stale : base->max_stale;
+    c->cache_entries = base->cache_entries;
     return c;
 }
 
@@ -166,6 +169,37 @@ static const char *set_max_stale(cmd_parms *cmd, void *dummy, const char *arg)
     return NULL;
 }
 
+static const char *set_lookup_cache(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    ka_srv_cfg *c = ap_get_module_config(cmd->server->module_config, &krenalis_auth_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char *end;
+    long v;
+
+    if (err)
+        return err;
+    if (strcasecmp(arg, "off") == 0) {
+        c->cache_entries = 0;
+        return NULL;
+    }
+    errno = 0;
+    v = strtol(arg, &end, 10);
+    if (errno || end == arg || *end || v < KA_KC_MIN_ENTRIES || v > (long)KA_KC_MAX_ENTRIES)
+        return apr_psprintf(cmd->pool,
+                            "KrenalisAuthLookupCache: expected off or a number of entries from "
+                            "%d to %u",
+                            KA_KC_MIN_ENTRIES, KA_KC_MAX_ENTRIES);
+    c->cache_entries = (int)v;
+    return NULL;
+}
+
+/* The entries of the look-up cache of each store: the main server's setting. */
+unsigned ka_cfg_cache_entries(server_rec *s)
+{
+    ka_srv_cfg *c = ap_get_module_config(s->module_config, &krenalis_auth_module);
+    return c->cache_entries == KA_UNSET ? KA_KC_DEFAULT_ENTRIES : (unsigned)c->cache_entries;
+}
+
 static const char *set_endpoint(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ka_dir_cfg *c = dconf;
@@ -235,6 +269,9 @@ static const command_rec ka_cmds[] = {
     AP_INIT_TAKE1("KrenalisAuthMaxStaleness", set_max_stale, NULL, RSRC_CONF,
                   "off, or the seconds after which a mirrored store not confirmed current "
                   "answers 503"),
+    AP_INIT_TAKE1("KrenalisAuthLookupCache", set_lookup_cache, NULL, RSRC_CONF,
+                  "off, or the entries of each key store's look-up cache, shared by the children "
+                  "(default 65536)"),
     AP_INIT_TAKE1("KrenalisAuthEndpoint", set_endpoint, NULL, OR_AUTHCFG,
                   "auto, api, ingestion, settings or organizations"),
     AP_INIT_TAKE1("KrenalisAuthWorkspace", set_workspace, NULL, OR_AUTHCFG,
@@ -338,7 +375,8 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
         c->proc = proc;
         if (c->store_dir == NULL)
             continue;
-        c->handle = ka_handle_for(pconf, byname, proc, c->store_dir, ka_cfg_secret_path(pconf, c));
+        c->handle = ka_handle_for(pconf, byname, proc, c->store_dir, ka_cfg_secret_path(pconf, c),
+                                  ka_cfg_cache_entries(s), s);
         if (c->handle == NULL) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, v,
                          KA_LOGNO(00004) "KrenalisAuthKeyStoreSecret: cannot read the secret of %s",

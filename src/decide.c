@@ -742,6 +742,24 @@ static ka_store_status lk_txn(ka_store_lookup_ctx *c)
         c->txn = NULL;
         return KA_FAIL;
     }
+    /* A commit since attach: answers taken from the cache are of an older snapshot. */
+    if (c->attached && c->hits > 0 && ka_store_txn_id(c->txn) != c->snap.txnid)
+        c->mixed = 1;
+    return KA_OK;
+}
+
+/* The store (for its HMAC key) and, with a cache, the snapshot it answers for. */
+static ka_store_status lk_attach(ka_store_lookup_ctx *c)
+{
+    if (c->st != NULL)
+        return KA_OK;
+    if (c->cache == NULL || c->attach == NULL)
+        return lk_txn(c);
+    if (c->attach(c->begin_arg, &c->st, &c->snap) != KA_OK) {
+        c->st = NULL;
+        return KA_FAIL;
+    }
+    c->attached = 1;
     return KA_OK;
 }
 
@@ -753,15 +771,78 @@ static ka_store_status lk_read(ka_store_lookup_ctx *c, ka_store_status rc)
     return rc;
 }
 
+/* The cache's answer for the attached snapshot, when it has one. */
+static int lk_cached(ka_store_lookup_ctx *c, ka_kc_kind kind, const void *key, ka_kc_val *v)
+{
+    if (!c->attached || c->mixed || !ka_keycache_get(c->cache, &c->snap, kind, key, v))
+        return 0;
+    c->hits++;
+    return 1;
+}
+
+/* Keeps what the transaction found, for the snapshot it read. */
+static void lk_keep(ka_store_lookup_ctx *c, ka_kc_kind kind, const void *key, const ka_kc_val *v)
+{
+    ka_kc_snap snap;
+
+    if (!c->attached || c->txn == NULL)
+        return;
+    snap = c->snap;
+    snap.txnid = ka_store_txn_id(c->txn);
+    ka_keycache_put(c->cache, &snap, kind, key, v);
+}
+
+static void id_put(char dst[KA_ID_LEN], const char *src)
+{
+    memset(dst, 0, KA_ID_LEN);
+    memcpy(dst, src, strnlen(src, KA_ID_LEN));
+}
+
+static void id_get(char dst[KA_ID_LEN + 1], const char src[KA_ID_LEN])
+{
+    memcpy(dst, src, KA_ID_LEN);
+    dst[KA_ID_LEN] = '\0';
+}
+
+static ka_store_status lk_key(ka_store_lookup_ctx *c, const uint8_t digest[KA_DIGEST_LEN],
+                              ka_key_rec *rec)
+{
+    ka_kc_val v;
+    ka_store_status rc;
+
+    if (lk_cached(c, KA_KC_KEY, digest, &v)) {
+        memset(rec, 0, sizeof(*rec));
+        rec->type = (ka_key_type)v.type;
+        id_get(rec->id, v.id);
+        id_get(rec->org, v.org);
+        id_get(rec->ws, v.ws);
+        id_get(rec->conn, v.conn);
+        return KA_OK;
+    }
+    if (lk_txn(c) != KA_OK)
+        return KA_FAIL;
+    rc = lk_read(c, ka_get_key(c->txn, c->st, digest, rec));
+    if (rc == KA_OK && c->attached) {
+        memset(&v, 0, sizeof(v));
+        v.type = (uint8_t)rec->type;
+        id_put(v.id, rec->id);
+        id_put(v.org, rec->org);
+        id_put(v.ws, rec->ws);
+        id_put(v.conn, rec->conn);
+        lk_keep(c, KA_KC_KEY, digest, &v);
+    }
+    return rc;
+}
+
 static ka_store_status lk_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LEN], ka_key_rec *rec)
 {
     ka_store_lookup_ctx *c = ctx;
     uint8_t digest[KA_DIGEST_LEN];
 
-    if (lk_txn(c) != KA_OK)
+    if (lk_attach(c) != KA_OK)
         return KA_FAIL;
     ka_digest_api(c->st, payload, digest);
-    return lk_read(c, ka_get_key(c->txn, c->st, digest, rec));
+    return lk_key(c, digest, rec);
 }
 
 static ka_store_status lk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec)
@@ -769,34 +850,60 @@ static ka_store_status lk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN],
     ka_store_lookup_ctx *c = ctx;
     uint8_t digest[KA_DIGEST_LEN];
 
-    if (lk_txn(c) != KA_OK)
+    if (lk_attach(c) != KA_OK)
         return KA_FAIL;
     ka_digest_write(c->st, key, digest);
-    return lk_read(c, ka_get_key(c->txn, c->st, digest, rec));
+    return lk_key(c, digest, rec);
+}
+
+typedef ka_store_status (*entity_get)(ka_store_txn *, const ka_store *, const char *, ka_entity *);
+
+/* An organization, workspace or connection by ID, from the cache or the transaction. */
+static ka_store_status lk_entity(ka_store_lookup_ctx *c, ka_kc_kind kind, entity_get get,
+                                 const char *id, ka_entity *e)
+{
+    ka_kc_val v;
+    ka_store_status rc;
+
+    if (lk_attach(c) != KA_OK)
+        return KA_FAIL;
+    if (lk_cached(c, kind, id, &v)) {
+        memset(e, 0, sizeof(*e));
+        id_get(e->id, v.id);
+        id_get(e->org, v.org);
+        id_get(e->ws, v.ws);
+        e->enabled = v.enabled;
+        e->conn_flags = v.flags;
+        return KA_OK;
+    }
+    if (lk_txn(c) != KA_OK)
+        return KA_FAIL;
+    rc = lk_read(c, get(c->txn, c->st, id, e));
+    if (rc == KA_OK && c->attached) {
+        memset(&v, 0, sizeof(v));
+        id_put(v.id, e->id);
+        id_put(v.org, e->org);
+        id_put(v.ws, e->ws);
+        v.enabled = (uint8_t)(e->enabled != 0);
+        v.flags = (uint8_t)e->conn_flags;
+        lk_keep(c, kind, id, &v);
+    }
+    return rc;
 }
 
 static ka_store_status lk_org(void *ctx, const char *id, ka_entity *e)
 {
-    ka_store_lookup_ctx *c = ctx;
-    if (lk_txn(c) != KA_OK)
-        return KA_FAIL;
-    return lk_read(c, ka_get_org(c->txn, c->st, id, e));
+    return lk_entity(ctx, KA_KC_ORG, ka_get_org, id, e);
 }
 
 static ka_store_status lk_ws(void *ctx, const char *id, ka_entity *e)
 {
-    ka_store_lookup_ctx *c = ctx;
-    if (lk_txn(c) != KA_OK)
-        return KA_FAIL;
-    return lk_read(c, ka_get_ws(c->txn, c->st, id, e));
+    return lk_entity(ctx, KA_KC_WS, ka_get_ws, id, e);
 }
 
 static ka_store_status lk_conn(void *ctx, const char *id, ka_entity *e)
 {
-    ka_store_lookup_ctx *c = ctx;
-    if (lk_txn(c) != KA_OK)
-        return KA_FAIL;
-    return lk_read(c, ka_get_conn(c->txn, c->st, id, e));
+    return lk_entity(ctx, KA_KC_CONN, ka_get_conn, id, e);
 }
 
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk)
@@ -807,4 +914,22 @@ void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk)
     lk->org = lk_org;
     lk->ws = lk_ws;
     lk->conn = lk_conn;
+}
+
+ka_verdict ka_decide_store(const ka_request *req, ka_store_lookup_ctx *ctx, ka_decision *dec)
+{
+    ka_lookup lk;
+    ka_verdict v;
+
+    ka_store_lookup(ctx, &lk);
+    v = ka_decide(req, &lk, dec);
+    if (ctx->mixed) {
+        /* The store committed between the cache's answers and the transaction: decide again
+         * on the transaction's snapshot alone. */
+        ctx->cache = NULL;
+        ctx->attached = 0;
+        ctx->mixed = 0;
+        v = ka_decide(req, &lk, dec);
+    }
+    return v;
 }

@@ -6,6 +6,7 @@
 
 #include "json.h"
 #include "ka.h"
+#include "keycache.h"
 #include "keystore.h"
 #include "metrics.h"
 
@@ -103,16 +104,31 @@ int ka_memo_key_match(const ka_memo_key *k, const ka_request *req);
 /* The look-ups over a store and a read transaction. When txn is NULL the first look-up calls
  * begin to open the store and the transaction, so a decision that reads nothing (a malformed
  * token, the organizations key) never touches LMDB. The transaction is kept here only: its
- * owner ends it through txn. */
+ * owner ends it through txn.
+ *
+ * With a look-up cache (keycache.h), the first look-up calls attach instead, which gives the
+ * store and the snapshot it would read without a transaction; look-ups the cache answers for
+ * that snapshot read nothing, the others begin the transaction and keep what they find. */
 typedef struct {
     const ka_store *st;
     ka_store_txn *txn;
     /* KA_OK (st and txn set) or KA_FAIL */
     ka_store_status (*begin)(void *arg, const ka_store **st, ka_store_txn **txn);
     void *begin_arg;
-    int read_failed; /* set when a look-up inside an open transaction failed */
+    int read_failed;    /* set when a look-up inside an open transaction failed */
+    ka_keycache *cache; /* NULL: no cache (attach is not called) */
+    /* KA_OK (st and snap set) or KA_FAIL; begin is called after it, with the same arg */
+    ka_store_status (*attach)(void *arg, const ka_store **st, ka_kc_snap *snap);
+    ka_kc_snap snap; /* attached: the snapshot the cache answers for */
+    int attached;
+    int hits;  /* look-ups the cache answered */
+    int mixed; /* the transaction began on a newer snapshot than answers already taken from the
+                  cache: decide again without the cache, so that one snapshot decides */
 } ka_store_lookup_ctx;
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk);
+/* ka_decide over ctx's look-ups; decided again without the cache when the transaction began on
+ * a newer snapshot than the cache's answers (ctx->mixed), so one snapshot decides. */
+ka_verdict ka_decide_store(const ka_request *req, ka_store_lookup_ctx *ctx, ka_decision *dec);
 
 /* The 400 of a credential (workspace: the Krenalis-Workspace header) sent more than once, in
  * the words of the route's endpoint (SPEC §6.1, §6.2): for a copy that arrives after the

@@ -64,6 +64,7 @@ typedef struct {
     const char *secret_path; /* KrenalisAuthKeyStoreSecret; see ka_cfg_secret_path */
     const char *orgs_env;    /* main server only; see ka_cfg_orgs_env */
     int max_stale;           /* KrenalisAuthMaxStaleness seconds, 0 off, KA_UNSET unset (off) */
+    int cache_entries;       /* KrenalisAuthLookupCache (main server), 0 off, KA_UNSET default */
     ka_handle *handle;       /* the store's, after post_config (NULL: no store) */
     ka_proc *proc;
 } ka_srv_cfg;
@@ -115,6 +116,8 @@ static inline int ka_cfg_metrics(const ka_dir_cfg *dc)
     return dc->metrics == KA_UNSET ? 1 : dc->metrics;
 }
 
+/* The entries of each store's look-up cache, 0 for none (the main server's setting). */
+unsigned ka_cfg_cache_entries(server_rec *s);
 /* The environment variable of the organizations key (the main server's setting). */
 const char *ka_cfg_orgs_env(server_rec *s);
 /* The store secret of a server with a store: its own, else DIR/secret. */
@@ -157,10 +160,13 @@ ka_handle *ka_handle_make(apr_pool_t *p, const char *dir, const char *secret_pat
                           apr_size_t errlen);
 /* The handles of a configuration load: proc->handles, secrets wiped with pconf. */
 void ka_handles_init(apr_pool_t *pconf, ka_proc *proc);
-/* The handle of a server's store, one per directory and secret (byname: ptemp's index).
- * NULL when the secret cannot be read. */
+/* The handle of a server's store, one per directory and secret (byname: ptemp's index), with
+ * a look-up cache of cache_entries (0: none). NULL when the secret cannot be read. */
 ka_handle *ka_handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *proc, const char *dir,
-                         const char *secret_path);
+                         const char *secret_path, unsigned cache_entries, server_rec *s);
+/* Gives h a look-up cache of entries in memory every child will share (made before the fork,
+ * freed with p). APR_SUCCESS, or why not (h then has none). */
+apr_status_t ka_handle_cache_make(ka_handle *h, apr_pool_t *p, unsigned entries);
 /* child_init: the SIGBUS guard, then each handle's locks and environment; closed with
  * pchild. */
 void ka_handles_child_init(apr_pool_t *pchild, server_rec *s, ka_proc *proc);

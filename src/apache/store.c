@@ -6,6 +6,8 @@
  * file to measure exactly that. LMDB itself stays behind keystore.h. */
 #include "ka_private.h"
 
+#include "apr_general.h"
+#include "apr_shm.h"
 #include "apr_thread_mutex.h"
 #include "apr_thread_rwlock.h"
 
@@ -36,6 +38,7 @@ struct ka_handle {
     int failing;                   /* the last open failed (logged once, not per request) */
     unsigned long opens;           /* how many times st was opened: a memo names the one */
     ka_metrics *metrics;           /* counts reopens, faults and memo hits */
+    ka_keycache *cache;            /* the look-up cache every child shares; NULL: none */
     apr_thread_mutex_t *pool_lock; /* guards the idle transactions below */
     ka_store_txn **idle;           /* reset read transactions: renewing one keeps its */
     int nidle;                     /* reader slot, so no reader-table lock per request */
@@ -89,8 +92,29 @@ void ka_handles_init(apr_pool_t *pconf, ka_proc *proc)
     apr_pool_cleanup_register(pconf, proc, wipe_handles, apr_pool_cleanup_null);
 }
 
+apr_status_t ka_handle_cache_make(ka_handle *h, apr_pool_t *p, unsigned entries)
+{
+    apr_size_t bytes = ka_keycache_bytes(entries) + 64;
+    apr_shm_t *shm;
+    uint64_t seed;
+    uintptr_t base;
+    apr_status_t rv;
+
+    h->cache = NULL;
+    if (entries == 0)
+        return APR_SUCCESS;
+    if ((rv = apr_generate_random_bytes((unsigned char *)&seed, sizeof(seed))) != APR_SUCCESS)
+        return rv;
+    /* Anonymous: inherited by the children, gone with the last of them. */
+    if ((rv = apr_shm_create(&shm, bytes, NULL, p)) != APR_SUCCESS)
+        return rv;
+    base = ((uintptr_t)apr_shm_baseaddr_get(shm) + 63) & ~(uintptr_t)63;
+    h->cache = ka_keycache_init((void *)base, entries, seed);
+    return APR_SUCCESS;
+}
+
 ka_handle *ka_handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *proc, const char *dir,
-                         const char *secret_path)
+                         const char *secret_path, unsigned cache_entries, server_rec *s)
 {
     char err[512];
     const char *key = apr_pstrcat(pconf, dir, "\n", secret_path, NULL);
@@ -101,6 +125,11 @@ ka_handle *ka_handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *proc, c
     if ((h = ka_handle_make(pconf, dir, secret_path, err, sizeof(err))) == NULL)
         return NULL;
     h->metrics = proc->metrics;
+    if (ka_handle_cache_make(h, pconf, cache_entries) != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     KA_LOGNO(00030) "KrenalisAuthLookupCache: no shared memory for the look-up "
+                                     "cache of %s: every look-up reads the store",
+                     dir);
     apr_hash_set(byname, key, APR_HASH_KEY_STRING, h);
     *(ka_handle **)apr_array_push(proc->handles) = h;
     return h;
@@ -428,14 +457,13 @@ static void txn_unlock(ka_txn *t)
 /* Begins the request's read transaction (ka_store_lookup_ctx.begin). LMDB reports a map
  * grown by krenalis-keys as MDB_MAP_RESIZED; adopting the new size needs no transaction of
  * this process to be active, hence the rwlock. */
-static ka_store_status txn_begin(void *arg, const ka_store **st, ka_store_txn **txn)
+/* The open store under env_lock (shared), or KA_FAIL (503). */
+static ka_store_status txn_store(ka_txn *t)
 {
-    ka_txn *t = arg;
     ka_handle *h = t->h;
-    ka_store_txn *x = NULL;
-    char err[256] = "";
-    ka_store_status rc;
 
+    if (t->locked)
+        return KA_OK;
     if (h == NULL) {
         ap_log_rerror(
             APLOG_MARK, APLOG_ERR, 0, t->r,
@@ -452,6 +480,35 @@ static ka_store_status txn_begin(void *arg, const ka_store **st, ka_store_txn **
             return KA_FAIL;
         txn_lock(t, 1);
     }
+    return KA_OK;
+}
+
+/* The store and the snapshot a transaction would read now, without one
+ * (ka_store_lookup_ctx.attach): the look-up cache may answer for it. */
+static ka_store_status txn_attach(void *arg, const ka_store **st, ka_kc_snap *snap)
+{
+    ka_txn *t = arg;
+
+    if (txn_store(t) != KA_OK)
+        return KA_FAIL;
+    /* The last committed transaction, from the meta pages (under the caller's map guard). */
+    snap->txnid = ka_store_last_commit(t->h->st);
+    snap->ino = (uint64_t)t->h->ino;
+    snap->dev = (uint64_t)t->h->dev;
+    *st = t->h->st;
+    return KA_OK;
+}
+
+static ka_store_status txn_begin(void *arg, const ka_store **st, ka_store_txn **txn)
+{
+    ka_txn *t = arg;
+    ka_handle *h = t->h;
+    ka_store_txn *x = NULL;
+    char err[256] = "";
+    ka_store_status rc;
+
+    if (txn_store(t) != KA_OK)
+        return KA_FAIL;
     rc = txn_get(h, &x, err, sizeof(err));
     if (rc == KA_RESIZED) {
         txn_unlock(t);
@@ -483,8 +540,11 @@ static void txn_end(ka_txn *t)
 {
     ka_handle *h = t->h;
 
-    if (h == NULL || t->lk.txn == NULL)
+    if (h == NULL || t->lk.txn == NULL) {
+        if (t->locked) /* attached only: the cache answered every look-up */
+            txn_unlock(t);
         return;
+    }
     ka_store_read_reset(t->lk.txn);
     apr_thread_mutex_lock(h->pool_lock);
     if (h->nidle < IDLE_TXNS) {
@@ -579,7 +639,15 @@ static void memo_keep(ka_txn *t, const ka_request *req, const ka_decision *dec)
     ka_memo_key key;
     size_t txnid;
 
-    if (!t->use_memo || t->lk.txn == NULL || !ka_memo_key_set(&key, req))
+    /* The snapshot the decision read: its transaction's, or the cache's when that answered
+     * every look-up; none when it read nothing (or two snapshots). */
+    if (t->lk.txn != NULL)
+        txnid = ka_store_txn_id(t->lk.txn);
+    else if (t->lk.attached)
+        txnid = (size_t)t->lk.snap.txnid;
+    else
+        return;
+    if (!t->use_memo || txnid == 0 || !ka_memo_key_set(&key, req))
         return;
     if (m == NULL) {
         /* An HTTP/2 stream without a shareable memo keeps none: its conn_config and pool end
@@ -593,7 +661,6 @@ static void memo_keep(ka_txn *t, const ka_request *req, const ka_decision *dec)
         ap_set_module_config(c->conn_config, &krenalis_auth_module, m);
         apr_pool_cleanup_register(c->pool, m, memo_wipe, apr_pool_cleanup_null);
     }
-    txnid = ka_store_txn_id(t->lk.txn);
     /* Nothing under the lock reads the store's map: a fault there (mapguard.h) never jumps out
      * with the lock held. */
     if (m->lock)
@@ -631,10 +698,8 @@ static __attribute__((noinline)) ka_verdict decide_guarded(ka_txn *t, const ka_r
 {
     request_rec *r = t->r;
     ka_map_guard g;
-    ka_lookup lk;
     ka_verdict rc;
 
-    ka_store_lookup(&t->lk, &lk);
     if (sigsetjmp(g.jb, 0) != 0) {
         ka_map_guard_recover();
         return decide_faulted(t, dec);
@@ -646,7 +711,7 @@ static __attribute__((noinline)) ka_verdict decide_guarded(ka_txn *t, const ka_r
         if (t->count_hits && ka_metrics_mine(t->h->metrics))
             ka_metrics_inc(&ka_metrics_mine(t->h->metrics)->memo_hits);
     } else {
-        rc = ka_decide(req, &lk, dec);
+        rc = ka_decide_store(req, &t->lk, dec);
         if (rc == KA_VERDICT_ACCEPT)
             memo_keep(t, req, dec);
     }
@@ -676,6 +741,10 @@ ka_verdict ka_store_decide(ka_handle *h, request_rec *r, unsigned flags, const k
         t.memo = memo_of(r->connection);
     t.lk.begin = txn_begin;
     t.lk.begin_arg = &t;
+    if (h != NULL && h->cache != NULL) {
+        t.lk.cache = h->cache;
+        t.lk.attach = txn_attach;
+    }
     v = decide_guarded(&t, req, dec);
     if (began)
         *began = t.lk.st != NULL;

@@ -520,6 +520,26 @@ def _(h, t):
         assert_error(r, 401, "Unauthorized", NOT_EXIST, auth="invalid")
 
 
+@each_target("api.live KrenalisAuthLookupCache off: the same answers, changes seen at once")
+def _(h, t):
+    srv = h.servers.get("nocache")
+    if srv is None or srv.proc is None:
+        srv = h.httpd("nocache", global_extra="KrenalisAuthLookupCache off\n")
+        srv.start()
+    org = h.new_org()
+    kid, tok = h.new_api_key(org)
+    for _ in range(N_CONN):
+        r = srv.req(t, "GET", "/v1/items", bearer(tok))
+        assert_identity(backend(r, t), identity("api", kid, org))
+    h.cli("organization", "disable", org)
+    r = srv.req(t, "GET", "/v1/items", bearer(tok))
+    assert_error(r, 422, "OrganizationDisabled", "organization %s is disabled" % org)
+    h.cli("api-key", "delete", kid)
+    for _ in range(N_CONN):
+        r = srv.req(t, "GET", "/v1/items", bearer(tok))
+        assert_error(r, 401, "Unauthorized", NOT_EXIST, auth="invalid")
+
+
 @each_target("api.live selected workspace removed -> 404")
 def _(h, t):
     f = h.f
@@ -738,6 +758,12 @@ bad_directive("KrenalisAuthMaxBodySize negative", "KrenalisAuthMaxBodySize",
 bad_directive("Require krenalis-key-type bogus", "krenalis-key-type",
               "<Location /bad/>\n    AuthType Krenalis\n    Require krenalis-key-type admin\n"
               "</Location>")
+bad_directive("KrenalisAuthLookupCache bogus", "KrenalisAuthLookupCache",
+              "KrenalisAuthLookupCache lots")
+bad_directive("KrenalisAuthLookupCache too small", "KrenalisAuthLookupCache",
+              "KrenalisAuthLookupCache 10")
+bad_directive("KrenalisAuthLookupCache too large", "KrenalisAuthLookupCache",
+              "KrenalisAuthLookupCache 16777217")
 bad_directive("KrenalisAuthKeyStoreSecret missing", "KrenalisAuthKeyStoreSecret",
               "KrenalisAuthKeyStoreSecret /nonexistent/krenalis-secret")
 bad_directive("KrenalisAuthKeyStore missing directory", "KrenalisAuthKeyStore", "",

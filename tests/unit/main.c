@@ -18,6 +18,7 @@ int main(void)
     failed += run_metrics_tests();
     failed += run_names_tests();
     failed += run_mirror_tests();
+    failed += run_keycache_tests();
     if (failed != 0)
         fprintf(stderr, "unit tests: %d failed\n", failed);
     return failed == 0 ? 0 : 1;

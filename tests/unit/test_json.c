@@ -1,4 +1,5 @@
 /* json.c: the error body encoder (SPEC §7) and the ingestion body scan (SPEC §6.2). */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -502,6 +503,66 @@ static void test_scan_too_long(void **state)
     }
 }
 
+/* The plain runs of skipped strings are found eight bytes at a time: against a byte-by-byte
+ * reference, every position of every kind of byte that ends or breaks a run, in strings of
+ * every length around the word size, with bytes on both sides of each kind (0x1f/0x20,
+ * 0x21-0x23 around '"', 0x5b-0x5d around '\\', high bytes). */
+static int ref_string_ok(const unsigned char *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (c[i] == '"' || c[i] < 0x20)
+            return 0;
+        if (c[i] == '\\') {
+            if (++i >= n || c[i] == '\0')
+                return 0;
+            if (c[i] == 'u') {
+                for (int h = 0; h < 4; h++)
+                    if (++i >= n || !isxdigit(c[i]))
+                        return 0;
+            } else if (strchr("\"\\/bfnrt", c[i]) == NULL) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+static void test_scan_skipped_strings(void **state)
+{
+    static const unsigned char kinds[] = {'"',  '\\', 0x00, 0x01, 0x1f, 0x20, 0x21, 0x22, 0x23,
+                                          0x5b, 0x5c, 0x5d, 'n',  0x7f, 0x80, 0xa2, 0xdc, 0xff};
+    unsigned char content[40], body[128];
+    unsigned seed = 7;
+
+    (void)state;
+    for (size_t len = 0; len <= 34; len++) {
+        for (size_t pos = 0; pos < len || (len == 0 && pos == 0); pos++) {
+            for (size_t k = 0; k < sizeof(kinds); k++) {
+                size_t n = 0;
+                ka_body_fields f;
+                int want;
+
+                for (size_t i = 0; i < len; i++)
+                    content[i] = i == pos ? kinds[k] : (unsigned char)('a' + rand_r(&seed) % 26);
+                /* A run of skipped string content, then the member the scan keeps. */
+                n += (size_t)sprintf((char *)body, "{\"x\":[\"");
+                memcpy(body + n, content, len);
+                n += len;
+                n += (size_t)sprintf((char *)body + n, "\"],\"writeKey\":\"K\"}");
+                want = ref_string_ok(content, len);
+                ka_json_scan((const char *)body, n, &f);
+                if (f.valid_object != want)
+                    fail_msg("len %zu, byte 0x%02x at %zu: valid %d, want %d", len, kinds[k], pos,
+                             f.valid_object, want);
+                if (want)
+                    assert_string_equal(f.write_key.val, "K");
+                if (len == 0)
+                    break;
+            }
+        }
+    }
+}
+
 int run_json_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,6 +586,7 @@ int run_json_tests(void)
         cmocka_unit_test(test_scan_depth),
         cmocka_unit_test(test_scan_depth_bomb),
         cmocka_unit_test(test_scan_too_long),
+        cmocka_unit_test(test_scan_skipped_strings),
     };
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);
 }

@@ -21,5 +21,6 @@ int run_mapguard_tests(void);
 int run_metrics_tests(void);
 int run_names_tests(void);
 int run_mirror_tests(void);
+int run_keycache_tests(void);
 
 #endif

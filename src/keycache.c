@@ -1,0 +1,195 @@
+/* The look-up cache (keycache.h): a table of sets of WAYS entries, an entry found in the set its
+ * key hashes to. Each entry is 16 words, the first its sequence number: odd while a writer
+ * fills it. A reader copies the entry between two reads of the number and uses the copy only
+ * when they are equal and even (Boehm, "Can seqlocks get along with programming language
+ * memory models?", 2012); every word is an atomic, so the races are defined behaviour. */
+#include "keycache.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#define WAYS 4
+#define KEY_WORDS 4 /* a digest, or an ID zero-padded */
+#define VAL_WORDS 7
+
+_Static_assert(sizeof(ka_kc_val) <= VAL_WORDS * 8, "ka_kc_val fits its words");
+_Static_assert(KA_DIGEST_LEN == KEY_WORDS * 8, "a digest fills the key words");
+
+typedef struct {
+    _Atomic uint64_t seq;
+    _Atomic uint64_t snap[3]; /* txnid, ino, dev */
+    _Atomic uint64_t key[KEY_WORDS];
+    _Atomic uint64_t kind;
+    _Atomic uint64_t val[VAL_WORDS];
+} entry;
+
+_Static_assert(sizeof(entry) == 128, "two cache lines an entry");
+
+struct ka_keycache {
+    uint64_t seed;
+    uint64_t set_mask;
+    uint32_t entries;
+    uint8_t pad[64 - 20];
+    entry e[];
+};
+
+_Static_assert(sizeof(struct ka_keycache) == 64, "entries start on a cache line");
+
+static unsigned round_entries(unsigned n)
+{
+    unsigned p = KA_KC_MIN_ENTRIES;
+
+    if (n > KA_KC_MAX_ENTRIES)
+        n = KA_KC_MAX_ENTRIES;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+size_t ka_keycache_bytes(unsigned entries)
+{
+    return sizeof(struct ka_keycache) + (size_t)round_entries(entries) * sizeof(entry);
+}
+
+ka_keycache *ka_keycache_init(void *mem, unsigned entries, uint64_t seed)
+{
+    ka_keycache *kc = mem;
+    unsigned n = round_entries(entries);
+
+    /* Every page touched now: the table's memory is the same whatever keys come later. */
+    memset(kc, 0, ka_keycache_bytes(n));
+    kc->seed = seed;
+    kc->entries = n;
+    kc->set_mask = n / WAYS - 1;
+    return kc;
+}
+
+unsigned ka_keycache_entries(const ka_keycache *kc)
+{
+    return kc->entries;
+}
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* The key as words: a digest as it is, an ID zero-padded (IDs are found by content, so an ID
+ * shorter than KA_ID_LEN, never valid, still maps to one key). */
+static void key_words(ka_kc_kind kind, const void *key, uint64_t w[KEY_WORDS])
+{
+    memset(w, 0, KEY_WORDS * 8);
+    if (kind == KA_KC_KEY)
+        memcpy(w, key, KA_DIGEST_LEN);
+    else
+        memcpy(w, key, strnlen(key, KA_ID_LEN));
+}
+
+static entry *set_of(const ka_keycache *kc, ka_kc_kind kind, const uint64_t w[KEY_WORDS])
+{
+    uint64_t h = mix(w[0] ^ kc->seed ^ ((uint64_t)kind << 56));
+
+    h = mix(h ^ w[1]);
+    return (entry *)&kc->e[(h & kc->set_mask) * WAYS];
+}
+
+/* A consistent copy of e's fields after seq, or 0 when a writer was at it. */
+static int read_entry(const entry *e, uint64_t *seq, uint64_t snap[3], uint64_t key[KEY_WORDS],
+                      uint64_t *kind, uint64_t val[VAL_WORDS])
+{
+    uint64_t s = atomic_load_explicit(&e->seq, memory_order_acquire);
+
+    if (s & 1)
+        return 0;
+    for (int i = 0; i < 3; i++)
+        snap[i] = atomic_load_explicit(&e->snap[i], memory_order_relaxed);
+    for (int i = 0; i < KEY_WORDS; i++)
+        key[i] = atomic_load_explicit(&e->key[i], memory_order_relaxed);
+    *kind = atomic_load_explicit(&e->kind, memory_order_relaxed);
+    if (val)
+        for (int i = 0; i < VAL_WORDS; i++)
+            val[i] = atomic_load_explicit(&e->val[i], memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    *seq = s;
+    return atomic_load_explicit(&e->seq, memory_order_relaxed) == s;
+}
+
+static int same_snap(const uint64_t s[3], const ka_kc_snap *snap)
+{
+    return s[0] == snap->txnid && s[1] == snap->ino && s[2] == snap->dev;
+}
+
+int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, const void *key,
+                    ka_kc_val *out)
+{
+    uint64_t w[KEY_WORDS], s[3], k[KEY_WORDS], kd, v[VAL_WORDS], seq;
+    const entry *set;
+
+    /* Transaction 0 is never a snapshot a request read: an all-zero entry must not match. */
+    if (kc == NULL || snap->txnid == 0)
+        return 0;
+    key_words(kind, key, w);
+    set = set_of(kc, kind, w);
+    for (int i = 0; i < WAYS; i++) {
+        if (!read_entry(&set[i], &seq, s, k, &kd, v))
+            continue;
+        if (kd == (uint64_t)kind && same_snap(s, snap) && memcmp(k, w, sizeof(w)) == 0) {
+            memcpy(out, v, sizeof(*out));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The way to overwrite: the same key's, else a stale or empty one, else one picked by the
+ * hash's high bits (the sets are small: no use ranking the live ones). */
+static int victim(const entry *set, ka_kc_kind kind, const uint64_t w[KEY_WORDS],
+                  const ka_kc_snap *snap)
+{
+    uint64_t s[3], k[KEY_WORDS], kd, seq;
+    int stale = -1;
+
+    for (int i = 0; i < WAYS; i++) {
+        if (!read_entry(&set[i], &seq, s, k, &kd, NULL))
+            continue;
+        if (kd == (uint64_t)kind && memcmp(k, w, KEY_WORDS * 8) == 0)
+            return i;
+        if (stale < 0 && !same_snap(s, snap))
+            stale = i;
+    }
+    return stale >= 0 ? stale : (int)(mix(w[2] ^ w[3] ^ snap->txnid) % WAYS);
+}
+
+void ka_keycache_put(ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, const void *key,
+                     const ka_kc_val *val)
+{
+    uint64_t w[KEY_WORDS], v[VAL_WORDS] = {0};
+    entry *set, *e;
+    uint64_t s;
+
+    if (kc == NULL || snap->txnid == 0)
+        return;
+    key_words(kind, key, w);
+    memcpy(v, val, sizeof(*val));
+    set = set_of(kc, kind, w);
+    e = &set[victim(set, kind, w, snap)];
+    s = atomic_load_explicit(&e->seq, memory_order_relaxed);
+    /* Another writer has it (or one died in it): leave it. */
+    if ((s & 1) || !atomic_compare_exchange_strong_explicit(
+                       &e->seq, &s, s + 1, memory_order_relaxed, memory_order_relaxed))
+        return;
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&e->snap[0], snap->txnid, memory_order_relaxed);
+    atomic_store_explicit(&e->snap[1], snap->ino, memory_order_relaxed);
+    atomic_store_explicit(&e->snap[2], snap->dev, memory_order_relaxed);
+    for (int i = 0; i < KEY_WORDS; i++)
+        atomic_store_explicit(&e->key[i], w[i], memory_order_relaxed);
+    atomic_store_explicit(&e->kind, (uint64_t)kind, memory_order_relaxed);
+    for (int i = 0; i < VAL_WORDS; i++)
+        atomic_store_explicit(&e->val[i], v[i], memory_order_relaxed);
+    atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+}

@@ -1,0 +1,396 @@
+/* The look-up cache (src/keycache.c) alone, under threads, and under ka_decide_store over a
+ * real store: what it answers, for which snapshot, and that a commit ends its answers. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tests.h"
+
+#include "decide.h"
+#include "keycache.h"
+#include "keystore.h"
+#include "tmpdir.h"
+#include "token.h"
+
+#define TC_ORG "orgC23456789"
+#define TC_WS "wsC123456789"
+#define TC_KEY "kyC123456789"
+
+static ka_keycache *cache_new(unsigned entries)
+{
+    void *mem = NULL;
+
+    if (posix_memalign(&mem, 64, ka_keycache_bytes(entries)) != 0)
+        fail_msg("posix_memalign");
+    return ka_keycache_init(mem, entries, 0x5eed);
+}
+
+/* A value that says which key it belongs to: a torn or misplaced entry cannot pass val_ok. */
+static void val_of(unsigned n, ka_kc_val *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->type = KA_KEY_API;
+    snprintf(v->id, sizeof(v->id), "%011u", n);
+    memcpy(v->org, v->id, KA_ID_LEN);
+    memcpy(v->conn, v->id, KA_ID_LEN);
+}
+
+static void digest_of(unsigned n, uint8_t d[KA_DIGEST_LEN])
+{
+    for (int i = 0; i < KA_DIGEST_LEN; i++)
+        d[i] = (uint8_t)((n * 2654435761u) >> (i % 4 * 8)) ^ (uint8_t)i;
+}
+
+static int val_ok(unsigned n, const ka_kc_val *v)
+{
+    ka_kc_val want;
+
+    val_of(n, &want);
+    return memcmp(&want, v, sizeof(want)) == 0;
+}
+
+static void test_roundtrip(void **state)
+{
+    ka_keycache *kc = cache_new(64);
+    ka_kc_snap snap = {7, 100, 3}, other;
+    ka_kc_val v, got;
+    uint8_t d[KA_DIGEST_LEN];
+
+    (void)state;
+    assert_int_equal(ka_keycache_entries(kc), 64);
+    digest_of(1, d);
+    val_of(1, &v);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, d, &got), 0);
+    ka_keycache_put(kc, &snap, KA_KC_KEY, d, &v);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, d, &got), 1);
+    assert_true(val_ok(1, &got));
+    /* Another snapshot, data file or kind: another answer. */
+    other = snap, other.txnid = 8;
+    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, d, &got), 0);
+    other = snap, other.ino = 101;
+    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, d, &got), 0);
+    other = snap, other.dev = 4;
+    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, d, &got), 0);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_ORG, d, &got), 0);
+    /* One bit off in the last byte of the digest. */
+    d[KA_DIGEST_LEN - 1] ^= 1;
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, d, &got), 0);
+    /* IDs: found by their 12 characters. */
+    ka_keycache_put(kc, &snap, KA_KC_WS, TC_WS, &v);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_WS, TC_WS, &got), 1);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_CONN, TC_WS, &got), 0);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_WS, "wsC12345678X", &got), 0);
+    /* Transaction 0 is no snapshot: a zeroed table answers nothing. */
+    memset(&other, 0, sizeof(other));
+    ka_keycache_put(kc, &other, KA_KC_KEY, d, &v);
+    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, d, &got), 0);
+    assert_int_equal(ka_keycache_get(NULL, &snap, KA_KC_KEY, d, &got), 0);
+    free(kc);
+}
+
+/* Far more keys than entries: whatever it answers is the key's own value. */
+static void test_evictions(void **state)
+{
+    ka_keycache *kc = cache_new(64);
+    ka_kc_snap snap = {1, 1, 1};
+    ka_kc_val v, got;
+    uint8_t d[KA_DIGEST_LEN];
+    int hits = 0;
+
+    (void)state;
+    for (unsigned n = 0; n < 5000; n++) {
+        digest_of(n, d);
+        val_of(n, &v);
+        ka_keycache_put(kc, &snap, KA_KC_KEY, d, &v);
+    }
+    for (unsigned n = 0; n < 5000; n++) {
+        digest_of(n, d);
+        if (ka_keycache_get(kc, &snap, KA_KC_KEY, d, &got)) {
+            assert_true(val_ok(n, &got));
+            hits++;
+        }
+    }
+    /* The last keys put are there: at most the table's entries, at least most of it. */
+    assert_in_range(hits, 32, 64);
+    /* A new snapshot reuses stale entries first. */
+    snap.txnid = 2;
+    digest_of(9999, d);
+    val_of(9999, &v);
+    ka_keycache_put(kc, &snap, KA_KC_KEY, d, &v);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, d, &got), 1);
+    free(kc);
+}
+
+/* Writers and readers at once on a small table: a reader never sees a torn entry. */
+typedef struct {
+    ka_keycache *kc;
+    int writer;
+    unsigned seed;
+    volatile int *stop;
+    long hits, bad;
+} worker;
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    ka_kc_snap snap = {3, 3, 3};
+    ka_kc_val v;
+    uint8_t d[KA_DIGEST_LEN];
+
+    while (!*w->stop) {
+        unsigned n = rand_r(&w->seed) % 512;
+        digest_of(n, d);
+        if (w->writer) {
+            val_of(n, &v);
+            ka_keycache_put(w->kc, &snap, KA_KC_KEY, d, &v);
+        } else if (ka_keycache_get(w->kc, &snap, KA_KC_KEY, d, &v)) {
+            w->hits++;
+            w->bad += !val_ok(n, &v);
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+    ka_keycache *kc = cache_new(64);
+    volatile int stop = 0;
+    worker w[4];
+    pthread_t t[4];
+    struct timespec pause = {0, 300 * 1000 * 1000};
+
+    (void)state;
+    for (int i = 0; i < 4; i++) {
+        w[i] = (worker){kc, i % 2 == 0, (unsigned)i + 1, &stop, 0, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, work, &w[i]), 0);
+    }
+    nanosleep(&pause, NULL);
+    stop = 1;
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 1; i < 4; i += 2) {
+        assert_true(w[i].hits > 0);
+        assert_int_equal(w[i].bad, 0);
+    }
+    free(kc);
+}
+
+/* ---- under ka_decide_store, over a real store ---- */
+
+static char root[64];
+static char dir[128];
+static ka_store *st;
+static uint8_t payload[KA_PAYLOAD_LEN];
+static char auth[128];
+
+/* One organization, one workspace and one unrestricted API key; the token in auth. */
+static int store_setup(void **state)
+{
+    char err[512];
+    ka_store_txn *txn;
+    ka_entity e;
+    ka_key_rec rec;
+    uint8_t d[KA_DIGEST_LEN];
+
+    (void)state;
+    if (ka_test_tmpdir(root, sizeof(root), "keycache") != 0)
+        return -1;
+    snprintf(dir, sizeof(dir), "%s/store", root);
+    if (ka_store_create(dir, NULL, err, sizeof(err)) != KA_OK ||
+        ka_store_open(dir, NULL, 0, &st, err, sizeof(err)) != KA_OK ||
+        ka_store_write_begin(st, &txn, err, sizeof(err)) != KA_OK) {
+        fprintf(stderr, "store: %s\n", err);
+        return -1;
+    }
+    memset(&e, 0, sizeof(e));
+    strcpy(e.id, TC_ORG);
+    e.enabled = 1;
+    ka_put_org(txn, st, &e);
+    strcpy(e.org, TC_ORG);
+    strcpy(e.id, TC_WS);
+    ka_put_ws(txn, st, &e);
+    memset(&rec, 0, sizeof(rec));
+    rec.type = KA_KEY_API;
+    strcpy(rec.id, TC_KEY);
+    strcpy(rec.org, TC_ORG);
+    memset(payload, 0x42, sizeof(payload));
+    ka_digest_api(st, payload, d);
+    ka_put_key(txn, st, d, &rec);
+    memcpy(auth, "Bearer api_", 11);
+    ka_api_body_encode(payload, auth + 11);
+    auth[11 + KA_API_BODY_LEN] = '\0';
+    return ka_store_commit(txn, err, sizeof(err)) == KA_OK ? 0 : -1;
+}
+
+static int store_teardown(void **state)
+{
+    (void)state;
+    ka_store_close(st);
+    return ka_test_rmtree(root);
+}
+
+/* The module's callbacks in small: attach reads the last commit, begin a read transaction;
+ * commit_on_attach makes a commit land between the two, as another process's would. */
+typedef struct {
+    int attaches, begins;
+    ka_store_txn *txn;
+    void (*commit_on_attach)(void);
+} cbs;
+
+static ka_store_status cb_attach(void *arg, const ka_store **s, ka_kc_snap *snap)
+{
+    cbs *c = arg;
+
+    c->attaches++;
+    snap->txnid = ka_store_last_commit(st);
+    snap->ino = 1;
+    snap->dev = 1;
+    *s = st;
+    if (c->commit_on_attach)
+        c->commit_on_attach();
+    return KA_OK;
+}
+
+static ka_store_status cb_begin(void *arg, const ka_store **s, ka_store_txn **txn)
+{
+    cbs *c = arg;
+    char err[512];
+
+    c->begins++;
+    if (ka_store_read_begin(st, &c->txn, err, sizeof(err)) != KA_OK)
+        return KA_FAIL;
+    *s = st;
+    *txn = c->txn;
+    return KA_OK;
+}
+
+/* One request: a fresh context over kc; returns the HTTP status, c counts the callbacks. */
+static int request(ka_keycache *kc, cbs *c, ka_decision *dec)
+{
+    ka_store_lookup_ctx ctx;
+    ka_request req;
+
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.cache = kc;
+    ctx.attach = cb_attach;
+    ctx.begin = cb_begin;
+    ctx.begin_arg = c;
+    memset(&req, 0, sizeof(req));
+    ka_classify("GET", "/v1/users", KA_EP_AUTO, &req.route);
+    req.authorization = auth;
+    ka_decide_store(&req, &ctx, dec);
+    if (c->txn)
+        ka_store_abort(c->txn);
+    c->txn = NULL;
+    return ka_verdict_status(dec);
+}
+
+static void set_org_enabled(int enabled)
+{
+    char err[512];
+    ka_store_txn *txn;
+    ka_entity e;
+
+    memset(&e, 0, sizeof(e));
+    strcpy(e.id, TC_ORG);
+    e.enabled = enabled;
+    assert_int_equal(ka_store_write_begin(st, &txn, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_put_org(txn, st, &e), KA_OK);
+    assert_int_equal(ka_store_commit(txn, err, sizeof(err)), KA_OK);
+}
+
+static void disable_org(void)
+{
+    set_org_enabled(0);
+}
+
+static void revoke_key(void)
+{
+    char err[512];
+    ka_store_txn *txn;
+
+    assert_int_equal(ka_store_write_begin(st, &txn, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_del_key(txn, st, TC_KEY), KA_OK);
+    assert_int_equal(ka_store_commit(txn, err, sizeof(err)), KA_OK);
+}
+
+static void test_decide_cached(void **state)
+{
+    ka_keycache *kc = cache_new(1024);
+    ka_decision dec;
+    cbs c;
+
+    (void)state;
+    /* First: read from a transaction, and kept. */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(kc, &c, &dec), 200);
+    assert_string_equal(dec.id.key_id, TC_KEY);
+    assert_int_equal(c.begins, 1);
+    /* Again: the cache answers the key and its organization, no transaction. */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(kc, &c, &dec), 200);
+    assert_string_equal(dec.id.key_id, TC_KEY);
+    assert_string_equal(dec.id.org, TC_ORG);
+    assert_int_equal(c.attaches, 1);
+    assert_int_equal(c.begins, 0);
+    /* A commit (the organization disabled) ends every answer: read, refused, at once. */
+    disable_org();
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(kc, &c, &dec), 422);
+    assert_int_equal(c.begins, 1);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(kc, &c, &dec), 422);
+    assert_int_equal(c.begins, 0);
+    /* Without a cache: the transaction, as before. */
+    set_org_enabled(1);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(NULL, &c, &dec), 200);
+    assert_int_equal(c.attaches, 0);
+    assert_int_equal(c.begins, 1);
+    free(kc);
+}
+
+/* The key answered by the cache for one snapshot, then a commit that revokes it, then the
+ * organization read from the newer snapshot: decided again on the newer snapshot alone, the
+ * key is gone (mixing the two would accept it). */
+static void test_decide_mixed(void **state)
+{
+    ka_keycache *kc = cache_new(1024);
+    ka_store_lookup_ctx ctx;
+    ka_lookup lk;
+    ka_key_rec rec;
+    ka_decision dec;
+    cbs c;
+
+    (void)state;
+    /* Only the key in the cache (not its organization). */
+    memset(&c, 0, sizeof(c));
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.cache = kc;
+    ctx.attach = cb_attach;
+    ctx.begin = cb_begin;
+    ctx.begin_arg = &c;
+    ka_store_lookup(&ctx, &lk);
+    assert_int_equal(lk.api_key(lk.ctx, payload, &rec), KA_OK);
+    ka_store_abort(c.txn);
+    /* The request: the key from the cache, revoked meanwhile. */
+    memset(&c, 0, sizeof(c));
+    c.commit_on_attach = revoke_key;
+    assert_int_equal(request(kc, &c, &dec), 401);
+    assert_int_equal(c.begins, 1);
+    free(kc);
+}
+
+int run_keycache_tests(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_evictions),
+        cmocka_unit_test(test_concurrent),
+        cmocka_unit_test_setup_teardown(test_decide_cached, store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_decide_mixed, store_setup, store_teardown),
+    };
+    return cmocka_run_group_tests_name("keycache", tests, NULL, NULL);
+}
