@@ -785,7 +785,8 @@ static void lk_keep(ka_store_lookup_ctx *c, ka_kc_kind kind, const void *key, co
 {
     ka_kc_snap snap;
 
-    if (!c->attached || c->txn == NULL)
+    /* Attached to snapshot 0: the store's file cannot be told apart from later ones. */
+    if (!c->attached || c->txn == NULL || c->snap.txnid == 0)
         return;
     snap = c->snap;
     snap.txnid = ka_store_txn_id(c->txn);

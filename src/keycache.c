@@ -15,11 +15,14 @@
 _Static_assert(sizeof(ka_kc_val) <= VAL_WORDS * 8, "ka_kc_val fits its words");
 _Static_assert(KA_DIGEST_LEN == KEY_WORDS * 8, "a digest fills the key words");
 
+#define SNAP_WORDS 4
+#define KIND_BYTE offsetof(ka_kc_val, pad) /* where an entry keeps its kind */
+
+/* The value's words hold the entry's kind in the value's pad byte. */
 typedef struct {
     _Atomic uint64_t seq;
-    _Atomic uint64_t snap[3]; /* txnid, ino, dev */
+    _Atomic uint64_t snap[SNAP_WORDS]; /* txnid, dev, ino, born */
     _Atomic uint64_t key[KEY_WORDS];
-    _Atomic uint64_t kind;
     _Atomic uint64_t val[VAL_WORDS];
 } entry;
 
@@ -97,48 +100,53 @@ static entry *set_of(const ka_keycache *kc, ka_kc_kind kind, const uint64_t w[KE
     return (entry *)&kc->e[(h & kc->set_mask) * WAYS];
 }
 
-/* A consistent copy of e's fields after seq, or 0 when a writer was at it. */
-static int read_entry(const entry *e, uint64_t *seq, uint64_t snap[3], uint64_t key[KEY_WORDS],
-                      uint64_t *kind, uint64_t val[VAL_WORDS])
+/* A consistent copy of e's fields, or 0 when a writer was at it. With val NULL only the
+ * snapshot and the key are copied. */
+static int read_entry(const entry *e, uint64_t snap[SNAP_WORDS], uint64_t key[KEY_WORDS],
+                      uint64_t val[VAL_WORDS])
 {
     uint64_t s = atomic_load_explicit(&e->seq, memory_order_acquire);
 
     if (s & 1)
         return 0;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < SNAP_WORDS; i++)
         snap[i] = atomic_load_explicit(&e->snap[i], memory_order_relaxed);
     for (int i = 0; i < KEY_WORDS; i++)
         key[i] = atomic_load_explicit(&e->key[i], memory_order_relaxed);
-    *kind = atomic_load_explicit(&e->kind, memory_order_relaxed);
     if (val)
         for (int i = 0; i < VAL_WORDS; i++)
             val[i] = atomic_load_explicit(&e->val[i], memory_order_relaxed);
     atomic_thread_fence(memory_order_acquire);
-    *seq = s;
     return atomic_load_explicit(&e->seq, memory_order_relaxed) == s;
 }
 
-static int same_snap(const uint64_t s[3], const ka_kc_snap *snap)
+static void snap_words(const ka_kc_snap *snap, uint64_t w[SNAP_WORDS])
 {
-    return s[0] == snap->txnid && s[1] == snap->ino && s[2] == snap->dev;
+    w[0] = snap->txnid;
+    w[1] = snap->dev;
+    w[2] = snap->ino;
+    w[3] = snap->born;
 }
 
 int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, const void *key,
                     ka_kc_val *out)
 {
-    uint64_t w[KEY_WORDS], s[3], k[KEY_WORDS], kd, v[VAL_WORDS], seq;
+    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], s[SNAP_WORDS], k[KEY_WORDS], v[VAL_WORDS];
     const entry *set;
 
     /* Transaction 0 is never a snapshot a request read: an all-zero entry must not match. */
     if (kc == NULL || snap->txnid == 0)
         return 0;
     key_words(kind, key, w);
+    snap_words(snap, sw);
     set = set_of(kc, kind, w);
     for (int i = 0; i < WAYS; i++) {
-        if (!read_entry(&set[i], &seq, s, k, &kd, v))
+        if (!read_entry(&set[i], s, k, v))
             continue;
-        if (kd == (uint64_t)kind && same_snap(s, snap) && memcmp(k, w, sizeof(w)) == 0) {
+        if (((const uint8_t *)v)[KIND_BYTE] == (uint8_t)kind && memcmp(s, sw, sizeof(s)) == 0 &&
+            memcmp(k, w, sizeof(w)) == 0) {
             memcpy(out, v, sizeof(*out));
+            out->pad = 0;
             return 1;
         }
     }
@@ -147,48 +155,47 @@ int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind ki
 
 /* The way to overwrite: the same key's, else a stale or empty one, else one picked by the
  * hash's high bits (the sets are small: no use ranking the live ones). */
-static int victim(const entry *set, ka_kc_kind kind, const uint64_t w[KEY_WORDS],
-                  const ka_kc_snap *snap)
+static int victim(const entry *set, const uint64_t w[KEY_WORDS], const uint64_t sw[SNAP_WORDS])
 {
-    uint64_t s[3], k[KEY_WORDS], kd, seq;
+    uint64_t s[SNAP_WORDS], k[KEY_WORDS];
     int stale = -1;
 
     for (int i = 0; i < WAYS; i++) {
-        if (!read_entry(&set[i], &seq, s, k, &kd, NULL))
+        if (!read_entry(&set[i], s, k, NULL))
             continue;
-        if (kd == (uint64_t)kind && memcmp(k, w, KEY_WORDS * 8) == 0)
+        if (memcmp(k, w, KEY_WORDS * 8) == 0)
             return i;
-        if (stale < 0 && !same_snap(s, snap))
+        if (stale < 0 && memcmp(s, sw, sizeof(s)) != 0)
             stale = i;
     }
-    return stale >= 0 ? stale : (int)(mix(w[2] ^ w[3] ^ snap->txnid) % WAYS);
+    return stale >= 0 ? stale : (int)(mix(w[2] ^ w[3] ^ sw[0]) % WAYS);
 }
 
 void ka_keycache_put(ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, const void *key,
                      const ka_kc_val *val)
 {
-    uint64_t w[KEY_WORDS], v[VAL_WORDS] = {0};
+    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], v[VAL_WORDS] = {0};
     entry *set, *e;
     uint64_t s;
 
     if (kc == NULL || snap->txnid == 0)
         return;
     key_words(kind, key, w);
+    snap_words(snap, sw);
     memcpy(v, val, sizeof(*val));
+    ((uint8_t *)v)[KIND_BYTE] = (uint8_t)kind;
     set = set_of(kc, kind, w);
-    e = &set[victim(set, kind, w, snap)];
+    e = &set[victim(set, w, sw)];
     s = atomic_load_explicit(&e->seq, memory_order_relaxed);
     /* Another writer has it (or one died in it): leave it. */
     if ((s & 1) || !atomic_compare_exchange_strong_explicit(
                        &e->seq, &s, s + 1, memory_order_relaxed, memory_order_relaxed))
         return;
     atomic_thread_fence(memory_order_release);
-    atomic_store_explicit(&e->snap[0], snap->txnid, memory_order_relaxed);
-    atomic_store_explicit(&e->snap[1], snap->ino, memory_order_relaxed);
-    atomic_store_explicit(&e->snap[2], snap->dev, memory_order_relaxed);
+    for (int i = 0; i < SNAP_WORDS; i++)
+        atomic_store_explicit(&e->snap[i], sw[i], memory_order_relaxed);
     for (int i = 0; i < KEY_WORDS; i++)
         atomic_store_explicit(&e->key[i], w[i], memory_order_relaxed);
-    atomic_store_explicit(&e->kind, (uint64_t)kind, memory_order_relaxed);
     for (int i = 0; i < VAL_WORDS; i++)
         atomic_store_explicit(&e->val[i], v[i], memory_order_relaxed);
     atomic_store_explicit(&e->seq, s + 2, memory_order_release);

@@ -20,10 +20,11 @@
 /* What an entry is the answer of. */
 typedef enum { KA_KC_KEY = 1, KA_KC_ORG, KA_KC_WS, KA_KC_CONN } ka_kc_kind;
 
-/* The store snapshot an answer came from: the data file (device, inode) and LMDB's
- * transaction ID. Equal snapshots give equal answers; a replaced file is another store. */
+/* The store snapshot an answer came from: the data file (device, inode and birth time: an
+ * inode number is reused once its file is gone) and LMDB's transaction ID. Equal snapshots
+ * give equal answers; a replaced file is another store. */
 typedef struct {
-    uint64_t txnid, ino, dev;
+    uint64_t txnid, dev, ino, born;
 } ka_kc_snap;
 
 /* An answer. Keys: type, id (key ID), org, ws, conn. Entities: id, org (workspaces,
@@ -33,7 +34,7 @@ typedef struct {
     uint8_t type; /* ka_key_type */
     uint8_t enabled;
     uint8_t flags;
-    uint8_t pad;
+    uint8_t pad; /* the cache's own */
     char id[KA_ID_LEN], org[KA_ID_LEN], ws[KA_ID_LEN], conn[KA_ID_LEN];
 } ka_kc_val;
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <lmdb.h>
@@ -1286,4 +1287,22 @@ ka_store_status ka_store_set_sync(ka_store *st, ka_sync_mode mode)
 ka_store_status ka_store_sync(ka_store *st)
 {
     return mdb_env_sync(st->env, 1) == 0 ? KA_OK : KA_FAIL;
+}
+
+ka_store_status ka_store_file_id(const ka_store *st, ka_store_file *id)
+{
+    struct statx sx;
+    int fd;
+
+    memset(id, 0, sizeof(*id));
+    /* The file LMDB maps, not whatever the path names now: it may have been replaced since. */
+    if (mdb_env_get_fd(st->env, &fd) != 0 ||
+        statx(fd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME, &sx) != 0 ||
+        !(sx.stx_mask & STATX_INO))
+        return KA_FAIL;
+    id->dev = (uint64_t)makedev(sx.stx_dev_major, sx.stx_dev_minor);
+    id->ino = sx.stx_ino;
+    if (sx.stx_mask & STATX_BTIME)
+        id->born = (uint64_t)sx.stx_btime.tv_sec * 1000000000u + sx.stx_btime.tv_nsec;
+    return KA_OK;
 }

@@ -74,6 +74,13 @@ void ka_store_close(ka_store *st);
 ka_store_status ka_store_check_size(const ka_store *st, long long size, char *err, size_t errlen);
 /* The version of the storage engine (LMDB), e.g. "0.9.24", written into buf; returns buf. */
 char *ka_store_engine_version(char *buf, size_t len);
+/* Which file an open store maps: device and inode, and its birth time (ns since the epoch; 0
+ * where the file system does not keep one). An inode number is reused once its file is gone;
+ * with the birth time, two files that ever held the same inode differ. KA_OK or KA_FAIL. */
+typedef struct {
+    uint64_t dev, ino, born;
+} ka_store_file;
+ka_store_status ka_store_file_id(const ka_store *st, ka_store_file *id);
 /* The directory the store was opened from. */
 const char *ka_store_dir(const ka_store *st);
 

@@ -35,6 +35,7 @@ struct ka_handle {
     apr_time_t failed_at;          /* last failed open */
     dev_t dev;                     /* identity of the data.mdb that st maps */
     ino_t ino;
+    uint64_t born;                 /* its birth time (ka_store_file): 0, the cache is not used */
     int failing;                   /* the last open failed (logged once, not per request) */
     unsigned long opens;           /* how many times st was opened: a memo names the one */
     ka_metrics *metrics;           /* counts reopens, faults and memo hits */
@@ -150,7 +151,7 @@ static void handle_failing(ka_handle *h, server_rec *s, const char *directive, c
 static ka_store_status handle_open(ka_handle *h, server_rec *s)
 {
     char err[512];
-    struct stat sb;
+    ka_store_file fid;
     ka_store *st = NULL;
     ka_map_guard g;
     ka_store_status rc;
@@ -168,8 +169,10 @@ static ka_store_status handle_open(ka_handle *h, server_rec *s)
         handle_failing(h, s, "KrenalisAuthKeyStore", err);
         return KA_FAIL;
     }
-    if (rc == KA_OK && stat(h->data_path, &sb) != 0) {
-        snprintf(err, sizeof(err), "key store %s: data.mdb vanished while opening", h->dir);
+    /* The file the environment maps (not what the path names now): the once-a-second check
+     * compares the path against it, and the look-up cache tags answers with it. */
+    if (rc == KA_OK && ka_store_file_id(st, &fid) != KA_OK) {
+        snprintf(err, sizeof(err), "key store %s: cannot examine data.mdb", h->dir);
         rc = KA_FAIL;
     }
     if (rc != KA_OK) {
@@ -179,8 +182,9 @@ static ka_store_status handle_open(ka_handle *h, server_rec *s)
         return KA_FAIL;
     }
     /* ka_store_open_secret has cleared the reader slots of dead children already. */
-    h->dev = sb.st_dev;
-    h->ino = sb.st_ino;
+    h->dev = (dev_t)fid.dev;
+    h->ino = (ino_t)fid.ino;
+    h->born = fid.born;
     h->mirrored = ka_store_is_mirror(st);
     h->confirmed_checked = 0;
     if (h->failing)
@@ -492,9 +496,12 @@ static ka_store_status txn_attach(void *arg, const ka_store **st, ka_kc_snap *sn
     if (txn_store(t) != KA_OK)
         return KA_FAIL;
     /* The last committed transaction, from the meta pages (under the caller's map guard). */
-    snap->txnid = ka_store_last_commit(t->h->st);
-    snap->ino = (uint64_t)t->h->ino;
+    /* A file system without birth times: no identity that an inode reused later cannot
+     * share, so the cache neither answers nor keeps (transaction 0 is no snapshot). */
+    snap->txnid = t->h->born != 0 ? ka_store_last_commit(t->h->st) : 0;
     snap->dev = (uint64_t)t->h->dev;
+    snap->ino = (uint64_t)t->h->ino;
+    snap->born = t->h->born;
     *st = t->h->st;
     return KA_OK;
 }
