@@ -721,6 +721,11 @@ static __attribute__((noinline)) ka_verdict decide_guarded(ka_txn *t, const ka_r
         rc = ka_decide_store(req, &t->lk, dec);
         if (rc == KA_VERDICT_ACCEPT)
             memo_keep(t, req, dec);
+        if (t->count_hits && ka_metrics_mine(t->h->metrics)) {
+            ka_metrics_add_n(&ka_metrics_mine(t->h->metrics)->lookup_hits, (uint64_t)t->lk.hits);
+            ka_metrics_add_n(&ka_metrics_mine(t->h->metrics)->lookup_misses,
+                             (uint64_t)t->lk.misses);
+        }
     }
     txn_end(t);
     ka_map_guard_disarm(&g);

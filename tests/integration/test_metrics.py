@@ -760,3 +760,45 @@ def _(h):
            "KrenalisAuthMetrics On place")
     finally:
         srv.stop()
+
+
+def cache_counts(srv):
+    s = scrape(srv)
+    return (s[("krenalis_auth_lookup_cache_hits_total", ())],
+            s[("krenalis_auth_lookup_cache_misses_total", ())])
+
+
+@test("metrics.lookup-cache: the children share it; any commit makes it read the store again")
+def _(h):
+    srv = h.servers.get("metrics-cache")
+    if srv is None or srv.proc is None:
+        srv = h.httpd("metrics-cache", global_extra=metrics_conf(h, h.root / "logs",
+                                                                "metrics-cache"))
+        srv.start()
+    org = h.new_org()
+    kid, tok = h.new_api_key(org)
+    auth = [("Authorization", "Bearer " + tok)]
+    n = 12
+
+    def send(k, status):
+        # A new connection each time (no memo), so that every child answers some.
+        for _ in range(k):
+            r = http(srv.port_cgi, "GET", "/v1/items", auth)
+            eq(r.status, status, "status" + r.brief())
+
+    h0, m0 = cache_counts(srv)
+    # The first request reads the key and its organization; every other one, whichever child
+    # answers it, finds both in the table the children share.
+    send(n, 200)
+    h1, m1 = cache_counts(srv)
+    eq((h1 - h0, m1 - m0), (2.0 * (n - 1), 2.0), "look-up cache (hits, misses) of %d requests" % n)
+    # An unrelated commit: every entry is stale, the next request reads the store again.
+    h.new_org()
+    send(3, 200)
+    h2, m2 = cache_counts(srv)
+    eq((h2 - h1, m2 - m1), (4.0, 2.0), "(hits, misses) after an unrelated commit")
+    # The key revoked: refused at once; an unknown key is read, and never kept.
+    h.cli("api-key", "delete", kid)
+    send(3, 401)
+    h3, m3 = cache_counts(srv)
+    eq((h3 - h2, m3 - m2), (0.0, 3.0), "(hits, misses) of a revoked key")
