@@ -72,6 +72,7 @@ static void *create_dir_cfg(apr_pool_t *p, char *dir)
     c->forward_headers = KA_UNSET;
     c->pass_authorization = KA_UNSET;
     c->max_body = KA_UNSET;
+    c->metrics = KA_UNSET;
     return c;
 }
 
@@ -89,6 +90,7 @@ static void *merge_dir_cfg(apr_pool_t *p, void *basev, void *addv)
     c->pass_authorization =
         add->pass_authorization != KA_UNSET ? add->pass_authorization : base->pass_authorization;
     c->max_body = add->max_body != KA_UNSET ? add->max_body : base->max_body;
+    c->metrics = add->metrics != KA_UNSET ? add->metrics : base->metrics;
     c->cors_set = add->cors_set || base->cors_set;
     c->cors_origins = add->cors_set ? add->cors_origins : base->cors_origins;
     return c;
@@ -284,6 +286,11 @@ static const command_rec ka_cmds[] = {
                  "Off removes Authorization before the backend sees it"),
     AP_INIT_TAKE1("KrenalisAuthMaxBodySize", set_max_body, NULL, OR_AUTHCFG,
                   "Largest ingestion body the module reads, in bytes"),
+    /* Not in .htaccess: what the metrics count is the operator's choice, not a site's. */
+    AP_INIT_FLAG("KrenalisAuthMetrics", ap_set_flag_slot, (void *)APR_OFFSETOF(ka_dir_cfg, metrics),
+                 RSRC_CONF | ACCESS_CONF,
+                 "Off: requests here are left out of the metrics (KRENALIS_REFUSAL is still "
+                 "set)"),
     {NULL}};
 
 /* ---- start-up ---- */

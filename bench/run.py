@@ -372,9 +372,22 @@ VHOST = """\
     # Every path is the same 3-byte file. GET serves it; POST too, after core's default handler
     # has read and discarded the request body (ap_discard_request_body).
     AliasMatch "^/" "{root}/htdocs/ping.txt"
+    # KrenalisAuthMetrics On is the default: said here so that /v1/ and /nm/ (below) differ in
+    # its value only. httpd makes a module's config for a section only where one of its
+    # directives is, and merges it on every request there (~160 instructions, about what the
+    # metrics cost): without this line /nm/ alone would pay that merge.
     <Location /v1/>
         AuthType Krenalis
         Require valid-user
+        KrenalisAuthMetrics On
+    </Location>
+    # The module without its metrics (the cases *-nometrics): /v1/ with Off, a sibling place (one
+    # inside /v1/ would cost a section merge more) with a path as long as /v1/'s (the route
+    # table, the regexes and the location walk read the path).
+    <Location /nm/>
+        AuthType Krenalis
+        Require valid-user
+        KrenalisAuthMetrics Off
     </Location>
     # The floor (bench/floor.c): AuthType, Require and a constant-key compare, nothing else.
     <Location /floor/>
@@ -529,6 +542,17 @@ def http_once(port, raw, timeout=30):
         s.close()
 
 
+def cg_sum(incl, fns):
+    """The inclusive instructions of fns summed; a tuple among fns counts its first function
+    present in incl (see Bench.CG_ROWS)."""
+    total = 0
+    for f in fns:
+        if isinstance(f, tuple):
+            f = next((x for x in f if x in incl), None)
+        total += incl.get(f, 0) if f else 0
+    return total
+
+
 def quartiles(rs):
     rs = sorted(rs)
     return ("quartiles %.3f–%.3f" % tuple(statistics.quantiles(rs, n=4)[::2])
@@ -550,7 +574,8 @@ class Pair:
 
 
 class Case:
-    def __init__(self, name, desc, port, reqs, expect, group="get", expect_body=None):
+    def __init__(self, name, desc, port, reqs, expect, group="get", expect_body=None,
+                 pair_only=False):
         self.name = name
         self.desc = desc
         self.port = port
@@ -558,6 +583,7 @@ class Case:
         self.expect = expect      # HTTP status every response must have
         self.expect_body = expect_body
         self.group = group        # "get" or "post": which open case is its baseline
+        self.pair_only = pair_only  # measured in its paired runs only (no runs of its own)
         self.file = None
         self.rounds = []          # wrk results (dicts), one per round
 
@@ -914,6 +940,15 @@ class Bench:
                           get("/v1/ping.txt", s.sample("api", 1, rng), h=srv.hosts[s.size]), 200))
         C.append(Case("api-spread", "valid unrestricted API keys, %d different keys in turn, "
                       "%s store" % (n, prim.name), port, get("/v1/ping.txt", api), 200))
+        # The same two without the metrics (KrenalisAuthMetrics Off, /nm/): what counting costs.
+        # Measured against "api" and "api-spread" in paired runs only: runs of their own would
+        # say nothing those two do not, and would take the pairs' time.
+        C.append(Case("api-nometrics", "\"api\" where KrenalisAuthMetrics is Off (the same one "
+                      "key)", port, get("/nm/ping.txt", [self.floor_key]), 200,
+                      pair_only=True))
+        C.append(Case("api-spread-nometrics", "\"api-spread\" where KrenalisAuthMetrics is Off "
+                      "(the same %d keys in turn)" % n, port, get("/nm/ping.txt", api), 200,
+                      pair_only=True))
         for s in self.stores:
             if s is prim:
                 continue
@@ -994,7 +1029,11 @@ class Bench:
                 ("api", "floor", "valid API key (one key, the connection memo answers), %s "
                  "store, against the floor" % prim.name),
                 ("api-spread", "floor", "every request the next of %d valid keys (memo "
-                 "misses), %s store, against the floor" % (self.args.rotate, prim.name))]
+                 "misses), %s store, against the floor" % (self.args.rotate, prim.name)),
+                ("api", "api-nometrics", "the module with its metrics against the same where "
+                 "KrenalisAuthMetrics is Off: one valid key (memo), %s store" % prim.name),
+                ("api-spread", "api-spread-nometrics", "the same for %d valid keys in turn "
+                 "(memo misses), %s store" % (self.args.rotate, prim.name))]
         for s in self.stores:
             if s.size < prim.size:
                 want.append(("api-spread-%s" % s.name, "floor", "the same on the %s store, "
@@ -1049,13 +1088,14 @@ class Bench:
                 self.h2.smoke()
             if not http:
                 return
-            log("warm-up: %d cases x %ss" % (len(self.cases), self.args.warmup))
-            for c in self.cases:
+            own = [c for c in self.cases if not c.pair_only]
+            log("warm-up: %d cases x %ss" % (len(own), self.args.warmup))
+            for c in own:
                 wrk(self, c, self.args.warmup)
             done = 0
             round_time = None
             while done < self.args.rounds:
-                est = round_time or ((len(self.cases) * (self.args.duration + 0.5)
+                est = round_time or ((len(own) * (self.args.duration + 0.5)
                                       if done < self.args.case_rounds else 0) +
                                      len(self.pairs) * (self.args.pair_duration + 0.5) +
                                      (6 * self.args.h2_slice / 1000 + 1 if self.h2 else 0))
@@ -1066,7 +1106,7 @@ class Bench:
                 # stays next to its neighbours (api right after or right before open: the
                 # machine drifts less between neighbours), and the drift over a round, which
                 # favours early cases in one direction, favours late ones in the other.
-                order = list(range(len(self.cases)))
+                order = [i for i, c in enumerate(self.cases) if not c.pair_only]
                 if done % 2:
                     order.reverse()
                 # The cases' own runs (informative: the targets are decided in the paired runs)
@@ -1251,13 +1291,15 @@ class Bench:
             log("decision alone, %s store: valid %.0f ns, unknown %.0f ns, malformed %.0f ns" %
                 (s.name, r["api_ns"], r["unknown_ns"], r["malformed_ns"]))
 
-    # Inclusive instructions per request read from callgrind: (label, functions summed).
+    # Inclusive instructions per request read from callgrind: (label, functions summed). A
+    # tuple among the functions names alternatives: the first one present counts (decide_once
+    # calls ka_store_decide, which builds before the split lack; adding both counted it twice).
     CG_ROWS = (("whole request (read + process)", ("ap_read_request", "ap_process_async_request")),
                ("of which ap_process_request_internal", ("ap_process_request_internal",)),
                ("of which check_user hooks", ("ap_run_check_user_id",)),
                ("of which ka_check_user", ("ka_check_user",)),
                ("of which ka_store_decide (memo, transaction, decision)",
-                ("ka_store_decide", "decide_once")),
+                (("ka_store_decide", "decide_once"),)),
                ("of which ka_decide (the decision)", ("ka_decide",)),
                ("of which ka_api_body_parse (base-62, CRC)", ("ka_api_body_parse",)),
                ("of which ka_hmac (HMAC-SHA-256)", ("ka_hmac",)),
@@ -1311,7 +1353,7 @@ class Bench:
                 if m:
                     fn, n = m.group(2), int(m.group(1).replace(",", ""))
                     incl[fn] = max(incl.get(fn, 0), n)  # debug info may split a function in two
-            self.instr[name] = {label: sum(incl.get(f, 0) for f in fns) / r["requests"]
+            self.instr[name] = {label: cg_sum(incl, fns) / r["requests"]
                                 for label, fns in self.CG_ROWS}
             self.instr_fn[name] = {fn: n / r["requests"] for fn, n in incl.items()}
             log("instructions per request, %s: %.0f" % (name, self.instr[name][self.CG_ROWS[0][0]]))
@@ -1379,9 +1421,10 @@ class Bench:
                  "in the first %d rounds also `wrk -t%d -c%d -d%ss` of each case alone, in the "
                  "order below in odd rounds and reversed in even ones (after a %ss warm-up of "
                  "each). httpd %s event MPM, 2 children x %d threads, keep-alive without a "
-                 "request limit, no access log; %s%s. `api`, `floor` and `api-10k` send one "
-                 "valid key; every other case rotates through %d different credentials (%d for "
-                 "the 2 KiB bodies)." %
+                 "request limit, no access log; %s%s. `api`, `api-nometrics`, `floor` and "
+                 "`api-10k` send one valid key; every other case rotates through %d different "
+                 "credentials (%d for the 2 KiB bodies). The `*-nometrics` cases run in their "
+                 "paired runs only." %
                  (a.rounds, a.pair_duration, a.threads, a.connections, a.slice,
                   a.h2_connections, a.h2_streams, a.h2_slice, min(a.case_rounds, a.rounds),
                   a.threads, a.connections, a.duration, a.warmup,
@@ -1609,7 +1652,8 @@ class Bench:
         L.append("| case | " + " | ".join("round %d" % (i + 1) for i in range(cr)) + " |")
         L.append("|---|" + "---:|" * cr)
         for c in self.cases:
-            L.append("| %s | %s |" % (c.name, " | ".join("%.0f" % r["rps"] for r in c.rounds)))
+            if c.rounds:
+                L.append("| %s | %s |" % (c.name, " | ".join("%.0f" % r["rps"] for r in c.rounds)))
         L.append("")
         if self.pairs:
             L.append("Paired runs, per-round ratio B / A:")
@@ -1629,8 +1673,9 @@ class Bench:
         L.append("| case | " + " | ".join("round %d" % (i + 1) for i in range(cr)) + " |")
         L.append("|---|" + "---:|" * cr)
         for c in self.cases:
-            L.append("| %s | %s |" % (c.name, " | ".join("%.3f" % x for x in
-                                                          self.ratios(c, open_get))))
+            if c.rounds:
+                L.append("| %s | %s |" % (c.name, " | ".join("%.3f" % x for x in
+                                                              self.ratios(c, open_get))))
         L.append("")
         return "\n".join(L)
 
@@ -1682,6 +1727,10 @@ class Bench:
                       prim.name, 0.99)
         paired_target("api-spread", "floor", "%d valid keys in turn (memo misses), %s store, "
                       "/ the floor" % (a.rotate, prim.name), 0.98)
+        paired_target("api", "api-nometrics", "metrics on / off (KrenalisAuthMetrics Off), one "
+                      "valid key (memo), %s store" % prim.name, 0.99)
+        paired_target("api-spread", "api-spread-nometrics", "metrics on / off, %d valid keys "
+                      "in turn (memo misses), %s store" % (a.rotate, prim.name), 0.99)
         for s in self.stores:
             if s.size < prim.size:
                 paired_target("api-spread-%s" % s.name, "floor", "the same, %s store, / the "
@@ -1796,8 +1845,8 @@ def main():
     ap.add_argument("--guard", type=int, default=5,
                     help="ms at the start of each slice of a paired run not counted (responses "
                          "to the other case's requests still arrive)")
-    ap.add_argument("--case-rounds", type=int, default=3,
-                    help="rounds in which every case also runs alone (default 3; the targets "
+    ap.add_argument("--case-rounds", type=int, default=2,
+                    help="rounds in which every case also runs alone (default 2; the targets "
                          "are decided in the paired runs of all --rounds rounds)")
     ap.add_argument("--pin", dest="pin", action="store_true", default=True,
                     help="httpd on the first CPU, wrk and h2load on the second (default)")
@@ -1841,7 +1890,7 @@ def main():
                          "hypervisor's steal) used more than this share of the CPUs in some "
                          "case is run again (default 0.10)")
     ap.add_argument("--time-budget", type=float, default=None,
-                    help="seconds the whole run may take (default 570, with --large 3600): "
+                    help="seconds the whole run may take (default 540, with --large 3600): "
                          "the time left after the planned work is spent waiting for other "
                          "processes to leave the CPUs and running noisy rounds again")
     ap.add_argument("--nice", type=int, default=0,

@@ -780,6 +780,13 @@ static int lk_cached(ka_store_lookup_ctx *c, ka_kc_kind kind, const void *key, k
     return 1;
 }
 
+/* Counts a look-up the cache could have answered but did not. */
+static void lk_missed(ka_store_lookup_ctx *c)
+{
+    if (c->attached && c->snap.txnid != 0)
+        c->misses++;
+}
+
 /* Keeps what the transaction found, for the snapshot it read. */
 static void lk_keep(ka_store_lookup_ctx *c, ka_kc_kind kind, const void *key, const ka_kc_val *v)
 {
@@ -822,6 +829,7 @@ static ka_store_status lk_key(ka_store_lookup_ctx *c, const uint8_t digest[KA_DI
     }
     if (lk_txn(c) != KA_OK)
         return KA_FAIL;
+    lk_missed(c);
     rc = lk_read(c, ka_get_key(c->txn, c->st, digest, rec));
     if (rc == KA_OK && c->attached) {
         memset(&v, 0, sizeof(v));
@@ -879,6 +887,7 @@ static ka_store_status lk_entity(ka_store_lookup_ctx *c, ka_kc_kind kind, entity
     }
     if (lk_txn(c) != KA_OK)
         return KA_FAIL;
+    lk_missed(c);
     rc = lk_read(c, get(c->txn, c->st, id, e));
     if (rc == KA_OK && c->attached) {
         memset(&v, 0, sizeof(v));

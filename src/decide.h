@@ -121,9 +121,10 @@ typedef struct {
     ka_store_status (*attach)(void *arg, const ka_store **st, ka_kc_snap *snap);
     ka_kc_snap snap; /* attached: the snapshot the cache answers for */
     int attached;
-    int hits;  /* look-ups the cache answered */
-    int mixed; /* the transaction began on a newer snapshot than answers already taken from the
-                  cache: decide again without the cache, so that one snapshot decides */
+    int hits;   /* look-ups the cache answered */
+    int misses; /* look-ups it could not answer (read from the transaction) */
+    int mixed;  /* the transaction began on a newer snapshot than answers already taken from the
+                   cache: decide again without the cache, so that one snapshot decides */
 } ka_store_lookup_ctx;
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk);
 /* ka_decide over ctx's look-ups; decided again without the cache when the transaction began on

@@ -87,6 +87,12 @@ void ka_metrics_inc(uint64_t *field)
     add1(field);
 }
 
+void ka_metrics_add_n(uint64_t *field, uint64_t n)
+{
+    if (n != 0)
+        __atomic_fetch_add(field, n, __ATOMIC_RELAXED);
+}
+
 void ka_metrics_count_request(ka_metrics_counters *c, ka_metric_endpoint ep, ka_outcome outcome,
                               int key_type, int status, ka_refusal reason)
 {
@@ -263,6 +269,11 @@ size_t ka_metrics_render(const ka_metrics_snapshot *s, char *buf, size_t cap)
            "Times a child process opened the key store again after closing it.", c->store_reopens);
     scalar(&o, "krenalis_auth_store_faults_total", "counter",
            "Times the key store could not be opened or read (requests got 503).", c->store_faults);
+    scalar(&o, "krenalis_auth_lookup_cache_hits_total", "counter",
+           "Key store look-ups answered from the look-up cache.", c->lookup_hits);
+    scalar(&o, "krenalis_auth_lookup_cache_misses_total", "counter",
+           "Key store look-ups the look-up cache could not answer (read from the store).",
+           c->lookup_misses);
     if (s->have_txnid)
         scalar(&o, "krenalis_auth_store_last_txnid", "gauge",
                "The last transaction committed to the key store (LMDB txnid).", s->last_txnid);
@@ -319,6 +330,8 @@ size_t ka_metrics_render_status(const ka_metrics_snapshot *s, int short_form, ch
     status_row(&o, short_form, "MemoHits", "memo hits", c->memo_hits);
     status_row(&o, short_form, "StoreReopens", "store reopens", c->store_reopens);
     status_row(&o, short_form, "StoreFaults", "store faults", c->store_faults);
+    status_row(&o, short_form, "LookupCacheHits", "look-up cache hits", c->lookup_hits);
+    status_row(&o, short_form, "LookupCacheMisses", "look-up cache misses", c->lookup_misses);
     if (s->have_txnid)
         status_row(&o, short_form, "StoreLastTxnid", "store last txnid", s->last_txnid);
     for (int r = 1; r < KA_REFUSAL_COUNT; r++) {

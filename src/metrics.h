@@ -73,6 +73,8 @@ typedef struct {
     uint64_t memo_hits;
     uint64_t store_reopens;
     uint64_t store_faults;
+    uint64_t lookup_hits;   /* store look-ups the look-up cache answered */
+    uint64_t lookup_misses; /* look-ups it could not answer: read from the store, then kept */
 } ka_metrics_counters;
 
 /* Counts one request the module answered for (or let through). key_type is a ka_key_type;
@@ -85,6 +87,8 @@ void ka_metrics_observe_decision(ka_metrics_counters *c, uint64_t ns);
 
 /* c->field += 1, atomically (relaxed). For memo_hits, store_reopens, store_faults. */
 void ka_metrics_inc(uint64_t *field);
+/* c->field += n, atomically (relaxed). For lookup_hits, lookup_misses. */
+void ka_metrics_add_n(uint64_t *field, uint64_t n);
 
 /* dst += src, each value read atomically (relaxed) while other processes count. */
 void ka_metrics_add(ka_metrics_counters *dst, const ka_metrics_counters *src);

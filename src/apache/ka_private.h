@@ -76,6 +76,7 @@ typedef struct {
     int forward_headers;
     int pass_authorization;
     apr_off_t max_body;
+    int metrics; /* KrenalisAuthMetrics */
     int cors_set;
     apr_array_header_t *cors_origins; /* NULL: any origin ("*") */
 } ka_dir_cfg;
@@ -108,6 +109,11 @@ static inline int ka_cfg_pass_authorization(const ka_dir_cfg *dc)
 static inline apr_off_t ka_cfg_max_body(const ka_dir_cfg *dc)
 {
     return dc->max_body == KA_UNSET ? KA_DEFAULT_MAX_BODY : dc->max_body;
+}
+
+static inline int ka_cfg_metrics(const ka_dir_cfg *dc)
+{
+    return dc->metrics == KA_UNSET ? 1 : dc->metrics;
 }
 
 /* The entries of each store's look-up cache, 0 for none (the main server's setting). */
@@ -171,11 +177,15 @@ void ka_handle_close(ka_handle *h);
 /* The handle's open store (NULL while closed): the bench times the library's steps on it. */
 const ka_store *ka_handle_store(const ka_handle *h);
 
+/* ka_store_decide's flags. */
+#define KA_DECIDE_MEMO 1u  /* the connection's memo may answer and keeps what was accepted */
+#define KA_DECIDE_COUNT 2u /* a memo hit is counted (KrenalisAuthMetrics On) */
+
 /* One pass of the decision tables over h's store, as a request makes it: the read transaction
- * from the child's pool on the first look-up, under the SIGBUS guard. With memo, the
- * connection's memo may answer and keeps what an API endpoint accepted. began (may be NULL):
- * set to whether a transaction was begun. h may be NULL (no store: 503). */
-ka_verdict ka_store_decide(ka_handle *h, request_rec *r, int memo, const ka_request *req,
+ * from the child's pool on the first look-up, under the SIGBUS guard. flags: KA_DECIDE_*.
+ * began (may be NULL): set to whether a transaction was begun. h may be NULL (no store:
+ * 503). */
+ka_verdict ka_store_decide(ka_handle *h, request_rec *r, unsigned flags, const ka_request *req,
                            ka_decision *dec, int *began);
 /* Gives c a memo its HTTP/2 streams share, with a lock (docs/operations.md, "Connection
  * memo"): called on c's own thread before its first stream, because the streams' threads may

@@ -136,7 +136,8 @@ void ka_metrics_count(request_rec *r, ka_metrics *m, const ka_metrics_req *mr)
         apr_table_setn(r->subprocess_env, KA_REFUSAL_ENV, ka_refusal_name(mr->reason));
         apr_table_setn(last->subprocess_env, KA_REFUSAL_ENV, ka_refusal_name(mr->reason));
     }
-    if (c == NULL)
+    /* KrenalisAuthMetrics Off: the reason above is for the access log, nothing is counted. */
+    if (mr->off || c == NULL)
         return;
     ka_metrics_count_request(c, (ka_metric_endpoint)mr->endpoint, (ka_outcome)mr->outcome,
                              mr->key_type, last->status, mr->reason);

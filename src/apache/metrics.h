@@ -27,6 +27,8 @@ typedef struct {
     unsigned char outcome;  /* ka_outcome */
     unsigned char key_type; /* ka_key_type of an accepted key, else KA_KEY_NONE */
     unsigned char timed;    /* decide_ns holds the time of at least one decision */
+    unsigned char off;      /* KrenalisAuthMetrics Off: never timed nor counted; a refusal's
+                               reason still goes to the environment (KRENALIS_REFUSAL) */
     ka_refusal reason;      /* KA_REFUSAL_NONE unless refused */
     uint64_t decide_ns;     /* time in the decision tables and the store */
 } ka_metrics_req;
@@ -62,8 +64,8 @@ void ka_metrics_note_preflight(ka_metrics_req *mr);
 void ka_metrics_note_refused(request_rec *r, ka_metrics_req *mr, ka_endpoint endpoint,
                              ka_refusal reason);
 
-/* log_transaction: counts a request noted in mr with the status sent, and puts its refusal
- * reason in the environment of the request the access log reads. */
+/* log_transaction: counts a request noted in mr with the status sent (unless mr->off), and
+ * puts its refusal reason in the environment of the request the access log reads. */
 void ka_metrics_count(request_rec *r, ka_metrics *m, const ka_metrics_req *mr);
 
 /* The sum over every process (pool-allocated); the caller adds the store's gauges. NULL when

@@ -146,19 +146,23 @@ typedef struct {
     request_rec *r;
     ka_handle *h;
     apr_off_t limit;
+    ka_req *q; /* the request's record: its decisions are timed into q->mr */
 } decide_ctx;
 
 static ka_verdict decide_once(void *arg, const ka_request *req, ka_decision *dec)
 {
     const decide_ctx *d = arg;
-    uint64_t t0 = ka_metrics_now_ns();
-    ka_verdict v = ka_store_decide(d->h, d->r, 1, req, dec, NULL);
-    ka_req *q = ap_get_module_config(d->r->request_config, &krenalis_auth_module);
+    ka_metrics_req *mr = &d->q->mr;
+    uint64_t t0;
+    ka_verdict v;
 
-    if (q != NULL) { /* krenalis_auth_decision_seconds */
-        q->mr.decide_ns += ka_metrics_now_ns() - t0;
-        q->mr.timed = 1;
-    }
+    /* KrenalisAuthMetrics Off: no clock read, no memo hit counted. */
+    if (mr->off)
+        return ka_store_decide(d->h, d->r, KA_DECIDE_MEMO, req, dec, NULL);
+    t0 = ka_metrics_now_ns();
+    v = ka_store_decide(d->h, d->r, KA_DECIDE_MEMO | KA_DECIDE_COUNT, req, dec, NULL);
+    mr->decide_ns += ka_metrics_now_ns() - t0; /* krenalis_auth_decision_seconds */
+    mr->timed = 1;
     return v;
 }
 
@@ -177,10 +181,10 @@ static int read_no_body(void *arg, ka_body_fields *fields)
 /* Decides, reading the body when the decision needs it (ka_decide_with_body). No transaction
  * stays open while a slow client sends its body. OK with dec decided, or the HTTP status of a
  * body that could not be read. */
-static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka_request *req,
-                        ka_decision *dec)
+static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka_req *q,
+                        ka_request *req, ka_decision *dec)
 {
-    decide_ctx d = {r, sc->handle, ka_cfg_max_body(dc)};
+    decide_ctx d = {r, sc->handle, ka_cfg_max_body(dc), q};
     ka_body_fields *fields;
 
     if (req->route.endpoint != KA_EP_ORGS && ka_store_stale(sc->handle, sc->max_stale, r)) {
@@ -197,6 +201,7 @@ static ka_req *req_begin(request_rec *r, const ka_dir_cfg *dc)
     ka_req *q = apr_pcalloc(r->pool, sizeof(*q));
 
     ap_set_module_config(r->request_config, &krenalis_auth_module, q);
+    q->mr.off = !ka_cfg_metrics(dc);
     ka_classify(r->method, r->uri, ka_cfg_endpoint(dc), &q->route);
     q->forward_headers = ka_cfg_forward_headers(dc);
     q->pass_authorization = ka_cfg_pass_authorization(dc);
@@ -240,8 +245,8 @@ static int accepted(request_rec *r, ka_req *q, const ka_decision *dec)
 static int recheck_redirect(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc,
                             const ka_req *first)
 {
-    decide_ctx d = {r, sc->handle, ka_cfg_max_body(dc)};
     ka_req *q = req_begin(r, dc);
+    decide_ctx d = {r, sc->handle, ka_cfg_max_body(dc), q};
     ka_body_fields no_body; /* a body nobody read: no writeKey, no connectionId */
     ka_request req;
     ka_decision dec;
@@ -300,7 +305,7 @@ int ka_check_user(request_rec *r)
     if (q->route.endpoint == KA_EP_INGESTION && ka_bad_content_length(r, ka_cfg_max_body(dc)))
         return body_refused(r, q, HTTP_REQUEST_ENTITY_TOO_LARGE);
     request_inputs(r, sc, dc, q, &req);
-    if ((rc = run_decision(r, sc, dc, &req, &dec)) != OK)
+    if ((rc = run_decision(r, sc, dc, q, &req, &dec)) != OK)
         return body_refused(r, q, rc);
     if (dec.verdict != KA_VERDICT_ACCEPT)
         return ka_send_refusal(r, q, &dec);

@@ -417,6 +417,7 @@ typedef struct {
     ka_store_lookup_ctx lk;
     int locked;      /* holds env_lock (shared, or alone while adopting a grown map) */
     int use_memo;    /* the connection's memo may answer and keep decisions */
+    int count_hits;  /* a memo hit is counted (not under KrenalisAuthMetrics Off) */
     conn_memo *memo; /* the connection's memo, NULL until a decision is kept on it */
 } ka_txn;
 
@@ -714,12 +715,17 @@ static __attribute__((noinline)) ka_verdict decide_guarded(ka_txn *t, const ka_r
     if (memo_answer(t, req, dec)) {
         rc = KA_VERDICT_ACCEPT;
         dec->reason = KA_REFUSAL_NONE;
-        if (ka_metrics_mine(t->h->metrics))
+        if (t->count_hits && ka_metrics_mine(t->h->metrics))
             ka_metrics_inc(&ka_metrics_mine(t->h->metrics)->memo_hits);
     } else {
         rc = ka_decide_store(req, &t->lk, dec);
         if (rc == KA_VERDICT_ACCEPT)
             memo_keep(t, req, dec);
+        if (t->count_hits && ka_metrics_mine(t->h->metrics)) {
+            ka_metrics_add_n(&ka_metrics_mine(t->h->metrics)->lookup_hits, (uint64_t)t->lk.hits);
+            ka_metrics_add_n(&ka_metrics_mine(t->h->metrics)->lookup_misses,
+                             (uint64_t)t->lk.misses);
+        }
     }
     txn_end(t);
     ka_map_guard_disarm(&g);
@@ -732,7 +738,7 @@ static __attribute__((noinline)) ka_verdict decide_guarded(ka_txn *t, const ka_r
 /* One pass of the decision tables over the store, guarded against a data.mdb truncated under
  * the map. On the stack, not in the request pool: nothing per request outgrows its first
  * block because of the module. */
-ka_verdict ka_store_decide(ka_handle *h, request_rec *r, int memo, const ka_request *req,
+ka_verdict ka_store_decide(ka_handle *h, request_rec *r, unsigned flags, const ka_request *req,
                            ka_decision *dec, int *began)
 {
     ka_txn t;
@@ -741,8 +747,9 @@ ka_verdict ka_store_decide(ka_handle *h, request_rec *r, int memo, const ka_requ
     memset(&t, 0, sizeof(t));
     t.r = r;
     t.h = h;
-    t.use_memo = memo;
-    if (memo)
+    t.use_memo = (flags & KA_DECIDE_MEMO) != 0;
+    t.count_hits = (flags & KA_DECIDE_COUNT) != 0;
+    if (t.use_memo)
         t.memo = memo_of(r->connection);
     t.lk.begin = txn_begin;
     t.lk.begin_arg = &t;

@@ -717,14 +717,22 @@ def _(h):
        "krenalis-keys --version (exit, stdout, stderr)")
 
 
-def bad_directive(label, directive, snippet, store=None):
+BAD_CONFS = []  # the configurations of bad_directive: named by number, not by directive
+
+
+def bad_directive(label, directive, snippet, store=None, message=None):
+    """apache2 -t fails on snippet and its output names directive (message: and says that)."""
+    BAD_CONFS.append(label)
+    # A file name holding the directive would name it in every "Syntax error ... of FILE".
+    name = "conf-bad-%d" % len(BAD_CONFS)
+
     @test("config.-t fails: %s" % label)
     def _(h):
-        rc, out = conftest(h, "conf-" + label.replace(" ", "-"), snippet.format(**h.f),
-                           store=store(h) if store else None)
+        rc, out = conftest(h, name, snippet.format(**h.f), store=store(h) if store else None)
         check(rc != 0, "apache2 -t exit status 0 for %s; output:\n%s" % (label, out))
         check(directive.lower() in out.lower(),
               "output does not name %s:\n%s" % (directive, out))
+        check(message is None or message in out, "output lacks %r:\n%s" % (message, out))
 
 
 bad_directive("KrenalisAuthEndpoint bogus", "KrenalisAuthEndpoint",
@@ -737,6 +745,12 @@ bad_directive("KrenalisAuthForwardHeaders bogus", "KrenalisAuthForwardHeaders",
               "<Location /bad/>\n    KrenalisAuthForwardHeaders maybe\n</Location>")
 bad_directive("KrenalisAuthPassAuthorization bogus", "KrenalisAuthPassAuthorization",
               "<Location /bad/>\n    KrenalisAuthPassAuthorization yes\n</Location>")
+# httpd's own words for a FLAG: an unknown directive would name it too ("Invalid command").
+bad_directive("KrenalisAuthMetrics bogus", "KrenalisAuthMetrics",
+              "<Location /bad/>\n    KrenalisAuthMetrics maybe\n</Location>",
+              message="KrenalisAuthMetrics must be On or Off")
+bad_directive("KrenalisAuthMetrics bogus in the server", "KrenalisAuthMetrics",
+              "KrenalisAuthMetrics maybe", message="KrenalisAuthMetrics must be On or Off")
 bad_directive("KrenalisAuthMaxBodySize bogus", "KrenalisAuthMaxBodySize",
               "<Location /bad/>\n    KrenalisAuthMaxBodySize lots\n</Location>")
 bad_directive("KrenalisAuthMaxBodySize negative", "KrenalisAuthMaxBodySize",

@@ -6,6 +6,10 @@ from several client threads, on new and keep-alive connections, while a real Pro
 `promtool check metrics` passes on its text, Prometheus's `sum by (outcome)` equals what was
 sent, /server-status?auto says the same in short, and the access log (the LogFormat of
 docs/operations.md) holds each refusal's reason and no token.
+
+`KrenalisAuthMetrics Off` (a place, or the whole server): requests there, accepted and refused,
+move no figure at all, while the access log still gets their refusal reasons; `On`, inside an
+Off place or under an Off server, and the default count as before.
 """
 import json
 import os
@@ -579,3 +583,222 @@ def _(h):
            "the mark moved")
     finally:
         srv.stop()
+
+
+# --------------------------------------------------------------------------------------
+# KrenalisAuthMetrics On|Off: a place whose requests the metrics leave out
+
+
+def switch_places(prefix, setting):
+    """The Locations of one place: PREFIX with `KrenalisAuthMetrics SETTING` (none when
+    SETTING is None), PREFIX/deny/ where a Require line denies an API key, PREFIX/ingest/ an
+    ingestion endpoint whose 413 is an internal redirect (so the access log reads the reason
+    from the last request of the chain, where log_transaction puts it)."""
+    return ("<Location {p}>\n    KrenalisAuthMetrics {s}\n</Location>\n" if setting else "") \
+        .format(p=prefix, s=setting) + """\
+<Location {p}deny/>
+    AuthzSendForbiddenOnFailure On
+    Require krenalis-key-type event-write
+</Location>
+<Location {p}ingest/>
+    KrenalisAuthEndpoint ingestion
+    ErrorDocument 413 /open/too-large
+</Location>
+""".format(p=prefix)
+
+
+def conf(h):
+    """The switch's places, in the CGI virtual host of every server (after its <Location /v1/>,
+    so that their Require lines win): an Off place with an On place inside it, and an On
+    place for a server whose own setting is Off. They change nothing elsewhere."""
+    return {"cgi": switch_places("/v1/nometrics/", "Off") +
+            switch_places("/v1/nometrics/on/", "On") + switch_places("/v1/on/", "On")}
+
+
+KA_SWITCH = 4  # requests of the keep-alive session: the first decides, the others hit the memo
+
+
+def switch_traffic(h, srv, tag, api, deny, ingest):
+    """One of each kind of request the module counts, to the places given (api: a prefix of
+    the API endpoint, deny: one where Require denies the key, ingest: an ingestion path), each
+    with the marker m=TAG-KIND; then a keep-alive session of KA_SWITCH requests with one key.
+    Returns ({marker: refusal reason or None}, the deltas the metrics must show when counted)."""
+    f = h.f
+    auth = lambda t: ("Authorization", "Bearer " + t)  # noqa: E731
+    pre = [("Origin", "https://shop.example"), ("Access-Control-Request-Method", "POST")]
+    big = b"{" + b" " * 600000 + b"}"
+    kinds = [
+        # kind, method, path, headers, body, (endpoint, outcome, status, key_type), reason,
+        # decisions
+        ("ok", "GET", api + "ok", [auth(f["k1"])], None, ("api", "accepted", "200", "api"),
+         None, 1),
+        ("unknown", "GET", api + "unknown", [auth(h.secret(random_api_token()))], None,
+         ("api", "refused", "401", "none"), "unknown-key", 1),
+        ("missing", "GET", api + "missing", [], None, ("api", "refused", "401", "none"),
+         "missing-credential", 1),
+        ("denied", "GET", deny + "x", [auth(f["k1"])], None, ("api", "refused", "403", "none"),
+         "not-allowed", 1),
+        ("ingest", "POST", ingest, [auth(f["wk1"]), ("Content-Type", "application/json")],
+         b'{"type":"track"}', ("ingestion", "accepted", "200", "event-write"), None, 1),
+        ("too-large", "POST", ingest, [auth(f["wk1"])], big,
+         ("ingestion", "refused", "413", "none"), "body-too-large", 0),
+        ("preflight", "OPTIONS", ingest, pre, None, ("preflight", "accepted", "204", "none"),
+         None, 0),
+    ]
+    want, sent = {}, {}
+
+    def add(key, n):
+        want[key] = want.get(key, 0.0) + n
+
+    for kind, method, path, headers, body, series, reason, decisions in kinds:
+        m = "%s-%s" % (tag, kind)
+        r = http(srv.port_cgi, method, "%s?m=%s" % (path, m), headers, body)
+        eq(r.status, int(series[2]), "%s %s (%s)%s" % (method, path, m, r.brief()))
+        sent[m] = reason
+        add(("krenalis_auth_requests_total", tuple(sorted(zip(
+            ("endpoint", "outcome", "status", "key_type"), series)))), 1)
+        if reason:
+            add(("krenalis_auth_refusals_total", (("reason", reason),)), 1)
+        add(("krenalis_auth_decision_seconds_count", ()), decisions)
+    with KeepAlive(srv.port_cgi) as ka:
+        for i in range(KA_SWITCH):
+            m = "%s-ka%d" % (tag, i)
+            r = ka.send("GET", "%ska?m=%s" % (api, m), [auth(f["k1"])])
+            eq(r.status, 200, "keep-alive request %s%s" % (m, r.brief()))
+            sent[m] = None
+    add(("krenalis_auth_requests_total", (("endpoint", "api"), ("key_type", "api"),
+                                          ("outcome", "accepted"), ("status", "200"))), KA_SWITCH)
+    add(("krenalis_auth_decision_seconds_count", ()), KA_SWITCH)
+    add(("krenalis_auth_memo_hits_total", ()), KA_SWITCH - 1)
+    return sent, want
+
+
+def scrape(srv):
+    r = http(srv.port_cgi, "GET", "/krenalis-metrics")
+    eq(r.status, 200, "the metrics handler" + r.brief())
+    return parse(r.body.decode())
+
+
+def deltas(after, before):
+    """{sample: after - before} of the samples that moved (a new series counts from 0)."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+
+
+def counted(d):
+    """The deltas a request's count makes and the test can predict: requests, refusals, the
+    number of decisions timed and memo hits (not the histogram's buckets and sum, which
+    depend on the time taken)."""
+    return {k: v for k, v in d.items()
+            if k[0] in ("krenalis_auth_requests_total", "krenalis_auth_refusals_total",
+                        "krenalis_auth_decision_seconds_count", "krenalis_auth_memo_hits_total")}
+
+
+def check_refusals_logged(srv, name, sent):
+    """Every marker's access-log line (the LogFormat of docs/operations.md) ends with its
+    refusal reason, or refusal=- when it was accepted. Waits for the lines: mod_log_config
+    writes them after the module's log_transaction has counted (or not), so a scrape after
+    this sees every count these requests made."""
+    log = wait_log(srv, srv.h.root / "logs" / ("%s-auth-access.log" % name),
+                   {m: "switch" for m in sent})
+    for m, reason in sent.items():
+        check(log[m].endswith(" refusal=%s" % (reason or "-")),
+              "access log, %s: want refusal=%s: %r" % (m, reason or "-", log[m]))
+
+
+@test("metrics.switch: KrenalisAuthMetrics Off counts nothing; On and the default count")
+def _(h):
+    name = "metrics-switch"
+    srv = h.httpd(name, global_extra=metrics_conf(h, h.root / "logs", name))
+    srv.start()
+    try:
+        s0 = scrape(srv)
+        sent, _ = switch_traffic(h, srv, "off", "/v1/nometrics/", "/v1/nometrics/deny/",
+                                 "/v1/nometrics/ingest/")
+        # The refusals still carry their reason to the access log.
+        check_refusals_logged(srv, name, sent)
+        check(sum(1 for r in sent.values() if r) == 4, "the Off traffic has 4 refusals")
+        s1 = scrape(srv)
+        # Nothing moved: no request, refusal, decision time or memo hit of the Off place.
+        eq(deltas(s1, s0), {}, "the metrics' change after %d requests under "
+           "KrenalisAuthMetrics Off" % len(sent))
+
+        # The default (no KrenalisAuthMetrics): everything counted.
+        sent, want = switch_traffic(h, srv, "default", "/v1/m/", "/v1/authz/type-other/",
+                                    "/v1/events")
+        check_refusals_logged(srv, name, sent)
+        s2 = scrape(srv)
+        eq(counted(deltas(s2, s1)), want, "the metrics' change after the default place's "
+           "requests")
+        # On inside an Off place: the innermost setting wins.
+        sent, want = switch_traffic(h, srv, "on", "/v1/nometrics/on/",
+                                    "/v1/nometrics/on/deny/", "/v1/nometrics/on/ingest/")
+        check_refusals_logged(srv, name, sent)
+        s3 = scrape(srv)
+        eq(counted(deltas(s3, s2)), want, "the metrics' change after the requests under "
+           "KrenalisAuthMetrics On inside an Off place")
+    finally:
+        srv.stop()
+
+
+@test("metrics.switch: KrenalisAuthMetrics Off for the whole server, On in one place")
+def _(h):
+    name = "metrics-switch-server"
+    srv = h.httpd(name, global_extra=metrics_conf(h, h.root / "logs", name) +
+                  "KrenalisAuthMetrics Off\n")
+    srv.start()
+    try:
+        s0 = scrape(srv)
+        sent, _ = switch_traffic(h, srv, "off", "/v1/m/", "/v1/authz/type-other/", "/v1/events")
+        check_refusals_logged(srv, name, sent)
+        s1 = scrape(srv)
+        eq(deltas(s1, s0), {}, "the metrics' change after requests under the server's "
+           "KrenalisAuthMetrics Off")
+        sent, want = switch_traffic(h, srv, "on", "/v1/on/", "/v1/on/deny/", "/v1/on/ingest/")
+        check_refusals_logged(srv, name, sent)
+        s2 = scrape(srv)
+        eq(counted(deltas(s2, s1)), want, "the metrics' change after the requests of a "
+           "KrenalisAuthMetrics On place")
+    finally:
+        srv.stop()
+
+
+def cache_counts(srv):
+    s = scrape(srv)
+    return (s[("krenalis_auth_lookup_cache_hits_total", ())],
+            s[("krenalis_auth_lookup_cache_misses_total", ())])
+
+
+@test("metrics.lookup-cache: the children share it; any commit makes it read the store again")
+def _(h):
+    srv = h.servers.get("metrics-cache")
+    if srv is None or srv.proc is None:
+        srv = h.httpd("metrics-cache", global_extra=metrics_conf(h, h.root / "logs",
+                                                                "metrics-cache"))
+        srv.start()
+    org = h.new_org()
+    kid, tok = h.new_api_key(org)
+    auth = [("Authorization", "Bearer " + tok)]
+    n = 12
+
+    def send(k, status):
+        # A new connection each time (no memo), so that every child answers some.
+        for _ in range(k):
+            r = http(srv.port_cgi, "GET", "/v1/items", auth)
+            eq(r.status, status, "status" + r.brief())
+
+    h0, m0 = cache_counts(srv)
+    # The first request reads the key and its organization; every other one, whichever child
+    # answers it, finds both in the table the children share.
+    send(n, 200)
+    h1, m1 = cache_counts(srv)
+    eq((h1 - h0, m1 - m0), (2.0 * (n - 1), 2.0), "look-up cache (hits, misses) of %d requests" % n)
+    # An unrelated commit: every entry is stale, the next request reads the store again.
+    h.new_org()
+    send(3, 200)
+    h2, m2 = cache_counts(srv)
+    eq((h2 - h1, m2 - m1), (4.0, 2.0), "(hits, misses) after an unrelated commit")
+    # The key revoked: refused at once; an unknown key is read, and never kept.
+    h.cli("api-key", "delete", kid)
+    send(3, 401)
+    h3, m3 = cache_counts(srv)
+    eq((h3 - h2, m3 - m2), (0.0, 3.0), "(hits, misses) of a revoked key")

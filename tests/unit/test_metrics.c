@@ -93,6 +93,8 @@ static void test_render_exact(void **state)
     c->memo_hits = 7;
     c->store_reopens = 1;
     c->store_faults = 2;
+    c->lookup_hits = 9;
+    c->lookup_misses = 4;
     s->have_txnid = 1;
     s->last_txnid = 42;
     text = render(s);
@@ -161,6 +163,14 @@ static void test_render_exact(void **state)
         "(requests got 503).\n"
         "# TYPE krenalis_auth_store_faults_total counter\n"
         "krenalis_auth_store_faults_total 2\n"
+        "# HELP krenalis_auth_lookup_cache_hits_total Key store look-ups answered from the look-up "
+        "cache.\n"
+        "# TYPE krenalis_auth_lookup_cache_hits_total counter\n"
+        "krenalis_auth_lookup_cache_hits_total 9\n"
+        "# HELP krenalis_auth_lookup_cache_misses_total Key store look-ups the look-up cache could "
+        "not answer (read from the store).\n"
+        "# TYPE krenalis_auth_lookup_cache_misses_total counter\n"
+        "krenalis_auth_lookup_cache_misses_total 4\n"
         "# HELP krenalis_auth_store_last_txnid The last transaction committed to the key store "
         "(LMDB txnid).\n"
         "# TYPE krenalis_auth_store_last_txnid gauge\n"
@@ -241,6 +251,8 @@ static void test_render_status(void **state)
                              "KrenalisAuthMemoHits: 1\n"
                              "KrenalisAuthStoreReopens: 0\n"
                              "KrenalisAuthStoreFaults: 0\n"
+                             "KrenalisAuthLookupCacheHits: 0\n"
+                             "KrenalisAuthLookupCacheMisses: 0\n"
                              "KrenalisAuthStoreLastTxnid: 5\n"
                              "KrenalisAuthRefusal-malformed: 2\n"
                              "KrenalisAuthRefusal-unavailable: 1\n");
