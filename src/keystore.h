@@ -228,7 +228,7 @@ typedef int (*ka_regen_id)(char id[KA_ID_LEN], void *arg);
  * organization, name, flags) whose ID is the key's conn. The organization (and workspace)
  * must exist: KA_NOTFOUND otherwise. Adds in place, in key order, when n is small against what
  * the store holds, else rebuilds the store dense with the new keys (above; *rebuilt set) and
- * reopens st on it. All or nothing. keys is reordered. */
+ * reopens st on it. All or nothing. keys keeps its order; a taken ID in it is replaced. */
 ka_store_status ka_bulk_add(ka_store *st, const ka_key_rec *tmpl, const ka_entity *conn_tmpl,
                             ka_bulk_key *keys, size_t n, ka_regen_id regen, void *regen_arg,
                             int *rebuilt, char *err, size_t errlen);
