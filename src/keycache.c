@@ -1,6 +1,8 @@
 /* The look-up cache (keycache.h): a table of sets of WAYS entries, an entry found in the set its
- * key hashes to. Each entry is 16 words, the first its sequence number: odd while a writer
- * fills it. A reader copies the entry between two reads of the number and uses the copy only
+ * key hashes to. A set begins with a cache line of tags, one per entry, from the key's hash: a
+ * probe reads that line and then only the entry whose tag matches (a table larger than the CPU
+ * caches costs a miss per line read). Tags are hints, checked against the entry itself. Each
+ * entry is 16 words, the first its sequence number: odd while a writer fills it. A reader copies the entry between two reads of the number and uses the copy only
  * when they are equal and even (Boehm, "Can seqlocks get along with programming language
  * memory models?", 2012); every word is an atomic, so the races are defined behaviour. */
 #include "keycache.h"
@@ -28,12 +30,20 @@ typedef struct {
 
 _Static_assert(sizeof(entry) == 128, "two cache lines an entry");
 
+typedef struct {
+    _Atomic uint64_t tag[WAYS]; /* the hash of the entry's key and kind, 0 for none */
+    uint64_t pad[8 - WAYS];
+    entry way[WAYS];
+} set_t;
+
+_Static_assert(sizeof(set_t) == 64 + WAYS * 128, "a tag line, then the entries");
+
 struct ka_keycache {
     uint64_t seed;
     uint64_t set_mask;
     uint32_t entries;
     uint8_t pad[64 - 20];
-    entry e[];
+    set_t set[];
 };
 
 _Static_assert(sizeof(struct ka_keycache) == 64, "entries start on a cache line");
@@ -51,7 +61,7 @@ static unsigned round_entries(unsigned n)
 
 size_t ka_keycache_bytes(unsigned entries)
 {
-    return sizeof(struct ka_keycache) + (size_t)round_entries(entries) * sizeof(entry);
+    return sizeof(struct ka_keycache) + (size_t)(round_entries(entries) / WAYS) * sizeof(set_t);
 }
 
 ka_keycache *ka_keycache_init(void *mem, unsigned entries, uint64_t seed)
@@ -92,12 +102,15 @@ static void key_words(ka_kc_kind kind, const void *key, uint64_t w[KEY_WORDS])
         memcpy(w, key, strnlen(key, KA_ID_LEN));
 }
 
-static entry *set_of(const ka_keycache *kc, ka_kc_kind kind, const uint64_t w[KEY_WORDS])
+/* The set of a key, and its tag there (never 0). */
+static set_t *set_of(const ka_keycache *kc, ka_kc_kind kind, const uint64_t w[KEY_WORDS],
+                     uint64_t *tag)
 {
     uint64_t h = mix(w[0] ^ kc->seed ^ ((uint64_t)kind << 56));
 
     h = mix(h ^ w[1]);
-    return (entry *)&kc->e[(h & kc->set_mask) * WAYS];
+    *tag = h | 1;
+    return (set_t *)&kc->set[(h >> 8) & kc->set_mask];
 }
 
 /* A consistent copy of e's fields, or 0 when a writer was at it. With val NULL only the
@@ -128,20 +141,21 @@ static void snap_words(const ka_kc_snap *snap, uint64_t w[SNAP_WORDS])
     w[3] = snap->born;
 }
 
-int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, const void *key,
-                    ka_kc_val *out)
+int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind,
+                    const void *key, ka_kc_val *out)
 {
-    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], s[SNAP_WORDS], k[KEY_WORDS], v[VAL_WORDS];
-    const entry *set;
+    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], s[SNAP_WORDS], k[KEY_WORDS], v[VAL_WORDS], tag;
+    const set_t *set;
 
     /* Transaction 0 is never a snapshot a request read: an all-zero entry must not match. */
     if (kc == NULL || snap->txnid == 0)
         return 0;
     key_words(kind, key, w);
     snap_words(snap, sw);
-    set = set_of(kc, kind, w);
+    set = set_of(kc, kind, w, &tag);
     for (int i = 0; i < WAYS; i++) {
-        if (!read_entry(&set[i], s, k, v))
+        if (atomic_load_explicit(&set->tag[i], memory_order_relaxed) != tag ||
+            !read_entry(&set->way[i], s, k, v))
             continue;
         if (((const uint8_t *)v)[KIND_BYTE] == (uint8_t)kind && memcmp(s, sw, sizeof(s)) == 0 &&
             memcmp(k, w, sizeof(w)) == 0) {
@@ -155,15 +169,20 @@ int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind ki
 
 /* The way to overwrite: the same key's, else a stale or empty one, else one picked by the
  * hash's high bits (the sets are small: no use ranking the live ones). */
-static int victim(const entry *set, const uint64_t w[KEY_WORDS], const uint64_t sw[SNAP_WORDS])
+static int victim(const set_t *set, uint64_t tag, const uint64_t w[KEY_WORDS],
+                  const uint64_t sw[SNAP_WORDS])
 {
     uint64_t s[SNAP_WORDS], k[KEY_WORDS];
     int stale = -1;
 
     for (int i = 0; i < WAYS; i++) {
-        if (!read_entry(&set[i], s, k, NULL))
+        uint64_t t = atomic_load_explicit(&set->tag[i], memory_order_relaxed);
+        if (t == 0 || !read_entry(&set->way[i], s, k, NULL)) {
+            if (t == 0 && stale < 0)
+                stale = i;
             continue;
-        if (memcmp(k, w, KEY_WORDS * 8) == 0)
+        }
+        if (t == tag && memcmp(k, w, KEY_WORDS * 8) == 0)
             return i;
         if (stale < 0 && memcmp(s, sw, sizeof(s)) != 0)
             stale = i;
@@ -174,9 +193,10 @@ static int victim(const entry *set, const uint64_t w[KEY_WORDS], const uint64_t 
 void ka_keycache_put(ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, const void *key,
                      const ka_kc_val *val)
 {
-    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], v[VAL_WORDS] = {0};
-    entry *set, *e;
-    uint64_t s;
+    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], v[VAL_WORDS] = {0}, tag, s;
+    set_t *set;
+    entry *e;
+    int i;
 
     if (kc == NULL || snap->txnid == 0)
         return;
@@ -184,19 +204,23 @@ void ka_keycache_put(ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, c
     snap_words(snap, sw);
     memcpy(v, val, sizeof(*val));
     ((uint8_t *)v)[KIND_BYTE] = (uint8_t)kind;
-    set = set_of(kc, kind, w);
-    e = &set[victim(set, w, sw)];
+    set = set_of(kc, kind, w, &tag);
+    i = victim(set, tag, w, sw);
+    e = &set->way[i];
     s = atomic_load_explicit(&e->seq, memory_order_relaxed);
     /* Another writer has it (or one died in it): leave it. */
-    if ((s & 1) || !atomic_compare_exchange_strong_explicit(
-                       &e->seq, &s, s + 1, memory_order_relaxed, memory_order_relaxed))
+    if ((s & 1) || !atomic_compare_exchange_strong_explicit(&e->seq, &s, s + 1,
+                                                            memory_order_relaxed,
+                                                            memory_order_relaxed))
         return;
     atomic_thread_fence(memory_order_release);
-    for (int i = 0; i < SNAP_WORDS; i++)
-        atomic_store_explicit(&e->snap[i], sw[i], memory_order_relaxed);
-    for (int i = 0; i < KEY_WORDS; i++)
-        atomic_store_explicit(&e->key[i], w[i], memory_order_relaxed);
-    for (int i = 0; i < VAL_WORDS; i++)
-        atomic_store_explicit(&e->val[i], v[i], memory_order_relaxed);
+    for (int j = 0; j < SNAP_WORDS; j++)
+        atomic_store_explicit(&e->snap[j], sw[j], memory_order_relaxed);
+    for (int j = 0; j < KEY_WORDS; j++)
+        atomic_store_explicit(&e->key[j], w[j], memory_order_relaxed);
+    for (int j = 0; j < VAL_WORDS; j++)
+        atomic_store_explicit(&e->val[j], v[j], memory_order_relaxed);
     atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+    /* After the entry: a reader that sees the new tag early finds an odd or older entry. */
+    atomic_store_explicit(&set->tag[i], tag, memory_order_release);
 }
