@@ -771,10 +771,24 @@ static ka_store_status lk_read(ka_store_lookup_ctx *c, ka_store_status rc)
     return rc;
 }
 
-/* The cache's answer for the attached snapshot, when it has one. */
-static int lk_cached(ka_store_lookup_ctx *c, ka_kc_kind kind, const void *key, ka_kc_val *v)
+/* Where the cache keeps the answer for src, its memory fetched meanwhile (the key's place is
+ * known from the credential before the HMAC that gives its digest); 0 without a cache. */
+static uint64_t lk_locate(ka_store_lookup_ctx *c, ka_kc_kind kind, const void *src, size_t len)
 {
-    if (!c->attached || c->mixed || !ka_keycache_get(c->cache, &c->snap, kind, key, v))
+    uint64_t loc;
+
+    if (c->cache == NULL)
+        return 0;
+    loc = ka_keycache_locate(c->cache, kind, src, len);
+    ka_keycache_prefetch(c->cache, loc);
+    return loc;
+}
+
+/* The cache's answer for the attached snapshot, when it has one. */
+static int lk_cached(ka_store_lookup_ctx *c, ka_kc_kind kind, uint64_t loc, const void *key,
+                     ka_kc_val *v)
+{
+    if (!c->attached || c->mixed || !ka_keycache_get(c->cache, &c->snap, kind, loc, key, v))
         return 0;
     c->hits++;
     return 1;
@@ -788,7 +802,8 @@ static void lk_missed(ka_store_lookup_ctx *c)
 }
 
 /* Keeps what the transaction found, for the snapshot it read. */
-static void lk_keep(ka_store_lookup_ctx *c, ka_kc_kind kind, const void *key, const ka_kc_val *v)
+static void lk_keep(ka_store_lookup_ctx *c, ka_kc_kind kind, uint64_t loc, const void *key,
+                    const ka_kc_val *v)
 {
     ka_kc_snap snap;
 
@@ -797,7 +812,7 @@ static void lk_keep(ka_store_lookup_ctx *c, ka_kc_kind kind, const void *key, co
         return;
     snap = c->snap;
     snap.txnid = ka_store_txn_id(c->txn);
-    ka_keycache_put(c->cache, &snap, kind, key, v);
+    ka_keycache_put(c->cache, &snap, kind, loc, key, v);
 }
 
 static void id_put(char dst[KA_ID_LEN], const char *src)
@@ -812,13 +827,13 @@ static void id_get(char dst[KA_ID_LEN + 1], const char src[KA_ID_LEN])
     dst[KA_ID_LEN] = '\0';
 }
 
-static ka_store_status lk_key(ka_store_lookup_ctx *c, const uint8_t digest[KA_DIGEST_LEN],
-                              ka_key_rec *rec)
+static ka_store_status lk_key(ka_store_lookup_ctx *c, uint64_t loc,
+                              const uint8_t digest[KA_DIGEST_LEN], ka_key_rec *rec)
 {
     ka_kc_val v;
     ka_store_status rc;
 
-    if (lk_cached(c, KA_KC_KEY, digest, &v)) {
+    if (lk_cached(c, KA_KC_KEY, loc, digest, &v)) {
         memset(rec, 0, sizeof(*rec));
         rec->type = (ka_key_type)v.type;
         id_get(rec->id, v.id);
@@ -838,7 +853,7 @@ static ka_store_status lk_key(ka_store_lookup_ctx *c, const uint8_t digest[KA_DI
         id_put(v.org, rec->org);
         id_put(v.ws, rec->ws);
         id_put(v.conn, rec->conn);
-        lk_keep(c, KA_KC_KEY, digest, &v);
+        lk_keep(c, KA_KC_KEY, loc, digest, &v);
     }
     return rc;
 }
@@ -847,22 +862,24 @@ static ka_store_status lk_api_key(void *ctx, const uint8_t payload[KA_PAYLOAD_LE
 {
     ka_store_lookup_ctx *c = ctx;
     uint8_t digest[KA_DIGEST_LEN];
+    uint64_t loc = lk_locate(c, KA_KC_KEY, payload, KA_PAYLOAD_LEN);
 
     if (lk_attach(c) != KA_OK)
         return KA_FAIL;
     ka_digest_api(c->st, payload, digest);
-    return lk_key(c, digest, rec);
+    return lk_key(c, loc, digest, rec);
 }
 
 static ka_store_status lk_write_key(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec)
 {
     ka_store_lookup_ctx *c = ctx;
     uint8_t digest[KA_DIGEST_LEN];
+    uint64_t loc = lk_locate(c, KA_KC_KEY, key, KA_WRITE_KEY_LEN);
 
     if (lk_attach(c) != KA_OK)
         return KA_FAIL;
     ka_digest_write(c->st, key, digest);
-    return lk_key(c, digest, rec);
+    return lk_key(c, loc, digest, rec);
 }
 
 typedef ka_store_status (*entity_get)(ka_store_txn *, const ka_store *, const char *, ka_entity *);
@@ -873,10 +890,11 @@ static ka_store_status lk_entity(ka_store_lookup_ctx *c, ka_kc_kind kind, entity
 {
     ka_kc_val v;
     ka_store_status rc;
+    uint64_t loc = lk_locate(c, kind, id, strnlen(id, KA_ID_LEN));
 
     if (lk_attach(c) != KA_OK)
         return KA_FAIL;
-    if (lk_cached(c, kind, id, &v)) {
+    if (lk_cached(c, kind, loc, id, &v)) {
         memset(e, 0, sizeof(*e));
         id_get(e->id, v.id);
         id_get(e->org, v.org);
@@ -896,7 +914,7 @@ static ka_store_status lk_entity(ka_store_lookup_ctx *c, ka_kc_kind kind, entity
         id_put(v.ws, e->ws);
         v.enabled = (uint8_t)(e->enabled != 0);
         v.flags = (uint8_t)e->conn_flags;
-        lk_keep(c, kind, id, &v);
+        lk_keep(c, kind, loc, id, &v);
     }
     return rc;
 }

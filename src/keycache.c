@@ -2,9 +2,10 @@
  * key hashes to. A set begins with a cache line of tags, one per entry, from the key's hash: a
  * probe reads that line and then only the entry whose tag matches (a table larger than the CPU
  * caches costs a miss per line read). Tags are hints, checked against the entry itself. Each
- * entry is 16 words, the first its sequence number: odd while a writer fills it. A reader copies the entry between two reads of the number and uses the copy only
- * when they are equal and even (Boehm, "Can seqlocks get along with programming language
- * memory models?", 2012); every word is an atomic, so the races are defined behaviour. */
+ * entry is 16 words, the first its sequence number: odd while a writer fills it. A reader copies
+ * the entry between two reads of the number and uses the copy only when they are equal and even
+ * (Boehm, "Can seqlocks get along with programming language memory models?", 2012); every word is
+ * an atomic, so the races are defined behaviour. */
 #include "keycache.h"
 
 #include <stdatomic.h>
@@ -102,15 +103,29 @@ static void key_words(ka_kc_kind kind, const void *key, uint64_t w[KEY_WORDS])
         memcpy(w, key, strnlen(key, KA_ID_LEN));
 }
 
-/* The set of a key, and its tag there (never 0). */
-static set_t *set_of(const ka_keycache *kc, ka_kc_kind kind, const uint64_t w[KEY_WORDS],
-                     uint64_t *tag)
+uint64_t ka_keycache_locate(const ka_keycache *kc, ka_kc_kind kind, const void *src, size_t len)
 {
-    uint64_t h = mix(w[0] ^ kc->seed ^ ((uint64_t)kind << 56));
+    uint64_t w[2] = {0, 0};
 
-    h = mix(h ^ w[1]);
-    *tag = h | 1;
-    return (set_t *)&kc->set[(h >> 8) & kc->set_mask];
+    memcpy(w, src, len < sizeof(w) ? len : sizeof(w));
+    return mix(mix(w[0] ^ kc->seed ^ ((uint64_t)kind << 56)) ^ w[1]) | 1;
+}
+
+/* The set of a place; the place itself is the entry's tag there (never 0). */
+static set_t *set_of(const ka_keycache *kc, uint64_t loc)
+{
+    return (set_t *)&kc->set[(loc >> 8) & kc->set_mask];
+}
+
+void ka_keycache_prefetch(const ka_keycache *kc, uint64_t loc)
+{
+    const char *p;
+
+    if (kc == NULL)
+        return;
+    p = (const char *)set_of(kc, loc);
+    for (size_t off = 0; off < sizeof(set_t); off += 64)
+        __builtin_prefetch(p + off);
 }
 
 /* A consistent copy of e's fields, or 0 when a writer was at it. With val NULL only the
@@ -141,10 +156,11 @@ static void snap_words(const ka_kc_snap *snap, uint64_t w[SNAP_WORDS])
     w[3] = snap->born;
 }
 
-int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind,
+int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
                     const void *key, ka_kc_val *out)
 {
-    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], s[SNAP_WORDS], k[KEY_WORDS], v[VAL_WORDS], tag;
+    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], s[SNAP_WORDS], k[KEY_WORDS], v[VAL_WORDS];
+    uint64_t tag = loc | 1;
     const set_t *set;
 
     /* Transaction 0 is never a snapshot a request read: an all-zero entry must not match. */
@@ -152,7 +168,7 @@ int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind ki
         return 0;
     key_words(kind, key, w);
     snap_words(snap, sw);
-    set = set_of(kc, kind, w, &tag);
+    set = set_of(kc, tag);
     for (int i = 0; i < WAYS; i++) {
         if (atomic_load_explicit(&set->tag[i], memory_order_relaxed) != tag ||
             !read_entry(&set->way[i], s, k, v))
@@ -190,10 +206,10 @@ static int victim(const set_t *set, uint64_t tag, const uint64_t w[KEY_WORDS],
     return stale >= 0 ? stale : (int)(mix(w[2] ^ w[3] ^ sw[0]) % WAYS);
 }
 
-void ka_keycache_put(ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, const void *key,
-                     const ka_kc_val *val)
+void ka_keycache_put(ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
+                     const void *key, const ka_kc_val *val)
 {
-    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], v[VAL_WORDS] = {0}, tag, s;
+    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], v[VAL_WORDS] = {0}, tag = loc | 1, s;
     set_t *set;
     entry *e;
     int i;
@@ -204,14 +220,13 @@ void ka_keycache_put(ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, c
     snap_words(snap, sw);
     memcpy(v, val, sizeof(*val));
     ((uint8_t *)v)[KIND_BYTE] = (uint8_t)kind;
-    set = set_of(kc, kind, w, &tag);
+    set = set_of(kc, tag);
     i = victim(set, tag, w, sw);
     e = &set->way[i];
     s = atomic_load_explicit(&e->seq, memory_order_relaxed);
     /* Another writer has it (or one died in it): leave it. */
-    if ((s & 1) || !atomic_compare_exchange_strong_explicit(&e->seq, &s, s + 1,
-                                                            memory_order_relaxed,
-                                                            memory_order_relaxed))
+    if ((s & 1) || !atomic_compare_exchange_strong_explicit(
+                       &e->seq, &s, s + 1, memory_order_relaxed, memory_order_relaxed))
         return;
     atomic_thread_fence(memory_order_release);
     for (int j = 0; j < SNAP_WORDS; j++)

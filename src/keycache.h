@@ -51,12 +51,20 @@ size_t ka_keycache_bytes(unsigned entries);
 ka_keycache *ka_keycache_init(void *mem, unsigned entries, uint64_t seed);
 unsigned ka_keycache_entries(const ka_keycache *kc);
 
-/* The answer for key (a KA_DIGEST_LEN digest for KA_KC_KEY, else a KA_ID_LEN ID) on snap: 1
- * and *out, or 0. */
-int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, const void *key,
-                    ka_kc_val *out);
+/* Where the answer for a key lives, from len bytes the caller has before the key itself: a
+ * credential's payload (its digest comes later, from the HMAC), or an ID. Equal sources give
+ * equal places; the table's seed keeps them unpredictable. */
+uint64_t ka_keycache_locate(const ka_keycache *kc, ka_kc_kind kind, const void *src, size_t len);
+/* Starts fetching the memory of loc, so that the look-up that follows (after the HMAC) does not
+ * wait for it: the table is larger than the CPU's caches. */
+void ka_keycache_prefetch(const ka_keycache *kc, uint64_t loc);
+
+/* The answer for key (a KA_DIGEST_LEN digest for KA_KC_KEY, else a KA_ID_LEN ID) at loc on
+ * snap: 1 and *out, or 0. */
+int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
+                    const void *key, ka_kc_val *out);
 /* Keeps the answer read on snap (best effort: an entry another thread is writing is left). */
-void ka_keycache_put(ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, const void *key,
-                     const ka_kc_val *val);
+void ka_keycache_put(ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
+                     const void *key, const ka_kc_val *val);
 
 #endif

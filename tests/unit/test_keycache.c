@@ -19,6 +19,14 @@
 #define TC_WS "wsC123456789"
 #define TC_KEY "kyC123456789"
 
+/* A key's place: from its digest or ID itself here (the module uses the credential). */
+#define LOC(kc, kind, key) loc_of(kc, kind, key)
+static uint64_t loc_of(const ka_keycache *kc, ka_kc_kind kind, const void *key)
+{
+    return kc ? ka_keycache_locate(kc, kind, key, kind == KA_KC_KEY ? KA_DIGEST_LEN : KA_ID_LEN)
+              : 0;
+}
+
 static ka_keycache *cache_new(unsigned entries)
 {
     void *mem = NULL;
@@ -63,34 +71,38 @@ static void test_roundtrip(void **state)
     assert_int_equal(ka_keycache_entries(kc), 64);
     digest_of(1, d);
     val_of(1, &v);
-    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, d, &got), 0);
-    ka_keycache_put(kc, &snap, KA_KC_KEY, d, &v);
-    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, d, &got), 1);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &got), 0);
+    ka_keycache_put(kc, &snap, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &v);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &got), 1);
     assert_true(val_ok(1, &got));
     /* Another snapshot, data file or kind: another answer. */
     other = snap, other.txnid = 8;
-    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, d, &got), 0);
+    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &got), 0);
     other = snap, other.ino = 101;
-    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, d, &got), 0);
+    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &got), 0);
     other = snap, other.dev = 4;
-    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, d, &got), 0);
+    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &got), 0);
     /* The same inode number, a file born later: another store. */
     other = snap, other.born += 1;
-    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, d, &got), 0);
-    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_ORG, d, &got), 0);
+    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &got), 0);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_ORG, LOC(kc, KA_KC_ORG, d), d, &got), 0);
     /* One bit off in the last byte of the digest. */
     d[KA_DIGEST_LEN - 1] ^= 1;
-    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, d, &got), 0);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &got), 0);
     /* IDs: found by their 12 characters. */
-    ka_keycache_put(kc, &snap, KA_KC_WS, TC_WS, &v);
-    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_WS, TC_WS, &got), 1);
-    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_CONN, TC_WS, &got), 0);
-    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_WS, "wsC12345678X", &got), 0);
+    ka_keycache_put(kc, &snap, KA_KC_WS, LOC(kc, KA_KC_WS, TC_WS), TC_WS, &v);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_WS, LOC(kc, KA_KC_WS, TC_WS), TC_WS, &got),
+                     1);
+    assert_int_equal(
+        ka_keycache_get(kc, &snap, KA_KC_CONN, LOC(kc, KA_KC_CONN, TC_WS), TC_WS, &got), 0);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_WS, LOC(kc, KA_KC_WS, "wsC12345678X"),
+                                     "wsC12345678X", &got),
+                     0);
     /* Transaction 0 is no snapshot: a zeroed table answers nothing. */
     memset(&other, 0, sizeof(other));
-    ka_keycache_put(kc, &other, KA_KC_KEY, d, &v);
-    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, d, &got), 0);
-    assert_int_equal(ka_keycache_get(NULL, &snap, KA_KC_KEY, d, &got), 0);
+    ka_keycache_put(kc, &other, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &v);
+    assert_int_equal(ka_keycache_get(kc, &other, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &got), 0);
+    assert_int_equal(ka_keycache_get(NULL, &snap, KA_KC_KEY, LOC(NULL, KA_KC_KEY, d), d, &got), 0);
     free(kc);
 }
 
@@ -107,11 +119,11 @@ static void test_evictions(void **state)
     for (unsigned n = 0; n < 5000; n++) {
         digest_of(n, d);
         val_of(n, &v);
-        ka_keycache_put(kc, &snap, KA_KC_KEY, d, &v);
+        ka_keycache_put(kc, &snap, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &v);
     }
     for (unsigned n = 0; n < 5000; n++) {
         digest_of(n, d);
-        if (ka_keycache_get(kc, &snap, KA_KC_KEY, d, &got)) {
+        if (ka_keycache_get(kc, &snap, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &got)) {
             assert_true(val_ok(n, &got));
             hits++;
         }
@@ -122,8 +134,8 @@ static void test_evictions(void **state)
     snap.txnid = 2;
     digest_of(9999, d);
     val_of(9999, &v);
-    ka_keycache_put(kc, &snap, KA_KC_KEY, d, &v);
-    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, d, &got), 1);
+    ka_keycache_put(kc, &snap, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &v);
+    assert_int_equal(ka_keycache_get(kc, &snap, KA_KC_KEY, LOC(kc, KA_KC_KEY, d), d, &got), 1);
     free(kc);
 }
 
@@ -148,8 +160,8 @@ static void *work(void *arg)
         digest_of(n, d);
         if (w->writer) {
             val_of(n, &v);
-            ka_keycache_put(w->kc, &snap, KA_KC_KEY, d, &v);
-        } else if (ka_keycache_get(w->kc, &snap, KA_KC_KEY, d, &v)) {
+            ka_keycache_put(w->kc, &snap, KA_KC_KEY, LOC(w->kc, KA_KC_KEY, d), d, &v);
+        } else if (ka_keycache_get(w->kc, &snap, KA_KC_KEY, LOC(w->kc, KA_KC_KEY, d), d, &v)) {
             w->hits++;
             w->bad += !val_ok(n, &v);
         }
