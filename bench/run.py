@@ -1845,8 +1845,8 @@ def main():
     ap.add_argument("--guard", type=int, default=5,
                     help="ms at the start of each slice of a paired run not counted (responses "
                          "to the other case's requests still arrive)")
-    ap.add_argument("--case-rounds", type=int, default=2,
-                    help="rounds in which every case also runs alone (default 2; the targets "
+    ap.add_argument("--case-rounds", type=int, default=3,
+                    help="rounds in which every case also runs alone (default 3; the targets "
                          "are decided in the paired runs of all --rounds rounds)")
     ap.add_argument("--pin", dest="pin", action="store_true", default=True,
                     help="httpd on the first CPU, wrk and h2load on the second (default)")
