@@ -151,19 +151,26 @@ static const char *set_orgs_env(cmd_parms *cmd, void *dummy, const char *arg)
     return NULL;
 }
 
+/* "off" (0) or a whole number from lo to hi: 1 and *out, or 0. */
+static int off_or_number(const char *arg, long lo, long hi, long *out)
+{
+    char *end;
+
+    if (strcasecmp(arg, "off") == 0) {
+        *out = 0;
+        return 1;
+    }
+    errno = 0;
+    *out = strtol(arg, &end, 10);
+    return !errno && end != arg && !*end && *out >= lo && *out <= hi;
+}
+
 static const char *set_max_stale(cmd_parms *cmd, void *dummy, const char *arg)
 {
     ka_srv_cfg *c = ap_get_module_config(cmd->server->module_config, &krenalis_auth_module);
-    char *end;
     long v;
 
-    if (strcasecmp(arg, "off") == 0) {
-        c->max_stale = 0;
-        return NULL;
-    }
-    errno = 0;
-    v = strtol(arg, &end, 10);
-    if (errno || end == arg || *end || v < 1 || v > 86400 * 365)
+    if (!off_or_number(arg, 1, 86400 * 365, &v))
         return "KrenalisAuthMaxStaleness: expected off or a number of seconds (1 or more)";
     c->max_stale = (int)v;
     return NULL;
@@ -173,18 +180,11 @@ static const char *set_lookup_cache(cmd_parms *cmd, void *dummy, const char *arg
 {
     ka_srv_cfg *c = ap_get_module_config(cmd->server->module_config, &krenalis_auth_module);
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    char *end;
     long v;
 
     if (err)
         return err;
-    if (strcasecmp(arg, "off") == 0) {
-        c->cache_entries = 0;
-        return NULL;
-    }
-    errno = 0;
-    v = strtol(arg, &end, 10);
-    if (errno || end == arg || *end || v < KA_KC_MIN_ENTRIES || v > (long)KA_KC_MAX_ENTRIES)
+    if (!off_or_number(arg, KA_KC_MIN_ENTRIES, (long)KA_KC_MAX_ENTRIES, &v))
         return apr_psprintf(cmd->pool,
                             "KrenalisAuthLookupCache: expected off or a number of entries from "
                             "%d to %u",

@@ -821,6 +821,20 @@ static void id_put(char dst[KA_ID_LEN], const char *src)
     memcpy(dst, src, strnlen(src, KA_ID_LEN));
 }
 
+/* A cache entry's value: a key's record, or an entity's. */
+static void val_set(ka_kc_val *v, ka_key_type type, int enabled, unsigned flags, const char *id,
+                    const char *org, const char *ws, const char *conn)
+{
+    memset(v, 0, sizeof(*v));
+    v->type = (uint8_t)type;
+    v->enabled = (uint8_t)enabled;
+    v->flags = (uint8_t)flags;
+    id_put(v->id, id);
+    id_put(v->org, org);
+    id_put(v->ws, ws);
+    id_put(v->conn, conn);
+}
+
 static void id_get(char dst[KA_ID_LEN + 1], const char src[KA_ID_LEN])
 {
     memcpy(dst, src, KA_ID_LEN);
@@ -847,12 +861,7 @@ static ka_store_status lk_key(ka_store_lookup_ctx *c, uint64_t loc,
     lk_missed(c);
     rc = lk_read(c, ka_get_key(c->txn, c->st, digest, rec));
     if (rc == KA_OK && c->attached) {
-        memset(&v, 0, sizeof(v));
-        v.type = (uint8_t)rec->type;
-        id_put(v.id, rec->id);
-        id_put(v.org, rec->org);
-        id_put(v.ws, rec->ws);
-        id_put(v.conn, rec->conn);
+        val_set(&v, rec->type, 0, 0, rec->id, rec->org, rec->ws, rec->conn);
         lk_keep(c, KA_KC_KEY, loc, digest, &v);
     }
     return rc;
@@ -908,12 +917,7 @@ static ka_store_status lk_entity(ka_store_lookup_ctx *c, ka_kc_kind kind, entity
     lk_missed(c);
     rc = lk_read(c, get(c->txn, c->st, id, e));
     if (rc == KA_OK && c->attached) {
-        memset(&v, 0, sizeof(v));
-        id_put(v.id, e->id);
-        id_put(v.org, e->org);
-        id_put(v.ws, e->ws);
-        v.enabled = (uint8_t)(e->enabled != 0);
-        v.flags = (uint8_t)e->conn_flags;
+        val_set(&v, KA_KEY_NONE, e->enabled != 0, e->conn_flags, e->id, e->org, e->ws, "");
         lk_keep(c, kind, loc, id, &v);
     }
     return rc;

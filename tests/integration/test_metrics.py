@@ -693,6 +693,16 @@ def counted(d):
                         "krenalis_auth_decision_seconds_count", "krenalis_auth_memo_hits_total")}
 
 
+def counted_after(h, srv, name, traffic, before, what):
+    """Sends switch_traffic(*traffic), waits for its log lines, and checks that the metrics
+    moved by exactly what it counts; returns the scrape after it."""
+    sent, want = switch_traffic(h, srv, *traffic)
+    check_refusals_logged(srv, name, sent)
+    after = scrape(srv)
+    eq(counted(deltas(after, before)), want, what)
+    return after
+
+
 def check_refusals_logged(srv, name, sent):
     """Every marker's access-log line (the LogFormat of docs/operations.md) ends with its
     refusal reason, or refusal=- when it was accepted. Waits for the lines: mod_log_config
@@ -723,19 +733,14 @@ def _(h):
            "KrenalisAuthMetrics Off" % len(sent))
 
         # The default (no KrenalisAuthMetrics): everything counted.
-        sent, want = switch_traffic(h, srv, "default", "/v1/m/", "/v1/authz/type-other/",
-                                    "/v1/events")
-        check_refusals_logged(srv, name, sent)
-        s2 = scrape(srv)
-        eq(counted(deltas(s2, s1)), want, "the metrics' change after the default place's "
-           "requests")
+        s2 = counted_after(h, srv, name, ("default", "/v1/m/", "/v1/authz/type-other/",
+                                          "/v1/events"), s1,
+                           "the metrics' change after the default place's requests")
         # On inside an Off place: the innermost setting wins.
-        sent, want = switch_traffic(h, srv, "on", "/v1/nometrics/on/",
-                                    "/v1/nometrics/on/deny/", "/v1/nometrics/on/ingest/")
-        check_refusals_logged(srv, name, sent)
-        s3 = scrape(srv)
-        eq(counted(deltas(s3, s2)), want, "the metrics' change after the requests under "
-           "KrenalisAuthMetrics On inside an Off place")
+        counted_after(h, srv, name, ("on", "/v1/nometrics/on/", "/v1/nometrics/on/deny/",
+                                     "/v1/nometrics/on/ingest/"), s2,
+                      "the metrics' change after the requests under KrenalisAuthMetrics On "
+                      "inside an Off place")
     finally:
         srv.stop()
 
@@ -753,11 +758,9 @@ def _(h):
         s1 = scrape(srv)
         eq(deltas(s1, s0), {}, "the metrics' change after requests under the server's "
            "KrenalisAuthMetrics Off")
-        sent, want = switch_traffic(h, srv, "on", "/v1/on/", "/v1/on/deny/", "/v1/on/ingest/")
-        check_refusals_logged(srv, name, sent)
-        s2 = scrape(srv)
-        eq(counted(deltas(s2, s1)), want, "the metrics' change after the requests of a "
-           "KrenalisAuthMetrics On place")
+        counted_after(h, srv, name, ("on", "/v1/on/", "/v1/on/deny/", "/v1/on/ingest/"), s1,
+                      "the metrics' change after the requests of a KrenalisAuthMetrics On "
+                      "place")
     finally:
         srv.stop()
 
