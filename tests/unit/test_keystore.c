@@ -1485,7 +1485,8 @@ static void api_digest(int i, uint8_t d[KA_DIGEST_LEN], char hint[KA_HINT_MAX + 
 
 static void old_id(int i, char id[KA_ID_LEN + 1])
 {
-    snprintf(id, KA_ID_LEN + 1, "km%010d", i);
+    /* Unsigned and below 10^10: always 12 characters, as the compiler can tell. */
+    snprintf(id, KA_ID_LEN + 1, "km%010u", (unsigned)i % 1000000000u);
 }
 
 /* A format 1 or 2 key record (type, id, org, ws or zeros, conn or zeros, time, hint, name). */
