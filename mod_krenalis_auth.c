@@ -366,6 +366,8 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
 {
     ka_proc *proc = apr_pcalloc(pconf, sizeof(*proc));
     apr_hash_t *byname = apr_hash_make(ptemp);
+    /* The first of the two passes of a start serves no request: no look-up cache for it. */
+    int first_pass = ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG;
 
     proc->orgs_key = ka_orgs_key_load(pconf, ptemp, s);
     proc->metrics = ka_metrics_attach(pconf, s);
@@ -376,7 +378,7 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
         if (c->store_dir == NULL)
             continue;
         c->handle = ka_handle_for(pconf, byname, proc, c->store_dir, ka_cfg_secret_path(pconf, c),
-                                  ka_cfg_cache_entries(s), s);
+                                  first_pass ? 0 : ka_cfg_cache_entries(s), s);
         if (c->handle == NULL) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, v,
                          KA_LOGNO(00004) "KrenalisAuthKeyStoreSecret: cannot read the secret of %s",
@@ -389,7 +391,7 @@ static int ka_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
                      KA_LOGNO(00005) "%s is not set: the Organizations API stays closed",
                      ka_cfg_orgs_env(s));
     /* Once per configuration load: not on the first of the two passes of a start. */
-    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG)
+    if (!first_pass)
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                      KA_LOGNO(00019) "mod_krenalis_auth/" KA_VERSION " configured");
     return OK;

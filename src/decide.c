@@ -755,12 +755,16 @@ static ka_store_status lk_attach(ka_store_lookup_ctx *c)
         return KA_OK;
     if (c->cache == NULL || c->attach == NULL)
         return lk_txn(c);
-    if (c->attach(c->begin_arg, &c->st, &c->snap) != KA_OK) {
+    switch (c->attach(c->begin_arg, &c->st, &c->snap)) {
+    case KA_OK:
+        c->attached = 1;
+        return KA_OK;
+    case KA_NOTFOUND:
+        return KA_OK;
+    default:
         c->st = NULL;
         return KA_FAIL;
     }
-    c->attached = 1;
-    return KA_OK;
 }
 
 /* Notes a read error inside the transaction, so the caller can say why it answered 503. */
@@ -797,7 +801,7 @@ static int lk_cached(ka_store_lookup_ctx *c, ka_kc_kind kind, uint64_t loc, cons
 /* Counts a look-up the cache could have answered but did not. */
 static void lk_missed(ka_store_lookup_ctx *c)
 {
-    if (c->attached && c->snap.txnid != 0)
+    if (c->attached)
         c->misses++;
 }
 
@@ -807,8 +811,7 @@ static void lk_keep(ka_store_lookup_ctx *c, ka_kc_kind kind, uint64_t loc, const
 {
     ka_kc_snap snap;
 
-    /* Attached to snapshot 0: the store's file cannot be told apart from later ones. */
-    if (!c->attached || c->txn == NULL || c->snap.txnid == 0)
+    if (!c->attached || c->txn == NULL)
         return;
     snap = c->snap;
     snap.txnid = ka_store_txn_id(c->txn);

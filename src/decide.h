@@ -117,7 +117,8 @@ typedef struct {
     void *begin_arg;
     int read_failed;    /* set when a look-up inside an open transaction failed */
     ka_keycache *cache; /* NULL: no cache (attach is not called) */
-    /* KA_OK (st and snap set) or KA_FAIL; begin is called after it, with the same arg */
+    /* KA_OK (st and snap set), KA_NOTFOUND (st set, but no snapshot the cache can answer for:
+     * every look-up reads the store) or KA_FAIL; begin is called after it, with the same arg */
     ka_store_status (*attach)(void *arg, const ka_store **st, ka_kc_snap *snap);
     ka_kc_snap snap; /* attached: the snapshot the cache answers for */
     int attached;

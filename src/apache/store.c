@@ -495,15 +495,17 @@ static ka_store_status txn_attach(void *arg, const ka_store **st, ka_kc_snap *sn
 
     if (txn_store(t) != KA_OK)
         return KA_FAIL;
-    /* The last committed transaction, from the meta pages (under the caller's map guard). */
+    *st = t->h->st;
     /* A file system without birth times: no identity that an inode reused later cannot
-     * share, so the cache neither answers nor keeps (transaction 0 is no snapshot). */
-    snap->txnid = t->h->born != 0 ? ka_store_last_commit(t->h->st) : 0;
+     * share, so the cache is not used for this store. */
+    if (t->h->born == 0)
+        return KA_NOTFOUND;
+    /* The last committed transaction, from the meta pages (under the caller's map guard). */
+    snap->txnid = ka_store_last_commit(t->h->st);
     snap->dev = (uint64_t)t->h->dev;
     snap->ino = (uint64_t)t->h->ino;
     snap->born = t->h->born;
-    *st = t->h->st;
-    return KA_OK;
+    return snap->txnid != 0 ? KA_OK : KA_NOTFOUND;
 }
 
 static ka_store_status txn_begin(void *arg, const ka_store **st, ka_store_txn **txn)
@@ -705,6 +707,7 @@ static __attribute__((noinline)) ka_verdict decide_guarded(ka_txn *t, const ka_r
 {
     request_rec *r = t->r;
     ka_map_guard g;
+    ka_metrics_counters *mc;
     ka_verdict rc;
 
     if (sigsetjmp(g.jb, 0) != 0) {
@@ -712,19 +715,19 @@ static __attribute__((noinline)) ka_verdict decide_guarded(ka_txn *t, const ka_r
         return decide_faulted(t, dec);
     }
     ka_map_guard_arm(&g);
+    mc = t->count_hits ? ka_metrics_mine(t->h->metrics) : NULL;
     if (memo_answer(t, req, dec)) {
         rc = KA_VERDICT_ACCEPT;
         dec->reason = KA_REFUSAL_NONE;
-        if (t->count_hits && ka_metrics_mine(t->h->metrics))
-            ka_metrics_inc(&ka_metrics_mine(t->h->metrics)->memo_hits);
+        if (mc)
+            ka_metrics_inc(&mc->memo_hits);
     } else {
         rc = ka_decide_store(req, &t->lk, dec);
         if (rc == KA_VERDICT_ACCEPT)
             memo_keep(t, req, dec);
-        if (t->count_hits && ka_metrics_mine(t->h->metrics)) {
-            ka_metrics_add_n(&ka_metrics_mine(t->h->metrics)->lookup_hits, (uint64_t)t->lk.hits);
-            ka_metrics_add_n(&ka_metrics_mine(t->h->metrics)->lookup_misses,
-                             (uint64_t)t->lk.misses);
+        if (mc) {
+            ka_metrics_add_n(&mc->lookup_hits, (uint64_t)t->lk.hits);
+            ka_metrics_add_n(&mc->lookup_misses, (uint64_t)t->lk.misses);
         }
     }
     txn_end(t);
