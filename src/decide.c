@@ -89,7 +89,7 @@ static int is_trim_space(char c)
  * security.md): percent-decoded until nothing decodes, '\' read as '/', empty segments merged,
  * ";params" cut, trailing white space and dots dropped, "." and ".." resolved, lower case.
  * Writes into buf (cap bytes, no NUL); returns the length, or (size_t)-1 when path is longer. */
-static size_t canonical_path(const char *path, char *buf, size_t cap)
+size_t ka_path_canonical_full(const char *path, char *buf, size_t cap)
 {
     size_t n = strlen(path), len, w = 0;
 
@@ -135,9 +135,46 @@ static size_t canonical_path(const char *path, char *buf, size_t cap)
     return w;
 }
 
+/* Bytes ka_path_canonical_full acts on besides letters' case ('/' and '.' only in some places). */
+static const unsigned char path_special[256] = {
+    ['%'] = 1,  ['\\'] = 1, [';'] = 1,  ['.'] = 1,  ['/'] = 1, [' '] = 1,
+    ['\t'] = 1, ['\r'] = 1, ['\n'] = 1, ['\v'] = 1, ['\f'] = 1};
+
+/* The canonical form in one pass for a plain path (what nearly every request has): it begins
+ * with '/', has nothing to decode, no '\\', ';' or white space, no empty segment but a final
+ * one, and no segment that ends in '.' (so none is "." or ".."). Then only case and the final
+ * '/' change. (size_t)-2 for any other path, which ka_path_canonical_full normalizes. */
+static size_t plain_canonical(const char *path, char *buf, size_t cap)
+{
+    size_t w = 0;
+
+    if (path[0] != '/')
+        return (size_t)-2;
+    for (size_t i = 0;; i++) {
+        unsigned char c = (unsigned char)path[i];
+        if (c == '\0')
+            return w;
+        if (i == cap) /* longer than cap, as ka_path_canonical_full says */
+            return (size_t)-1;
+        if (path_special[c]) {
+            if (c == '/' && path[i + 1] == '\0')
+                return w; /* a final '/': an empty segment, dropped */
+            if ((c != '/' && c != '.') || path[i + 1] == '/' || path[i + 1] == '\0')
+                return (size_t)-2;
+        }
+        buf[w++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
+    }
+}
+
+size_t ka_path_canonical(const char *path, char *buf, size_t cap)
+{
+    size_t n = plain_canonical(path, buf, cap);
+    return n == (size_t)-2 ? ka_path_canonical_full(path, buf, cap) : n;
+}
+
 #define ORGS_PREFIX "/v1/organizations"
 
-/* A path too long for canonical_path: only a plain one (nothing a backend would decode or
+/* A path too long to normalize: only a plain one (nothing a backend would decode or
  * normalize) can be told apart from the Organizations API. */
 static int could_be_anything(const char *path)
 {
@@ -181,7 +218,7 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
         out->body_key_allowed = configured == KA_EP_INGESTION && post && !ends_in_event_type(path);
         return;
     }
-    clen = canonical_path(path, canon, sizeof(canon));
+    clen = ka_path_canonical(path, canon, sizeof(canon));
     /* Whatever could be the Organizations API after a backend's normalization is (fail
      * closed); a path too long to normalize here is, unless it is plain. */
     if (clen == (size_t)-1 ? could_be_anything(path) : has_prefix(canon, clen, ORGS_PREFIX)) {

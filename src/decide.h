@@ -24,6 +24,13 @@ typedef struct {
  * is classified as organizations (fail closed). */
 #define KA_PATH_CANON_MAX 8192
 
+/* The canonical form of path that ka_classify matches (SPEC §5, docs/security.md): written into
+ * buf (cap bytes, no NUL), its length returned, or (size_t)-1 for a path longer than cap.
+ * ka_path_canonical takes a one-pass way for plain paths; _full always normalizes step by
+ * step. Both give the same answer for every path (tests/unit/test_decide.c). */
+size_t ka_path_canonical(const char *path, char *buf, size_t cap);
+size_t ka_path_canonical_full(const char *path, char *buf, size_t cap);
+
 /* configured: the KrenalisAuthEndpoint value; auto applies the Krenalis route table. */
 void ka_classify(const char *method, const char *path, ka_endpoint configured, ka_route *out);
 

@@ -1332,6 +1332,67 @@ static void test_verdict_status(void **state)
     assert_int_equal(ka_verdict_status(&d), 503);
 }
 
+/* ---- the canonical path: the one-pass way for plain paths against the full normalization ---- */
+
+static void expect_same_canonical(const char *path, size_t cap)
+{
+    char a[64], b[64];
+    size_t na, nb;
+
+    memset(a, 0, sizeof(a));
+    memset(b, 0, sizeof(b));
+    na = ka_path_canonical(path, a, cap);
+    nb = ka_path_canonical_full(path, b, cap);
+    if (na != nb || (na != (size_t)-1 && memcmp(a, b, na) != 0))
+        fail_msg("\"%s\" (cap %zu): %zu \"%.*s\", full %zu \"%.*s\"", path, cap, na,
+                 (int)(na == (size_t)-1 ? 0 : na), a, nb, (int)(nb == (size_t)-1 ? 0 : nb), b);
+}
+
+/* Every path of up to 7 bytes over an alphabet of each byte the normalization treats apart, and
+ * random longer ones, at every capacity around their length: fails if the plain way lets any of
+ * '.', '/', '%', ';', '\\' or white space through where the full one would change it. */
+static void test_canonical_plain_way(void **state)
+{
+    static const char alpha[] = "/.aZ%;\\ \t2e";
+    const size_t na = sizeof(alpha) - 1;
+    static const char *const fixed[] = {
+        "/",      "//",         "/v1/",    "/v1/ping.txt", "/V1/Organizations/", "/v1/.x",
+        "/v1/x.", "/v1/..",     "/a/./b",  "/.hidden/x",   "/v1/events/",        "v1/x",
+        "",       "/%2e%2E/v1", "/x.y.z/", "/a.b/c.d"};
+    char path[16];
+    unsigned long long x = 0x9e3779b97f4a7c15ULL;
+
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        for (size_t cap = 0; cap <= strlen(fixed[i]) + 1; cap++)
+            expect_same_canonical(fixed[i], cap);
+    for (size_t len = 1; len <= 5; len++) {
+        size_t total = 1;
+        for (size_t i = 0; i < len; i++)
+            total *= na;
+        for (size_t k = 0; k < total; k++) {
+            size_t v = k;
+            for (size_t i = 0; i < len; i++, v /= na)
+                path[i] = alpha[v % na];
+            path[len] = '\0';
+            expect_same_canonical(path, 32);
+            expect_same_canonical(path, len);
+            expect_same_canonical(path, len - 1);
+        }
+    }
+    for (int n = 0; n < 200000; n++) {
+        size_t len = 1 + n % 15;
+        path[0] = '/';
+        for (size_t i = 1; i < len; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            path[i] = alpha[x % na];
+        }
+        path[len] = '\0';
+        expect_same_canonical(path, 32);
+        expect_same_canonical(path, len);
+        expect_same_canonical(path, len - 1);
+    }
+}
+
 /* ---- ka_classify (SPEC §5) ---- */
 
 static ka_route route(const char *method, const char *path, ka_endpoint configured)
@@ -1802,6 +1863,7 @@ int run_decide_tests(void)
         T(test_decision_unavailable),
         T(test_decide_with_body),
         T(test_verdict_status),
+        T(test_canonical_plain_way),
         T(test_classify_ingestion),
         T(test_classify_settings),
         T(test_classify_organizations),
