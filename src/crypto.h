@@ -16,6 +16,16 @@ typedef struct {
 void ka_hmac_init(ka_hmac_key *k, const uint8_t secret[KA_SECRET_LEN]);
 void ka_hmac(const ka_hmac_key *k, const void *msg, size_t len, uint8_t out[KA_DIGEST_LEN]);
 
+/* SipHash-2-4 with its 128-bit output (Aumasson and Bernstein, 2012): a keyed pseudorandom
+ * function, here the tag of a remembered decision's inputs (decide.c). out is two little-endian
+ * words, as the reference writes them. Allocates nothing. */
+#define KA_SIPHASH_KEY_LEN 16
+#define KA_SIPHASH_OUT_LEN 16
+void ka_siphash128(const uint8_t key[KA_SIPHASH_KEY_LEN], const void *msg, size_t len,
+                   uint8_t out[KA_SIPHASH_OUT_LEN]);
+/* Zeroes len bytes the compiler may not skip (OPENSSL_cleanse). */
+void ka_cleanse(void *p, size_t len);
+
 /* 1 when equal; time depends only on len. */
 int ka_ct_equal(const void *a, const void *b, size_t len);
 

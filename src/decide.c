@@ -988,20 +988,90 @@ void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk)
     lk->conn = lk_conn;
 }
 
+/* ---- remembered decisions ---- */
+
+/* The inputs decide_api reads, each length before its bytes (so that no two inputs encode
+ * alike): 0 when the request is not one whose decision is remembered. */
+#define INPUTS_MAX (3 + KA_MEMO_AUTH_MAX + KA_ID_LEN)
+static size_t decision_inputs(const ka_request *req, uint8_t in[INPUTS_MAX])
+{
+    size_t an, wn;
+
+    if (!memo_keeps(req, &an, &wn) || an == 0)
+        return 0;
+    in[0] = (uint8_t)an;
+    in[1] = (uint8_t)req->ws_policy;
+    in[2] = req->workspace == NULL ? 0xff : (uint8_t)wn;
+    memcpy(in + 3, req->authorization, an);
+    memcpy(in + 3 + an, req->workspace ? req->workspace : "", wn);
+    return 3 + an + wn;
+}
+
+/* The identity accepted for req's inputs on the snapshot the store is at, when one is
+ * remembered. Nothing of the store is read until an entry is found: a malformed or unknown
+ * credential (never remembered) costs the tag and one probe of the table. */
+static int recall(ka_store_lookup_ctx *c, const ka_request *req, ka_decision *dec)
+{
+    uint8_t in[INPUTS_MAX];
+    size_t n = decision_inputs(req, in);
+    ka_kc_snap snap;
+    ka_kc_val v;
+
+    if (n == 0)
+        return 0;
+    ka_keycache_mac(c->cache, in, n, c->tag);
+    ka_cleanse(in, n);
+    c->tag_loc = ka_keycache_locate(c->cache, KA_KC_DECISION, c->tag, KA_KC_TAG_LEN);
+    c->tagged = 1;
+    if (!ka_keycache_find(c->cache, KA_KC_DECISION, c->tag_loc, c->tag, &snap, &v))
+        return 0;
+    if (lk_attach(c) != KA_OK || !c->attached || memcmp(&snap, &c->snap, sizeof(snap)) != 0)
+        return 0;
+    c->hits++;
+    memset(dec, 0, sizeof(*dec));
+    dec->token_presented = 1;
+    accept(dec, (ka_key_type)v.type, "", "", "", "");
+    id_get(dec->id.key_id, v.id);
+    id_get(dec->id.org, v.org);
+    id_get(dec->id.ws, v.ws);
+    id_get(dec->id.conn, v.conn);
+    return 1;
+}
+
+/* Remembers an accepted decision for the one snapshot it read (the transaction's, or the
+ * cache's when that answered every look-up). */
+static void remember(ka_store_lookup_ctx *c, const ka_decision *dec)
+{
+    ka_kc_snap snap;
+    ka_kc_val v;
+
+    if (!c->tagged || c->cache == NULL || !c->attached)
+        return;
+    snap = c->snap;
+    if (c->txn != NULL)
+        snap.txnid = ka_store_txn_id(c->txn);
+    val_set(&v, dec->id.type, 0, 0, dec->id.key_id, dec->id.org, dec->id.ws, dec->id.conn);
+    ka_keycache_put(c->cache, &snap, KA_KC_DECISION, c->tag_loc, c->tag, &v);
+}
+
 ka_verdict ka_decide_store(const ka_request *req, ka_store_lookup_ctx *ctx, ka_decision *dec)
 {
     ka_lookup lk;
     ka_verdict v;
 
+    if (ctx->cache != NULL && recall(ctx, req, dec))
+        return KA_VERDICT_ACCEPT;
     ka_store_lookup(ctx, &lk);
     v = ka_decide(req, &lk, dec);
     if (ctx->mixed) {
         /* The store committed between the cache's answers and the transaction: decide again
-         * on the transaction's snapshot alone. */
+         * on the transaction's snapshot alone (and remember nothing). */
         ctx->cache = NULL;
         ctx->attached = 0;
         ctx->mixed = 0;
         v = ka_decide(req, &lk, dec);
     }
+    if (v == KA_VERDICT_ACCEPT)
+        remember(ctx, dec);
     return v;
 }

@@ -133,10 +133,18 @@ typedef struct {
     int misses; /* look-ups it could not answer (read from the transaction) */
     int mixed;  /* the transaction began on a newer snapshot than answers already taken from the
                    cache: decide again without the cache, so that one snapshot decides */
+    /* The request's remembered-decision entry (an API-endpoint request, with a cache). */
+    int tagged;
+    uint8_t tag[KA_KC_TAG_LEN];
+    uint64_t tag_loc;
 } ka_store_lookup_ctx;
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk);
 /* ka_decide over ctx's look-ups; decided again without the cache when the transaction began on
- * a newer snapshot than the cache's answers (ctx->mixed), so one snapshot decides. */
+ * a newer snapshot than the cache's answers (ctx->mixed), so one snapshot decides. With a cache,
+ * an API-endpoint request whose inputs (Authorization, Krenalis-Workspace, workspace policy) were
+ * accepted on the snapshot the store is at now is answered by that remembered decision, and an
+ * accepted one is remembered (docs/security.md, "Remembered decisions"); the entry is found by
+ * the tag of those inputs, before anything of the store is read. */
 ka_verdict ka_decide_store(const ka_request *req, ka_store_lookup_ctx *ctx, ka_decision *dec);
 
 /* The 400 of a credential (workspace: the Krenalis-Workspace header) sent more than once, in

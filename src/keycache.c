@@ -8,6 +8,8 @@
  * an atomic, so the races are defined behaviour. */
 #include "keycache.h"
 
+#include "crypto.h"
+
 #include <stdatomic.h>
 #include <string.h>
 
@@ -41,9 +43,10 @@ _Static_assert(sizeof(set_t) == 64 + WAYS * 128, "a tag line, then the entries")
 
 struct ka_keycache {
     uint64_t seed;
+    uint8_t mac_key[KA_SIPHASH_KEY_LEN];
     uint64_t set_mask;
     uint32_t entries;
-    uint8_t pad[64 - 20];
+    uint8_t pad[64 - 36];
     set_t set[];
 };
 
@@ -65,14 +68,15 @@ size_t ka_keycache_bytes(unsigned entries)
     return sizeof(struct ka_keycache) + (size_t)(round_entries(entries) / WAYS) * sizeof(set_t);
 }
 
-ka_keycache *ka_keycache_init(void *mem, unsigned entries, uint64_t seed)
+ka_keycache *ka_keycache_init(void *mem, unsigned entries, const uint8_t random[KA_KC_RANDOM_LEN])
 {
     ka_keycache *kc = mem;
     unsigned n = round_entries(entries);
 
     /* Every page touched now: the table's memory is the same whatever keys come later. */
     memset(kc, 0, ka_keycache_bytes(n));
-    kc->seed = seed;
+    memcpy(&kc->seed, random, sizeof(kc->seed));
+    memcpy(kc->mac_key, random + sizeof(kc->seed), sizeof(kc->mac_key));
     kc->entries = n;
     kc->set_mask = n / WAYS - 1;
     return kc;
@@ -81,6 +85,11 @@ ka_keycache *ka_keycache_init(void *mem, unsigned entries, uint64_t seed)
 unsigned ka_keycache_entries(const ka_keycache *kc)
 {
     return kc->entries;
+}
+
+void ka_keycache_mac(const ka_keycache *kc, const void *in, size_t len, uint8_t tag[KA_KC_TAG_LEN])
+{
+    ka_siphash128(kc->mac_key, in, len, tag);
 }
 
 static uint64_t mix(uint64_t x)
@@ -92,13 +101,15 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-/* The key as words: a digest as it is, an ID zero-padded (IDs are found by content, so an ID
- * shorter than KA_ID_LEN, never valid, still maps to one key). */
+/* The key as words: a digest as it is, a tag or an ID zero-padded (IDs are found by content,
+ * so an ID shorter than KA_ID_LEN, never valid, still maps to one key). */
 static void key_words(ka_kc_kind kind, const void *key, uint64_t w[KEY_WORDS])
 {
     memset(w, 0, KEY_WORDS * 8);
     if (kind == KA_KC_KEY)
         memcpy(w, key, KA_DIGEST_LEN);
+    else if (kind == KA_KC_DECISION)
+        memcpy(w, key, KA_KC_TAG_LEN);
     else
         memcpy(w, key, strnlen(key, KA_ID_LEN));
 }
@@ -156,31 +167,54 @@ static void snap_words(const ka_kc_snap *snap, uint64_t w[SNAP_WORDS])
     w[3] = snap->born;
 }
 
-int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
-                    const void *key, ka_kc_val *out)
+/* The entry of key at loc: on the snapshot sw, or on any when sw is NULL (its own in s). */
+static int probe(const ka_keycache *kc, const uint64_t *sw, ka_kc_kind kind, uint64_t loc,
+                 const void *key, uint64_t s[SNAP_WORDS], ka_kc_val *out)
 {
-    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], s[SNAP_WORDS], k[KEY_WORDS], v[VAL_WORDS];
+    uint64_t w[KEY_WORDS], k[KEY_WORDS], v[VAL_WORDS];
     uint64_t tag = loc | 1;
     const set_t *set;
 
-    /* Transaction 0 is never a snapshot a request read: an all-zero entry must not match. */
-    if (kc == NULL || snap->txnid == 0)
-        return 0;
     key_words(kind, key, w);
-    snap_words(snap, sw);
     set = set_of(kc, tag);
     for (int i = 0; i < WAYS; i++) {
         if (atomic_load_explicit(&set->tag[i], memory_order_relaxed) != tag ||
             !read_entry(&set->way[i], s, k, v))
             continue;
-        if (((const uint8_t *)v)[KIND_BYTE] == (uint8_t)kind && memcmp(s, sw, sizeof(s)) == 0 &&
-            memcmp(k, w, sizeof(w)) == 0) {
+        if (((const uint8_t *)v)[KIND_BYTE] == (uint8_t)kind &&
+            (sw == NULL || memcmp(s, sw, SNAP_WORDS * 8) == 0) && memcmp(k, w, sizeof(w)) == 0) {
             memcpy(out, v, sizeof(*out));
             out->pad = 0;
             return 1;
         }
     }
     return 0;
+}
+
+int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
+                    const void *key, ka_kc_val *out)
+{
+    uint64_t sw[SNAP_WORDS], s[SNAP_WORDS];
+
+    /* Transaction 0 is never a snapshot a request read: an all-zero entry must not match. */
+    if (kc == NULL || snap->txnid == 0)
+        return 0;
+    snap_words(snap, sw);
+    return probe(kc, sw, kind, loc, key, s, out);
+}
+
+int ka_keycache_find(const ka_keycache *kc, ka_kc_kind kind, uint64_t loc, const void *key,
+                     ka_kc_snap *snap, ka_kc_val *out)
+{
+    uint64_t s[SNAP_WORDS];
+
+    if (kc == NULL || !probe(kc, NULL, kind, loc, key, s, out) || s[0] == 0)
+        return 0;
+    snap->txnid = s[0];
+    snap->dev = s[1];
+    snap->ino = s[2];
+    snap->born = s[3];
+    return 1;
 }
 
 /* The way to overwrite: the same key's, else a stale or empty one, else one picked by the

@@ -17,8 +17,12 @@
 
 #include "ka.h"
 
-/* What an entry is the answer of. */
-typedef enum { KA_KC_KEY = 1, KA_KC_ORG, KA_KC_WS, KA_KC_CONN } ka_kc_kind;
+/* What an entry is the answer of. A decision is an API-endpoint request's accepted identity,
+ * found by the tag of the inputs it was decided on (ka_keycache_mac; decide.c). */
+typedef enum { KA_KC_KEY = 1, KA_KC_ORG, KA_KC_WS, KA_KC_CONN, KA_KC_DECISION } ka_kc_kind;
+
+/* A remembered decision's key: the table's MAC of its inputs (SipHash-2-4-128). */
+#define KA_KC_TAG_LEN 16
 
 /* The store snapshot an answer came from: the data file (device, inode and birth time: an
  * inode number is reused once its file is gone) and LMDB's transaction ID. Equal snapshots
@@ -46,9 +50,11 @@ typedef struct ka_keycache ka_keycache;
 
 /* The bytes a table of entries entries takes (entries rounded up to a power of two). */
 size_t ka_keycache_bytes(unsigned entries);
-/* Lays a table out in mem (ka_keycache_bytes(entries) bytes, 64-byte aligned, any content);
- * seed makes the slots of IDs unpredictable to clients. Returns mem as the table. */
-ka_keycache *ka_keycache_init(void *mem, unsigned entries, uint64_t seed);
+/* Lays a table out in mem (ka_keycache_bytes(entries) bytes, 64-byte aligned, any content).
+ * random (from a CSPRNG) makes the slots of IDs unpredictable to clients and keys the MAC of
+ * decisions' inputs. Returns mem as the table. */
+#define KA_KC_RANDOM_LEN 24
+ka_keycache *ka_keycache_init(void *mem, unsigned entries, const uint8_t random[KA_KC_RANDOM_LEN]);
 unsigned ka_keycache_entries(const ka_keycache *kc);
 
 /* Where the answer for a key lives, from len bytes the caller has before the key itself: a
@@ -59,10 +65,18 @@ uint64_t ka_keycache_locate(const ka_keycache *kc, ka_kc_kind kind, const void *
  * wait for it: the table is larger than the CPU's caches. */
 void ka_keycache_prefetch(const ka_keycache *kc, uint64_t loc);
 
-/* The answer for key (a KA_DIGEST_LEN digest for KA_KC_KEY, else a KA_ID_LEN ID) at loc on
- * snap: 1 and *out, or 0. */
+/* The tag of a decision's inputs (len bytes): a pseudorandom function of them under the table's
+ * own key, which nothing outside the server's processes knows. */
+void ka_keycache_mac(const ka_keycache *kc, const void *in, size_t len, uint8_t tag[KA_KC_TAG_LEN]);
+
+/* The answer for key (a KA_DIGEST_LEN digest for KA_KC_KEY, a KA_KC_TAG_LEN tag for
+ * KA_KC_DECISION, else a KA_ID_LEN ID) at loc on snap: 1 and *out, or 0. */
 int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
                     const void *key, ka_kc_val *out);
+/* The answer for key at loc whatever its snapshot: 1, *snap and *out, or 0. A caller that
+ * reads nothing of the store until an entry is found (decide.c) compares the snapshot after. */
+int ka_keycache_find(const ka_keycache *kc, ka_kc_kind kind, uint64_t loc, const void *key,
+                     ka_kc_snap *snap, ka_kc_val *out);
 /* Keeps the answer read on snap (best effort: an entry another thread is writing is left). */
 void ka_keycache_put(ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
                      const void *key, const ka_kc_val *val);

@@ -97,20 +97,21 @@ apr_status_t ka_handle_cache_make(ka_handle *h, apr_pool_t *p, unsigned entries)
 {
     apr_size_t bytes = ka_keycache_bytes(entries) + 64;
     apr_shm_t *shm;
-    uint64_t seed;
+    unsigned char random[KA_KC_RANDOM_LEN];
     uintptr_t base;
     apr_status_t rv;
 
     h->cache = NULL;
     if (entries == 0)
         return APR_SUCCESS;
-    if ((rv = apr_generate_random_bytes((unsigned char *)&seed, sizeof(seed))) != APR_SUCCESS)
+    if ((rv = apr_generate_random_bytes(random, sizeof(random))) != APR_SUCCESS)
         return rv;
     /* Anonymous: inherited by the children, gone with the last of them. */
     if ((rv = apr_shm_create(&shm, bytes, NULL, p)) != APR_SUCCESS)
         return rv;
     base = ((uintptr_t)apr_shm_baseaddr_get(shm) + 63) & ~(uintptr_t)63;
-    h->cache = ka_keycache_init((void *)base, entries, seed);
+    h->cache = ka_keycache_init((void *)base, entries, random);
+    OPENSSL_cleanse(random, sizeof(random));
     return APR_SUCCESS;
 }
 

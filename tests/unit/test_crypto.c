@@ -10,6 +10,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include "crypto.h"
 #include "tests.h"
@@ -123,6 +124,53 @@ static void test_hmac_key_sensitivity(void **state)
     assert_memory_not_equal(d1, d2, 32);
     ka_hmac(&k1, "y", 1, d2);
     assert_memory_not_equal(d1, d2, 32);
+}
+
+/* SipHash-2-4-128: the reference's vectors (key 00..0f, message 00 01 02 ... of each length),
+ * then OpenSSL's SIPHASH MAC over every length up to 100 with random keys and messages. */
+static void test_siphash128(void **state)
+{
+    static const struct {
+        size_t len;
+        const char *hex;
+    } vec[] = {{0, "a3817f04ba25a8e66df67214c7550293"},
+               {7, "a1f1ebbed8dbc153c0b84aa61ff08239"},
+               {8, "3b62a9ba6258f5610f83e264f31497b4"},
+               {15, "5493e99933b0a8117e08ec0f97cfc3d9"},
+               {63, "5150d1772f50834a503e069a973fbd7c"}};
+    uint8_t key[KA_SIPHASH_KEY_LEN], msg[100], got[KA_SIPHASH_OUT_LEN], want[KA_SIPHASH_OUT_LEN];
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "SIPHASH", NULL);
+    size_t outlen = sizeof(want);
+    OSSL_PARAM params[2];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(key); i++)
+        key[i] = (uint8_t)i;
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (uint8_t)i;
+    for (size_t i = 0; i < sizeof(vec) / sizeof(vec[0]); i++) {
+        hex_to_bytes(vec[i].hex, want, sizeof(want));
+        ka_siphash128(key, msg, vec[i].len, got);
+        assert_memory_equal(got, want, sizeof(want));
+    }
+    assert_non_null(mac);
+    params[0] = OSSL_PARAM_construct_size_t("size", &outlen);
+    params[1] = OSSL_PARAM_construct_end();
+    for (size_t len = 0; len <= sizeof(msg); len++) {
+        EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
+        size_t n = 0;
+        assert_int_equal(ka_random(key, sizeof(key)), 1);
+        assert_int_equal(ka_random(msg, sizeof(msg)), 1);
+        assert_non_null(ctx);
+        assert_int_equal(EVP_MAC_init(ctx, key, sizeof(key), params), 1);
+        assert_int_equal(EVP_MAC_update(ctx, msg, len), 1);
+        assert_int_equal(EVP_MAC_final(ctx, want, &n, sizeof(want)), 1);
+        assert_int_equal(n, sizeof(want));
+        EVP_MAC_CTX_free(ctx);
+        ka_siphash128(key, msg, len, got);
+        assert_memory_equal(got, want, sizeof(want));
+    }
+    EVP_MAC_free(mac);
 }
 
 static void test_ct_equal(void **state)
@@ -277,6 +325,7 @@ int run_crypto_tests(void)
         cmocka_unit_test(test_hmac_write_key_vector),
         cmocka_unit_test(test_hmac_matches_openssl),
         cmocka_unit_test(test_hmac_key_sensitivity),
+        cmocka_unit_test(test_siphash128),
         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_random),
         cmocka_unit_test_setup_teardown(test_secret_read, secret_setup, secret_teardown),

@@ -30,10 +30,12 @@ static uint64_t loc_of(const ka_keycache *kc, ka_kc_kind kind, const void *key)
 static ka_keycache *cache_new(unsigned entries)
 {
     void *mem = NULL;
+    uint8_t random[KA_KC_RANDOM_LEN];
 
     if (posix_memalign(&mem, 64, ka_keycache_bytes(entries)) != 0)
         fail_msg("posix_memalign");
-    return ka_keycache_init(mem, entries, 0x5eed);
+    memset(random, 0x5e, sizeof(random));
+    return ka_keycache_init(mem, entries, random);
 }
 
 /* A value that says which key it belongs to: a torn or misplaced entry cannot pass val_ok. */
@@ -253,7 +255,8 @@ typedef struct {
     int attaches, begins;
     ka_store_txn *txn;
     void (*commit_on_attach)(void);
-    int no_snapshot; /* attach answers KA_NOTFOUND, as for a file without a birth time */
+    int no_snapshot;  /* attach answers KA_NOTFOUND, as for a file without a birth time */
+    int hits, misses; /* the look-up context's, after the request */
 } cbs;
 
 static ka_store_status cb_attach(void *arg, const ka_store **s, ka_kc_snap *snap)
@@ -284,8 +287,10 @@ static ka_store_status cb_begin(void *arg, const ka_store **s, ka_store_txn **tx
     return KA_OK;
 }
 
-/* One request: a fresh context over kc; returns the HTTP status, c counts the callbacks. */
-static int request(ka_keycache *kc, cbs *c, ka_decision *dec)
+/* One request with these inputs: a fresh context over kc; returns the HTTP status, c counts the
+ * callbacks and the cache's hits and misses. */
+static int request_with(ka_keycache *kc, cbs *c, const char *authorization, const char *ws,
+                        ka_ws_policy policy, ka_decision *dec)
 {
     ka_store_lookup_ctx ctx;
     ka_request req;
@@ -297,12 +302,21 @@ static int request(ka_keycache *kc, cbs *c, ka_decision *dec)
     ctx.begin_arg = c;
     memset(&req, 0, sizeof(req));
     ka_classify("GET", "/v1/users", KA_EP_AUTO, &req.route);
-    req.authorization = auth;
+    req.authorization = authorization;
+    req.workspace = ws;
+    req.ws_policy = policy;
     ka_decide_store(&req, &ctx, dec);
     if (c->txn)
         ka_store_abort(c->txn);
     c->txn = NULL;
+    c->hits = ctx.hits;
+    c->misses = ctx.misses;
     return ka_verdict_status(dec);
+}
+
+static int request(ka_keycache *kc, cbs *c, ka_decision *dec)
+{
+    return request_with(kc, c, auth, NULL, KA_WS_OPTIONAL, dec);
 }
 
 static void set_org_enabled(int enabled)
@@ -408,6 +422,72 @@ static void test_decide_mixed(void **state)
     free(kc);
 }
 
+/* A remembered decision answers the same inputs on the same snapshot only: one hit, no
+ * transaction; other inputs, another workspace policy or a commit are decided from the store,
+ * and a malformed credential reads nothing of it. */
+static void test_decide_remembered(void **state)
+{
+    ka_keycache *kc = cache_new(1024);
+    char other[sizeof(auth)];
+    ka_decision dec;
+    cbs c;
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(kc, &c, &dec), 200);
+    assert_int_equal(c.hits, 0);
+    assert_int_equal(c.misses, 2); /* the key and its organization */
+    /* The decision answers: one hit, the identity as decided. */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(kc, &c, &dec), 200);
+    assert_int_equal(c.hits, 1);
+    assert_int_equal(c.misses, 0);
+    assert_int_equal(c.begins, 0);
+    assert_int_equal(dec.id.type, KA_KEY_API);
+    assert_string_equal(dec.id.key_id, TC_KEY);
+    assert_string_equal(dec.id.org, TC_ORG);
+    assert_string_equal(dec.id.ws, "");
+    assert_int_equal(dec.token_presented, 1);
+    assert_int_equal(dec.reason, KA_REFUSAL_NONE);
+    /* Another workspace input, or policy: decided in full (the key and organization from the
+     * cache), then remembered apart. */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_with(kc, &c, auth, TC_WS, KA_WS_OPTIONAL, &dec), 200);
+    assert_string_equal(dec.id.ws, TC_WS);
+    assert_int_equal(c.hits, 2); /* the key and its organization; the workspace is read */
+    assert_int_equal(c.misses, 1);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_with(kc, &c, auth, TC_WS, KA_WS_OPTIONAL, &dec), 200);
+    assert_int_equal(c.hits, 1);
+    assert_string_equal(dec.id.ws, TC_WS);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_with(kc, &c, auth, NULL, KA_WS_REQUIRED, &dec), 403);
+    assert_int_equal(c.hits, 2);
+    /* One byte of the credential changed: malformed, refused with nothing of the store read. */
+    strcpy(other, auth);
+    other[strlen(other) - 1] ^= 1;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_with(kc, &c, other, NULL, KA_WS_OPTIONAL, &dec), 401);
+    assert_int_equal(c.attaches + c.begins, 0);
+    /* A commit: the remembered decision is of an older snapshot, the store decides. */
+    disable_org();
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(kc, &c, &dec), 422);
+    assert_int_equal(c.begins, 1);
+    assert_int_equal(c.hits, 0);
+    set_org_enabled(1);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(kc, &c, &dec), 200);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(kc, &c, &dec), 200);
+    assert_int_equal(c.hits, 1);
+    revoke_key();
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(kc, &c, &dec), 401);
+    assert_int_equal(c.hits, 0);
+    free(kc);
+}
+
 /* The identity of the file an open store maps: its inode, and a birth time where the file
  * system keeps one (the module's cache is off where it does not). */
 static void test_file_id(void **state)
@@ -434,6 +514,7 @@ int run_keycache_tests(void)
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test_setup_teardown(test_decide_cached, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_decide_mixed, store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_decide_remembered, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_file_id, store_setup, store_teardown),
     };
     return cmocka_run_group_tests_name("keycache", tests, NULL, NULL);
