@@ -4,6 +4,7 @@
 
 #include "crypto.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -45,19 +46,18 @@ void ka_hmac(const ka_hmac_key *k, const void *msg, size_t len, uint8_t out[KA_D
     OPENSSL_cleanse(&c, sizeof(c));
 }
 
-/* Little-endian loads and stores, whatever the host's order (compilers make them one move). */
+/* Little-endian loads and stores, whatever the host's order (one move on x86 and arm64). */
 static uint64_t le64(const uint8_t *p)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return le64toh(v);
 }
 
 static void put_le64(uint8_t *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++, v >>= 8)
-        p[i] = (uint8_t)v;
+    v = htole64(v);
+    memcpy(p, &v, 8);
 }
 
 #define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
@@ -92,8 +92,11 @@ void ka_siphash128(const uint8_t key[KA_SIPHASH_KEY_LEN], const void *msg, size_
         SIPROUND;
         v0 ^= w;
     }
-    for (size_t j = 0; i + j < len; j++)
-        b |= (uint64_t)m[i + j] << (8 * j);
+    if (i < len) {
+        uint8_t last[8] = {0};
+        memcpy(last, m + i, len - i);
+        b |= le64(last);
+    }
     v3 ^= b;
     SIPROUND;
     SIPROUND;

@@ -137,8 +137,8 @@ size_t ka_path_canonical_full(const char *path, char *buf, size_t cap)
 
 /* Bytes ka_path_canonical_full acts on besides letters' case ('/' and '.' only in some places). */
 static const unsigned char path_special[256] = {
-    ['%'] = 1,  ['\\'] = 1, [';'] = 1,  ['.'] = 1,  ['/'] = 1, [' '] = 1,
-    ['\t'] = 1, ['\r'] = 1, ['\n'] = 1, ['\v'] = 1, ['\f'] = 1};
+    ['\0'] = 1, ['%'] = 1,  ['\\'] = 1, [';'] = 1,  ['.'] = 1,  ['/'] = 1,
+    [' '] = 1,  ['\t'] = 1, ['\r'] = 1, ['\n'] = 1, ['\v'] = 1, ['\f'] = 1};
 
 /* The canonical form in one pass for a plain path (what nearly every request has): it begins
  * with '/', has nothing to decode, no '\\', ';' or white space, no empty segment but a final
@@ -146,23 +146,21 @@ static const unsigned char path_special[256] = {
  * '/' change. (size_t)-2 for any other path, which ka_path_canonical_full normalizes. */
 static size_t plain_canonical(const char *path, char *buf, size_t cap)
 {
-    size_t w = 0;
+    size_t i = 0;
 
     if (path[0] != '/')
         return (size_t)-2;
-    for (size_t i = 0;; i++) {
+    for (;; i++) {
         unsigned char c = (unsigned char)path[i];
-        if (c == '\0')
-            return w;
-        if (i == cap) /* longer than cap, as ka_path_canonical_full says */
-            return (size_t)-1;
         if (path_special[c]) {
-            if (c == '/' && path[i + 1] == '\0')
-                return w; /* a final '/': an empty segment, dropped */
+            if (c == '\0' || (c == '/' && path[i + 1] == '\0' && i < cap))
+                return i; /* a final '/' is an empty segment, dropped */
             if ((c != '/' && c != '.') || path[i + 1] == '/' || path[i + 1] == '\0')
                 return (size_t)-2;
         }
-        buf[w++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
+        if (i == cap) /* longer than cap, as ka_path_canonical_full says */
+            return (size_t)-1;
+        buf[i] = (char)((unsigned)(c - 'A') < 26 ? c | 0x20 : c);
     }
 }
 

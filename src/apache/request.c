@@ -7,6 +7,7 @@
 #include "apr_lib.h"
 
 #include <string.h>
+#include <strings.h>
 
 /* The module's record for r, or for the request it was redirected from or is part of. */
 ka_req *ka_req_state(request_rec *r)
@@ -32,10 +33,24 @@ ka_req *ka_response_state(request_rec *r)
     return q ? q : ka_req_state(r);
 }
 
-static void set_env(apr_table_t *t, const char *name, const char *value)
+typedef void (*table_put)(apr_table_t *t, const char *name, const char *value);
+
+static void set_env(table_put put, apr_table_t *t, const char *name, const char *value)
 {
     if (value[0] != '\0')
-        apr_table_setn(t, name, value);
+        put(t, name, value);
+}
+
+/* Whether t has a variable named KRENALIS_* (any case, as tables compare names). */
+static int has_krenalis_env(const apr_table_t *t)
+{
+    const apr_array_header_t *arr = apr_table_elts(t);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+
+    for (int i = 0; i < arr->nelts; i++)
+        if (e[i].key && strncasecmp(e[i].key, "KRENALIS_", 9) == 0)
+            return 1;
+    return 0;
 }
 
 /* Hands the identity to the backend (SPEC §8): environment, and headers when asked. */
@@ -43,20 +58,25 @@ static void pass_identity(request_rec *r, const ka_req *q)
 {
     const ka_identity *id = &q->id;
     const char *type = ka_key_type_name(id->type);
+    /* Each set replaces a value set before (SetEnv, a redirect's first pass); with none there,
+     * adding is the same and skips a search of the table per name (the names share their
+     * first four letters, the table's index). */
+    table_put put = has_krenalis_env(r->subprocess_env) ? apr_table_setn : apr_table_addn;
+    apr_table_t *env = r->subprocess_env;
 
-    apr_table_setn(r->subprocess_env, "KRENALIS_KEY_TYPE", type);
-    set_env(r->subprocess_env, "KRENALIS_ORGANIZATION", id->org);
-    set_env(r->subprocess_env, "KRENALIS_WORKSPACE", id->ws);
-    set_env(r->subprocess_env, "KRENALIS_CONNECTION", id->conn);
+    put(env, "KRENALIS_KEY_TYPE", type);
+    set_env(put, env, "KRENALIS_ORGANIZATION", id->org);
+    set_env(put, env, "KRENALIS_WORKSPACE", id->ws);
+    set_env(put, env, "KRENALIS_CONNECTION", id->conn);
     if (id->type != KA_KEY_ORGS)
-        set_env(r->subprocess_env, "KRENALIS_KEY_ID", id->key_id);
+        set_env(put, env, "KRENALIS_KEY_ID", id->key_id);
     if (q->forward_headers) {
         apr_table_setn(r->headers_in, "Krenalis-Auth-Key-Type", type);
-        set_env(r->headers_in, "Krenalis-Auth-Organization", id->org);
-        set_env(r->headers_in, "Krenalis-Auth-Workspace", id->ws);
-        set_env(r->headers_in, "Krenalis-Auth-Connection", id->conn);
+        set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Organization", id->org);
+        set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Workspace", id->ws);
+        set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Connection", id->conn);
         if (id->type != KA_KEY_ORGS)
-            set_env(r->headers_in, "Krenalis-Auth-Key-Id", id->key_id);
+            set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Key-Id", id->key_id);
     }
 }
 

@@ -871,7 +871,28 @@ def conf(h):
         RequestHeader set X-Req-Key-Id "%{KRENALIS_KEY_ID}e"
     </Location>
 """
+    # Variables of the identity's names set before the decision (mod_setenvif runs first): the
+    # module's values replace them. mod_headers reads the first value of a name, so a second
+    # copy added beside the forged one would show here.
+    loc += """\
+    <Location /v1/preset/>
+        SetEnvIf Request_URI . KRENALIS_ORGANIZATION=forged krenalis_key_id=forged
+        Header always set X-Seen-Organization "%{KRENALIS_ORGANIZATION}e"
+        Header always set X-Seen-Key-Id "%{KRENALIS_KEY_ID}e"
+    </Location>
+"""
     return {"cgi": loc, "proxy": loc}
+
+
+@each_target("api.8 identity replaces variables of its names set before the decision")
+def _(h, t):
+    f = h.f
+    r = h.req(t, "GET", "/v1/preset/x", bearer(f["k1"]))
+    d = backend(r, t)
+    eq(r.one("X-Seen-Organization"), f["org1"], "X-Seen-Organization")
+    eq(r.one("X-Seen-Key-Id"), f["k1_id"], "X-Seen-Key-Id")
+    if t == "cgi":
+        eq(d["env"].get("KRENALIS_ORGANIZATION"), f["org1"], "CGI env KRENALIS_ORGANIZATION")
 
 
 @each_target("api.8 identity usable by mod_headers (%{VAR}e)")
