@@ -1125,8 +1125,8 @@ class Bench:
                     pres[i] = wrk(self, p.b, self.args.pair_duration, srv, versus=p.a,
                                   swap=bool(done % 2))
                 h2 = self.h2.round() if self.h2 else None
-                if done < self.args.case_rounds:
-                    round_time = max(round_time or 0, time.time() - t)
+                # The longest round so far (the cases' own runs make the first ones longest).
+                round_time = max(round_time or 0, time.time() - t)
                 measured = [r for r in res + pres if r is not None]
                 noise = max(r["foreign"] + r["steal"] for r in measured)
                 log("round %d/%d: %s  [other processes + steal: up to %.0f%% of the CPUs]" % (

@@ -900,7 +900,17 @@ static ka_store_status lk_key(ka_store_lookup_ctx *c, uint64_t loc,
     rc = lk_read(c, ka_get_key(c->txn, c->st, digest, rec));
     if (rc == KA_OK && c->attached) {
         val_set(&v, rec->type, 0, 0, rec->id, rec->org, rec->ws, rec->conn);
-        lk_keep(c, KA_KC_KEY, loc, digest, &v);
+        /* A request whose decision may be remembered keeps its key only if it is not (ka_decide_
+         * store): a remembered decision answers it next time, and the key's entry would only
+         * take a place in the table. */
+        if (c->tagged) {
+            c->key_pending = 1;
+            c->key_loc = loc;
+            memcpy(c->key_digest, digest, KA_DIGEST_LEN);
+            c->key_val = v;
+        } else {
+            lk_keep(c, KA_KC_KEY, loc, digest, &v);
+        }
     }
     return rc;
 }
@@ -1038,18 +1048,19 @@ static int recall(ka_store_lookup_ctx *c, const ka_request *req, ka_decision *de
 
 /* Remembers an accepted decision for the one snapshot it read (the transaction's, or the
  * cache's when that answered every look-up). */
-static void remember(ka_store_lookup_ctx *c, const ka_decision *dec)
+static int remember(ka_store_lookup_ctx *c, const ka_decision *dec)
 {
     ka_kc_snap snap;
     ka_kc_val v;
 
     if (!c->tagged || c->cache == NULL || !c->attached)
-        return;
+        return 0;
     snap = c->snap;
     if (c->txn != NULL)
         snap.txnid = ka_store_txn_id(c->txn);
     val_set(&v, dec->id.type, 0, 0, dec->id.key_id, dec->id.org, dec->id.ws, dec->id.conn);
     ka_keycache_put(c->cache, &snap, KA_KC_DECISION, c->tag_loc, c->tag, &v);
+    return 1;
 }
 
 ka_verdict ka_decide_store(const ka_request *req, ka_store_lookup_ctx *ctx, ka_decision *dec)
@@ -1069,7 +1080,7 @@ ka_verdict ka_decide_store(const ka_request *req, ka_store_lookup_ctx *ctx, ka_d
         ctx->mixed = 0;
         v = ka_decide(req, &lk, dec);
     }
-    if (v == KA_VERDICT_ACCEPT)
-        remember(ctx, dec);
+    if (!(v == KA_VERDICT_ACCEPT && remember(ctx, dec)) && ctx->key_pending)
+        lk_keep(ctx, KA_KC_KEY, ctx->key_loc, ctx->key_digest, &ctx->key_val);
     return v;
 }

@@ -137,6 +137,11 @@ typedef struct {
     int tagged;
     uint8_t tag[KA_KC_TAG_LEN];
     uint64_t tag_loc;
+    /* A key read for such a request, kept only if its decision is not remembered. */
+    int key_pending;
+    uint64_t key_loc;
+    uint8_t key_digest[KA_DIGEST_LEN];
+    ka_kc_val key_val;
 } ka_store_lookup_ctx;
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk);
 /* ka_decide over ctx's look-ups; decided again without the cache when the transaction began on

@@ -449,20 +449,20 @@ static void test_decide_remembered(void **state)
     assert_string_equal(dec.id.ws, "");
     assert_int_equal(dec.token_presented, 1);
     assert_int_equal(dec.reason, KA_REFUSAL_NONE);
-    /* Another workspace input, or policy: decided in full (the key and organization from the
-     * cache), then remembered apart. */
+    /* Another workspace input, or policy: decided in full (the organization from the cache; the
+     * key's entry is not kept for a request whose decision is), then remembered apart. */
     memset(&c, 0, sizeof(c));
     assert_int_equal(request_with(kc, &c, auth, TC_WS, KA_WS_OPTIONAL, &dec), 200);
     assert_string_equal(dec.id.ws, TC_WS);
-    assert_int_equal(c.hits, 2); /* the key and its organization; the workspace is read */
-    assert_int_equal(c.misses, 1);
+    assert_int_equal(c.hits, 1);   /* the organization */
+    assert_int_equal(c.misses, 2); /* the key and the workspace */
     memset(&c, 0, sizeof(c));
     assert_int_equal(request_with(kc, &c, auth, TC_WS, KA_WS_OPTIONAL, &dec), 200);
     assert_int_equal(c.hits, 1);
     assert_string_equal(dec.id.ws, TC_WS);
     memset(&c, 0, sizeof(c));
     assert_int_equal(request_with(kc, &c, auth, NULL, KA_WS_REQUIRED, &dec), 403);
-    assert_int_equal(c.hits, 2);
+    assert_int_equal(c.hits, 1);
     /* One byte of the credential changed: malformed, refused with nothing of the store read. */
     strcpy(other, auth);
     other[strlen(other) - 1] ^= 1;
