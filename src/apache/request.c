@@ -205,14 +205,19 @@ static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka
                         ka_request *req, ka_decision *dec)
 {
     decide_ctx d = {r, sc->handle, ka_cfg_max_body(dc), q};
-    ka_body_fields *fields;
+    ka_body_fields fields;
+    int rc;
 
     if (req->route.endpoint != KA_EP_ORGS && ka_store_stale(sc->handle, sc->max_stale, r)) {
         ka_decision_unavailable(dec);
         return OK;
     }
-    fields = apr_pcalloc(r->pool, sizeof(*fields));
-    return ka_decide_with_body(req, decide_once, &d, read_ingestion_body, &d, fields, dec);
+    /* On the stack: only a decision that read the body keeps its fields (for redirects), so a
+     * request that reads none adds nothing to its pool. */
+    rc = ka_decide_with_body(req, decide_once, &d, read_ingestion_body, &d, &fields, dec);
+    if (req->body == &fields)
+        req->body = apr_pmemdup(r->pool, &fields, sizeof(fields));
+    return rc;
 }
 
 /* The module's record for a request: its route and CORS answer from its own path and place. */
