@@ -1016,24 +1016,24 @@ static size_t decision_inputs(const ka_request *req, uint8_t in[INPUTS_MAX])
 }
 
 /* The identity accepted for req's inputs on the snapshot the store is at, when one is
- * remembered. Nothing of the store is read until an entry is found: a malformed or unknown
- * credential (never remembered) costs the tag and one probe of the table. */
+ * remembered. The entry's set is fetched from memory while the store's last commit is read
+ * (the table is larger than the CPU's caches); no transaction begins and no B-tree is read, so
+ * a malformed or unknown credential (never remembered) still reads none. */
 static int recall(ka_store_lookup_ctx *c, const ka_request *req, ka_decision *dec)
 {
     uint8_t in[INPUTS_MAX];
     size_t n = decision_inputs(req, in);
-    ka_kc_snap snap;
     ka_kc_val v;
 
     if (n == 0)
         return 0;
     ka_keycache_mac(c->cache, in, n, c->tag);
-    ka_cleanse(in, n);
     c->tag_loc = ka_keycache_locate(c->cache, KA_KC_DECISION, c->tag, KA_KC_TAG_LEN);
     c->tagged = 1;
-    if (!ka_keycache_find(c->cache, KA_KC_DECISION, c->tag_loc, c->tag, &snap, &v))
-        return 0;
-    if (lk_attach(c) != KA_OK || !c->attached || memcmp(&snap, &c->snap, sizeof(snap)) != 0)
+    ka_keycache_prefetch(c->cache, c->tag_loc);
+    ka_cleanse(in, n);
+    if (lk_attach(c) != KA_OK || !c->attached ||
+        !ka_keycache_get(c->cache, &c->snap, KA_KC_DECISION, c->tag_loc, c->tag, &v))
         return 0;
     c->hits++;
     memset(dec, 0, sizeof(*dec));

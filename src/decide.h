@@ -149,7 +149,7 @@ void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk);
  * an API-endpoint request whose inputs (Authorization, Krenalis-Workspace, workspace policy) were
  * accepted on the snapshot the store is at now is answered by that remembered decision, and an
  * accepted one is remembered (docs/security.md, "Remembered decisions"); the entry is found by
- * the tag of those inputs, before anything of the store is read. */
+ * the tag of those inputs, with no transaction begun. */
 ka_verdict ka_decide_store(const ka_request *req, ka_store_lookup_ctx *ctx, ka_decision *dec);
 
 /* The 400 of a credential (workspace: the Krenalis-Workspace header) sent more than once, in

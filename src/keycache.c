@@ -167,54 +167,31 @@ static void snap_words(const ka_kc_snap *snap, uint64_t w[SNAP_WORDS])
     w[3] = snap->born;
 }
 
-/* The entry of key at loc: on the snapshot sw, or on any when sw is NULL (its own in s). */
-static int probe(const ka_keycache *kc, const uint64_t *sw, ka_kc_kind kind, uint64_t loc,
-                 const void *key, uint64_t s[SNAP_WORDS], ka_kc_val *out)
+int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
+                    const void *key, ka_kc_val *out)
 {
-    uint64_t w[KEY_WORDS], k[KEY_WORDS], v[VAL_WORDS];
+    uint64_t w[KEY_WORDS], sw[SNAP_WORDS], s[SNAP_WORDS], k[KEY_WORDS], v[VAL_WORDS];
     uint64_t tag = loc | 1;
     const set_t *set;
 
+    /* Transaction 0 is never a snapshot a request read: an all-zero entry must not match. */
+    if (kc == NULL || snap->txnid == 0)
+        return 0;
     key_words(kind, key, w);
+    snap_words(snap, sw);
     set = set_of(kc, tag);
     for (int i = 0; i < WAYS; i++) {
         if (atomic_load_explicit(&set->tag[i], memory_order_relaxed) != tag ||
             !read_entry(&set->way[i], s, k, v))
             continue;
-        if (((const uint8_t *)v)[KIND_BYTE] == (uint8_t)kind &&
-            (sw == NULL || memcmp(s, sw, SNAP_WORDS * 8) == 0) && memcmp(k, w, sizeof(w)) == 0) {
+        if (((const uint8_t *)v)[KIND_BYTE] == (uint8_t)kind && memcmp(s, sw, sizeof(s)) == 0 &&
+            memcmp(k, w, sizeof(w)) == 0) {
             memcpy(out, v, sizeof(*out));
             out->pad = 0;
             return 1;
         }
     }
     return 0;
-}
-
-int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
-                    const void *key, ka_kc_val *out)
-{
-    uint64_t sw[SNAP_WORDS], s[SNAP_WORDS];
-
-    /* Transaction 0 is never a snapshot a request read: an all-zero entry must not match. */
-    if (kc == NULL || snap->txnid == 0)
-        return 0;
-    snap_words(snap, sw);
-    return probe(kc, sw, kind, loc, key, s, out);
-}
-
-int ka_keycache_find(const ka_keycache *kc, ka_kc_kind kind, uint64_t loc, const void *key,
-                     ka_kc_snap *snap, ka_kc_val *out)
-{
-    uint64_t s[SNAP_WORDS];
-
-    if (kc == NULL || !probe(kc, NULL, kind, loc, key, s, out) || s[0] == 0)
-        return 0;
-    snap->txnid = s[0];
-    snap->dev = s[1];
-    snap->ino = s[2];
-    snap->born = s[3];
-    return 1;
 }
 
 /* The way to overwrite: the same key's, else a stale or empty one, else one picked by the

@@ -73,10 +73,6 @@ void ka_keycache_mac(const ka_keycache *kc, const void *in, size_t len, uint8_t 
  * KA_KC_DECISION, else a KA_ID_LEN ID) at loc on snap: 1 and *out, or 0. */
 int ka_keycache_get(const ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
                     const void *key, ka_kc_val *out);
-/* The answer for key at loc whatever its snapshot: 1, *snap and *out, or 0. A caller that
- * reads nothing of the store until an entry is found (decide.c) compares the snapshot after. */
-int ka_keycache_find(const ka_keycache *kc, ka_kc_kind kind, uint64_t loc, const void *key,
-                     ka_kc_snap *snap, ka_kc_val *out);
 /* Keeps the answer read on snap (best effort: an entry another thread is writing is left). */
 void ka_keycache_put(ka_keycache *kc, const ka_kc_snap *snap, ka_kc_kind kind, uint64_t loc,
                      const void *key, const ka_kc_val *val);
