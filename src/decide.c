@@ -777,9 +777,15 @@ static ka_store_status lk_txn(ka_store_lookup_ctx *c)
         c->txn = NULL;
         return KA_FAIL;
     }
-    /* A commit since attach: answers taken from the cache are of an older snapshot. */
-    if (c->attached && c->hits > 0 && ka_store_txn_id(c->txn) != c->snap.txnid)
-        c->mixed = 1;
+    /* A commit since attach: answers already taken from the cache are of an older snapshot
+     * (decide again); with none taken, the cache answers for the transaction's from now on,
+     * so that one snapshot decides either way. */
+    if (c->attached && ka_store_txn_id(c->txn) != c->snap.txnid) {
+        if (c->hits > 0)
+            c->mixed = 1;
+        else
+            c->snap.txnid = ka_store_txn_id(c->txn);
+    }
     return KA_OK;
 }
 

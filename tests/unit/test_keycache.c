@@ -489,6 +489,28 @@ static void test_decide_remembered(void **state)
     free(kc);
 }
 
+/* A commit between attach and the transaction, with nothing yet taken from the cache: the
+ * transaction's snapshot decides, and the cache answers only for it. Here the commit disables
+ * the organization the cache holds as enabled for the older snapshot; taking that answer with
+ * the key read from the newer one would accept the request, and remember it. */
+static void test_decide_commit_before_txn(void **state)
+{
+    ka_keycache *kc = cache_new(1024);
+    ka_decision dec;
+    cbs c;
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request(kc, &c, &dec), 200); /* the organization cached, enabled */
+    memset(&c, 0, sizeof(c));
+    c.commit_on_attach = disable_org;
+    assert_int_equal(request_with(kc, &c, auth, TC_WS, KA_WS_OPTIONAL, &dec), 422);
+    assert_int_equal(c.begins, 1);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_with(kc, &c, auth, TC_WS, KA_WS_OPTIONAL, &dec), 422);
+    free(kc);
+}
+
 /* The identity of the file an open store maps: its inode, and a birth time where the file
  * system keeps one (the module's cache is off where it does not). */
 static void test_file_id(void **state)
@@ -516,6 +538,7 @@ int run_keycache_tests(void)
         cmocka_unit_test_setup_teardown(test_decide_cached, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_decide_mixed, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_decide_remembered, store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_decide_commit_before_txn, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_file_id, store_setup, store_teardown),
     };
     return cmocka_run_group_tests_name("keycache", tests, NULL, NULL);
