@@ -846,17 +846,29 @@ static void lk_missed(ka_store_lookup_ctx *c)
         c->misses++;
 }
 
+uint64_t ka_store_lookup_txnid(const ka_store_lookup_ctx *c)
+{
+    if (c->txn != NULL)
+        return ka_store_txn_id(c->txn);
+    return c->attached ? c->snap.txnid : 0;
+}
+
+/* Keeps v for the snapshot the look-ups read (the attached file, the transaction's ID). */
+static void lk_put(ka_store_lookup_ctx *c, ka_kc_kind kind, uint64_t loc, const void *key,
+                   const ka_kc_val *v)
+{
+    ka_kc_snap snap = c->snap;
+
+    snap.txnid = ka_store_lookup_txnid(c);
+    ka_keycache_put(c->cache, &snap, kind, loc, key, v);
+}
+
 /* Keeps what the transaction found, for the snapshot it read. */
 static void lk_keep(ka_store_lookup_ctx *c, ka_kc_kind kind, uint64_t loc, const void *key,
                     const ka_kc_val *v)
 {
-    ka_kc_snap snap;
-
-    if (!c->attached || c->txn == NULL)
-        return;
-    snap = c->snap;
-    snap.txnid = ka_store_txn_id(c->txn);
-    ka_keycache_put(c->cache, &snap, kind, loc, key, v);
+    if (c->attached && c->txn != NULL)
+        lk_put(c, kind, loc, key, v);
 }
 
 static void id_put(char dst[KA_ID_LEN], const char *src)
@@ -1056,16 +1068,12 @@ static int recall(ka_store_lookup_ctx *c, const ka_request *req, ka_decision *de
  * cache's when that answered every look-up). */
 static int remember(ka_store_lookup_ctx *c, const ka_decision *dec)
 {
-    ka_kc_snap snap;
     ka_kc_val v;
 
     if (!c->tagged || c->cache == NULL || !c->attached)
         return 0;
-    snap = c->snap;
-    if (c->txn != NULL)
-        snap.txnid = ka_store_txn_id(c->txn);
     val_set(&v, dec->id.type, 0, 0, dec->id.key_id, dec->id.org, dec->id.ws, dec->id.conn);
-    ka_keycache_put(c->cache, &snap, KA_KC_DECISION, c->tag_loc, c->tag, &v);
+    lk_put(c, KA_KC_DECISION, c->tag_loc, c->tag, &v);
     return 1;
 }
 

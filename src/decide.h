@@ -144,6 +144,9 @@ typedef struct {
     ka_kc_val key_val;
 } ka_store_lookup_ctx;
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk);
+/* The LMDB transaction ID of the one snapshot ctx's look-ups read: the transaction's, or the
+ * cache's when it answered every look-up; 0 when they read nothing. */
+uint64_t ka_store_lookup_txnid(const ka_store_lookup_ctx *ctx);
 /* ka_decide over ctx's look-ups; decided again without the cache when the transaction began on
  * a newer snapshot than the cache's answers (ctx->mixed), so one snapshot decides. With a cache,
  * an API-endpoint request whose inputs (Authorization, Krenalis-Workspace, workspace policy) were

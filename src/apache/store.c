@@ -649,14 +649,8 @@ static void memo_keep(ka_txn *t, const ka_request *req, const ka_decision *dec)
     ka_memo_key key;
     size_t txnid;
 
-    /* The snapshot the decision read: its transaction's, or the cache's when that answered
-     * every look-up; none when it read nothing (or two snapshots). */
-    if (t->lk.txn != NULL)
-        txnid = ka_store_txn_id(t->lk.txn);
-    else if (t->lk.attached)
-        txnid = (size_t)t->lk.snap.txnid;
-    else
-        return;
+    /* The snapshot the decision read (none when it read nothing). */
+    txnid = (size_t)ka_store_lookup_txnid(&t->lk);
     if (!t->use_memo || txnid == 0 || !ka_memo_key_set(&key, req))
         return;
     if (m == NULL) {
