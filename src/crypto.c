@@ -43,7 +43,7 @@ void ka_hmac(const ka_hmac_key *k, const void *msg, size_t len, uint8_t out[KA_D
     c = k->outer;
     SHA256_Update(&c, ih, sizeof(ih));
     SHA256_Final(out, &c);
-    OPENSSL_cleanse(&c, sizeof(c));
+    ka_cleanse(&c, sizeof(c));
 }
 
 /* Little-endian loads and stores, whatever the host's order (one move on x86 and arm64). */
@@ -115,9 +115,11 @@ void ka_siphash128(const uint8_t key[KA_SIPHASH_KEY_LEN], const void *msg, size_
     put_le64(out + 8, v0 ^ v1 ^ v2 ^ v3);
 }
 
+/* glibc's explicit_bzero is memset behind a barrier: a few instructions for the stack copies
+ * of a request path, where OPENSSL_cleanse stores byte by byte. */
 void ka_cleanse(void *p, size_t len)
 {
-    OPENSSL_cleanse(p, len);
+    explicit_bzero(p, len);
 }
 
 /* Eight bytes a step (CRYPTO_memcmp goes byte by byte: 7 instructions a byte). The empty asm

@@ -23,7 +23,7 @@ void ka_hmac(const ka_hmac_key *k, const void *msg, size_t len, uint8_t out[KA_D
 #define KA_SIPHASH_OUT_LEN 16
 void ka_siphash128(const uint8_t key[KA_SIPHASH_KEY_LEN], const void *msg, size_t len,
                    uint8_t out[KA_SIPHASH_OUT_LEN]);
-/* Zeroes len bytes the compiler may not skip (OPENSSL_cleanse). */
+/* Zeroes len bytes the compiler may not skip (explicit_bzero). */
 void ka_cleanse(void *p, size_t len);
 
 /* 1 when equal; time depends only on len. */

@@ -1054,9 +1054,11 @@ static int recall(ka_store_lookup_ctx *c, const ka_request *req, ka_decision *de
         !ka_keycache_get(c->cache, &c->snap, KA_KC_DECISION, c->tag_loc, c->tag, &v))
         return 0;
     c->hits++;
+    /* accept()'s fields on a zeroed decision: no status, code or message. */
     memset(dec, 0, sizeof(*dec));
+    dec->verdict = KA_VERDICT_ACCEPT;
     dec->token_presented = 1;
-    accept(dec, (ka_key_type)v.type, "", "", "", "");
+    dec->id.type = (ka_key_type)v.type;
     id_get(dec->id.key_id, v.id);
     id_get(dec->id.org, v.org);
     id_get(dec->id.ws, v.ws);

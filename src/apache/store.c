@@ -420,6 +420,7 @@ typedef struct {
     int use_memo;    /* the connection's memo may answer and keep decisions */
     int count_hits;  /* a memo hit is counted (not under KrenalisAuthMetrics Off) */
     conn_memo *memo; /* the connection's memo, NULL until a decision is kept on it */
+    int memo_other;  /* the memo holds another request's inputs: it keeps them */
 } ka_txn;
 
 /* A reset transaction from the idle list renewed, or a new one. */
@@ -571,7 +572,7 @@ static void txn_end(ka_txn *t)
 
 static apr_status_t memo_wipe(void *data)
 {
-    OPENSSL_cleanse(data, sizeof(conn_memo));
+    ka_cleanse(data, sizeof(conn_memo));
     return APR_SUCCESS;
 }
 
@@ -616,6 +617,7 @@ static int memo_answer(ka_txn *t, const ka_request *req, ka_decision *dec)
     if (m->lock)
         apr_thread_mutex_lock(m->lock);
     hit = m->txnid != 0 && m->h == h && ka_memo_key_match(&m->key, req);
+    t->memo_other = !hit && m->txnid != 0 && m->h == h;
     if (hit) {
         opens = m->opens;
         txnid = m->txnid;
@@ -641,7 +643,10 @@ static int memo_answer(ka_txn *t, const ka_request *req, ka_decision *dec)
     return 1;
 }
 
-/* Keeps an accepted decision that read the store in the transaction still open. */
+/* Keeps an accepted decision for the snapshot it read. One the look-up cache answered does not
+ * replace another key's memo: on a connection that carries many keys (a gateway's) the cache
+ * answers them, and replacing the memo on each request would only cost a copy that never
+ * answers; a key decided from the store (new, or after a commit) replaces it. */
 static void memo_keep(ka_txn *t, const ka_request *req, const ka_decision *dec)
 {
     conn_rec *c = t->r->connection;
@@ -651,13 +656,14 @@ static void memo_keep(ka_txn *t, const ka_request *req, const ka_decision *dec)
 
     /* The snapshot the decision read (none when it read nothing). */
     txnid = (size_t)ka_store_lookup_txnid(&t->lk);
-    if (!t->use_memo || txnid == 0 || !ka_memo_key_set(&key, req))
+    if (!t->use_memo || (t->memo_other && t->lk.txn == NULL) || txnid == 0 ||
+        !ka_memo_key_set(&key, req))
         return;
     if (m == NULL) {
         /* An HTTP/2 stream without a shareable memo keeps none: its conn_config and pool end
          * with its request, and its primary connection's pool is another thread's. */
         if (c->master != NULL) {
-            OPENSSL_cleanse(&key, sizeof(key));
+            ka_cleanse(&key, sizeof(key));
             return;
         }
         /* Once per connection, from its pool; wiped when the connection ends. */
@@ -676,7 +682,7 @@ static void memo_keep(ka_txn *t, const ka_request *req, const ka_decision *dec)
     m->id = dec->id;
     if (m->lock)
         apr_thread_mutex_unlock(m->lock);
-    OPENSSL_cleanse(&key, sizeof(key));
+    ka_cleanse(&key, sizeof(key));
 }
 
 /* ---- one decision ---- */

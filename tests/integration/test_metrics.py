@@ -806,3 +806,40 @@ def _(h):
     send(3, 401)
     h3, m3 = cache_counts(srv)
     eq((h3 - h2, m3 - m2), (0.0, 3.0), "(hits, misses) of a revoked key")
+
+
+@test("metrics.memo: a connection that carries many keys keeps one in its memo; a key read "
+      "from the store replaces it")
+def _(h):
+    srv = h.servers.get("metrics-cache")
+    if srv is None or srv.proc is None:
+        srv = h.httpd("metrics-cache", global_extra=metrics_conf(h, h.root / "logs",
+                                                                "metrics-cache"))
+        srv.start()
+    org = h.new_org()
+    (ka, ta), (kb, tb), (kc, tc) = [h.new_api_key(org) for _ in range(3)]
+
+    def memo_hits():
+        return scrape(srv)[("krenalis_auth_memo_hits_total", ())]
+
+    def send(c, kid, tok):
+        r = c.send("GET", "/v1/items", [("Authorization", "Bearer " + tok)])
+        eq(r.status, 200, "status" + r.brief())
+        eq(r.json()["env"].get("KRENALIS_KEY_ID"), kid, "the key's identity")
+
+    # B's decision is remembered by a request on another connection.
+    r = http(srv.port_cgi, "GET", "/v1/items", [("Authorization", "Bearer " + tb)])
+    eq(r.status, 200, "status" + r.brief())
+    with KeepAlive(srv.port_cgi) as c:
+        m0 = memo_hits()
+        # A is decided from the store and kept; B, answered by the look-up cache, does not
+        # replace it: the memo answers A before and after B (2 hits, none for B; replaced by
+        # B, it would answer B twice and not the last A).
+        for kid, tok in ((ka, ta), (ka, ta), (kb, tb), (kb, tb), (kb, tb), (ka, ta)):
+            send(c, kid, tok)
+        m1 = memo_hits()
+        eq(m1 - m0, 2.0, "memo hits of A, A, B, B, B, A")
+        # C has never been decided: read from the store, it replaces A.
+        for kid, tok in ((kc, tc), (kc, tc), (kc, tc)):
+            send(c, kid, tok)
+        eq(memo_hits() - m1, 2.0, "memo hits of C, C, C")
