@@ -1,20 +1,26 @@
 /* A validating JSON scanner that keeps only two top-level members, and the error body
- * encoder. Recursion is bounded by KA_JSON_MAX_DEPTH; nothing is allocated. */
+ * encoder. Nesting is bounded by KA_JSON_MAX_DEPTH and followed without recursion; nothing is
+ * allocated. */
 #include "json.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 typedef struct {
     const unsigned char *p;
     const unsigned char *end;
 } scanner;
 
-static void skip_ws(scanner *s)
+/* Past the white space at p. Most bytes are not white space: one comparison tells. */
+static const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end)
 {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-        s->p++;
+    while (p < end && *p <= ' ' && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
 }
 
 static int hexval(unsigned char c)
@@ -98,11 +104,28 @@ static int read_unicode_escape(scanner *s, unsigned *cp)
 }
 
 /* The first byte at or after p that is '"', '\\' or a control character (end if none): the
- * plain run of a string that is skipped, not decoded. Eight bytes a step (SWAR): a byte
- * flagged by one of the three tests is the lowest flagged one only if it is a true match (a
- * borrow only runs upward from a true match), so the lowest flag of all three is exact. */
+ * plain run of a string that is skipped, not decoded. Sixteen bytes a step with SSE2 (every
+ * x86-64 has it), else eight (SWAR): there a byte flagged by one of the three tests is the
+ * lowest flagged one only if it is a true match (a borrow only runs upward from a true match),
+ * so the lowest flag of all three is exact. */
 static const unsigned char *plain_run_end(const unsigned char *p, const unsigned char *end)
 {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
+                  ctl = _mm_set1_epi8(0x1f);
+
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        /* max(v, 0x1f) == 0x1f: v is a control character. */
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                   _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+
+        if (mask)
+            return p + __builtin_ctz(mask);
+        p += 16;
+    }
+#endif
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
 
@@ -123,20 +146,52 @@ static const unsigned char *plain_run_end(const unsigned char *p, const unsigned
     return p;
 }
 
-/* A string at s->p (on the opening quote). Decodes into buf (capacity cap) when buf is set. */
+/* Past the string whose content starts at p (after the opening quote), or NULL when it is not
+ * a valid string. Nothing is decoded: each escape is only checked. */
+static const unsigned char *skip_string(const unsigned char *p, const unsigned char *end)
+{
+    for (;;) {
+        unsigned char c;
+
+        p = plain_run_end(p, end);
+        if (p >= end)
+            return NULL;
+        c = *p++;
+        if (c == '"')
+            return p;
+        if (c != '\\' || p >= end) /* a control character, or an escape cut short */
+            return NULL;
+        c = *p++;
+        if (c == 'u') {
+            /* Four hex digits; a surrogate pair is two such escapes. */
+            if (end - p < 4 || hexval(p[0]) < 0 || hexval(p[1]) < 0 || hexval(p[2]) < 0 ||
+                hexval(p[3]) < 0)
+                return NULL;
+            p += 4;
+        } else if (c != '"' && c != '\\' && c != '/' && c != 'b' && c != 'f' && c != 'n' &&
+                   c != 'r' && c != 't') {
+            return NULL;
+        }
+    }
+}
+
+/* A string at s->p (on the opening quote), decoded into buf (capacity cap). */
 static int scan_string(scanner *s, char *buf, size_t cap, size_t *len, int *overflow)
 {
     s->p++;
     while (s->p < s->end) {
+        const unsigned char *run = plain_run_end(s->p, s->end);
         unsigned char c;
         char tmp[4];
         size_t n = 1;
 
-        /* Most of a body is strings nobody keeps: skip their plain runs in bulk. */
-        if (buf == NULL && (s->p = plain_run_end(s->p, s->end)) >= s->end)
-            return 0;
+        /* The plain run in one piece: only escapes are decoded byte by byte. */
+        if (run > s->p) {
+            cap_put(buf, cap, len, overflow, (const char *)s->p, (size_t)(run - s->p));
+            if ((s->p = run) >= s->end)
+                return 0;
+        }
         c = *s->p++;
-
         if (c == '"')
             return 1;
         if (c < 0x20)
@@ -178,74 +233,134 @@ static int scan_string(scanner *s, char *buf, size_t cap, size_t *len, int *over
         } else {
             tmp[0] = (char)c;
         }
-        if (buf)
-            cap_put(buf, cap, len, overflow, tmp, n);
+        cap_put(buf, cap, len, overflow, tmp, n);
     }
     return 0;
 }
 
-static int scan_digits(scanner *s)
+static const unsigned char *skip_digits(const unsigned char *p, const unsigned char *end)
 {
-    const unsigned char *start = s->p;
-    while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
-        s->p++;
-    return s->p > start;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    return p;
 }
 
-static int scan_number(scanner *s)
+/* Past the number at p, or NULL. */
+static const unsigned char *skip_number(const unsigned char *p, const unsigned char *end)
 {
-    if (s->p < s->end && *s->p == '-')
-        s->p++;
-    if (s->p < s->end && *s->p == '0')
-        s->p++;
-    else if (!scan_digits(s))
-        return 0;
-    if (s->p < s->end && *s->p == '.') {
-        s->p++;
-        if (!scan_digits(s))
-            return 0;
+    const unsigned char *q;
+
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0')
+        p++;
+    else if ((q = skip_digits(p, end)) == p)
+        return NULL;
+    else
+        p = q;
+    if (p < end && *p == '.') {
+        if ((q = skip_digits(p + 1, end)) == p + 1)
+            return NULL;
+        p = q;
     }
-    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
-        s->p++;
-        if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
-            s->p++;
-        if (!scan_digits(s))
-            return 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if ((q = skip_digits(p, end)) == p)
+            return NULL;
+        p = q;
     }
-    return 1;
+    return p;
 }
 
-static int scan_literal(scanner *s, const char *word)
+/* Past the literal word at p, or NULL. */
+static const unsigned char *skip_literal(const unsigned char *p, const unsigned char *end,
+                                         const char *word, size_t n)
 {
-    size_t n = strlen(word);
-    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
-        return 0;
-    s->p += n;
-    return 1;
+    return (size_t)(end - p) >= n && memcmp(p, word, n) == 0 ? p + n : NULL;
 }
 
-static int scan_value(scanner *s, int depth, ka_jfield *capture);
-
-static int scan_array(scanner *s, int depth)
+/* Skips the value at s->p, which is at depth: nothing in it is kept, so its containers are
+ * followed with a stack of one bit each (1 for an object) instead of recursion. A value at
+ * depth d is inside d - 1 containers; one deeper than KA_JSON_MAX_DEPTH is refused. */
+static int skip_value(scanner *s, int depth)
 {
-    s->p++;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == ']') {
-        s->p++;
-        return 1;
-    }
+    const unsigned char *p = s->p, *end = s->end;
+    uint64_t objects = 0; /* bit i: the container i + 1 levels up is an object */
+    int open = 0;         /* containers entered and not closed */
+
+    _Static_assert(KA_JSON_MAX_DEPTH <= 64, "one bit of the stack per level");
     for (;;) {
-        if (!scan_value(s, depth + 1, NULL))
+        /* A value at depth + open. */
+        if (depth + open > KA_JSON_MAX_DEPTH)
             return 0;
-        skip_ws(s);
-        if (s->p >= s->end)
+        p = skip_ws(p, end);
+        if (p >= end)
             return 0;
-        if (*s->p == ']') {
-            s->p++;
-            return 1;
+        switch (*p) {
+        case '"':
+            p = skip_string(p + 1, end);
+            break;
+        case '{':
+        case '[':
+            objects = objects << 1 | (*p == '{');
+            open++;
+            p = skip_ws(p + 1, end);
+            if (p < end && *p == ((objects & 1) ? '}' : ']')) {
+                p++;
+                objects >>= 1;
+                open--;
+                break;
+            }
+            if (objects & 1)
+                goto member;
+            continue; /* the array's first element */
+        case 't':
+            p = skip_literal(p, end, "true", 4);
+            break;
+        case 'f':
+            p = skip_literal(p, end, "false", 5);
+            break;
+        case 'n':
+            p = skip_literal(p, end, "null", 4);
+            break;
+        default:
+            p = skip_number(p, end);
+            break;
         }
-        if (*s->p++ != ',')
+        /* After a value: the end of it all, a separator or the end of its container. */
+        for (;;) {
+            if (p == NULL)
+                return 0;
+            if (open == 0) {
+                s->p = p;
+                return 1;
+            }
+            p = skip_ws(p, end);
+            if (p >= end)
+                return 0;
+            if (*p == ',') {
+                p++;
+                break;
+            }
+            if (*p != ((objects & 1) ? '}' : ']'))
+                return 0;
+            p++;
+            objects >>= 1;
+            open--;
+        }
+        if (!(objects & 1))
+            continue; /* the array's next element */
+    member:
+        /* A member of an object: its name, then its value at the top of the loop. */
+        p = skip_ws(p, end);
+        if (p >= end || *p != '"' || (p = skip_string(p + 1, end)) == NULL)
             return 0;
+        p = skip_ws(p, end);
+        if (p >= end || *p != ':')
+            return 0;
+        p++;
     }
 }
 
@@ -283,7 +398,7 @@ static ka_jfield *member_slot(const char *key, size_t len, int overflow, ka_body
     } members[] = {{"writeKey", offsetof(ka_body_fields, write_key)},
                    {"connectionId", offsetof(ka_body_fields, connection_id)}};
 
-    if (top == NULL || overflow)
+    if (overflow)
         return NULL;
     for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++) {
         size_t n = strlen(members[i].name);
@@ -299,10 +414,33 @@ static ka_jfield *member_slot(const char *key, size_t len, int overflow, ka_body
     return NULL;
 }
 
-static int scan_object(scanner *s, int depth, ka_body_fields *top)
+/* The value of a top-level member at s->p, kept in capture when that is set. */
+static int scan_member_value(scanner *s, ka_jfield *capture)
 {
-    s->p++;
-    skip_ws(s);
+    s->p = skip_ws(s->p, s->end);
+    if (s->p >= s->end)
+        return 0;
+    if (capture == NULL)
+        return skip_value(s, 2);
+    if (*s->p == '"') {
+        int overflow = 0;
+        capture->kind = KA_JF_STRING;
+        capture->len = 0;
+        if (!scan_string(s, capture->val, KA_JSON_VALUE_MAX, &capture->len, &overflow))
+            return 0;
+        capture->too_long = overflow;
+        capture->val[overflow ? 0 : capture->len] = '\0';
+        return 1;
+    }
+    capture->kind = KA_JF_OTHER;
+    return skip_value(s, 2);
+}
+
+/* The top-level object at s->p (on its '{'): its member names are decoded to find the two
+ * the module keeps; everything below them is only validated (skip_value). */
+static int scan_top_object(scanner *s, ka_body_fields *top)
+{
+    s->p = skip_ws(s->p + 1, s->end);
     if (s->p < s->end && *s->p == '}') {
         s->p++;
         return 1;
@@ -313,12 +451,12 @@ static int scan_object(scanner *s, int depth, ka_body_fields *top)
         int koverflow = 0, exact = 0;
         ka_jfield *slot;
 
-        skip_ws(s);
+        s->p = skip_ws(s->p, s->end);
         if (s->p >= s->end || *s->p != '"')
             return 0;
-        if (!scan_string(s, top ? key : NULL, sizeof(key), &klen, &koverflow))
+        if (!scan_string(s, key, sizeof(key), &klen, &koverflow))
             return 0;
-        skip_ws(s);
+        s->p = skip_ws(s->p, s->end);
         if (s->p >= s->end || *s->p++ != ':')
             return 0;
         slot = member_slot(key, klen, koverflow, top, &exact);
@@ -327,9 +465,9 @@ static int scan_object(scanner *s, int depth, ka_body_fields *top)
             slot->duplicate = 1;
         if (slot && !exact)
             slot->variant = 1;
-        if (!scan_value(s, depth + 1, slot && exact ? slot : NULL))
+        if (!scan_member_value(s, slot && exact ? slot : NULL))
             return 0;
-        skip_ws(s);
+        s->p = skip_ws(s->p, s->end);
         if (s->p >= s->end)
             return 0;
         if (*s->p == '}') {
@@ -341,59 +479,14 @@ static int scan_object(scanner *s, int depth, ka_body_fields *top)
     }
 }
 
-static int scan_value(scanner *s, int depth, ka_jfield *capture)
-{
-    if (depth > KA_JSON_MAX_DEPTH)
-        return 0;
-    skip_ws(s);
-    if (s->p >= s->end)
-        return 0;
-    if (capture)
-        capture->kind = KA_JF_OTHER;
-    switch (*s->p) {
-    case '"':
-        if (capture) {
-            int overflow = 0;
-            capture->kind = KA_JF_STRING;
-            capture->len = 0;
-            if (!scan_string(s, capture->val, KA_JSON_VALUE_MAX, &capture->len, &overflow))
-                return 0;
-            capture->too_long = overflow;
-            capture->val[overflow ? 0 : capture->len] = '\0';
-            return 1;
-        }
-        {
-            size_t unused = 0;
-            int ov = 0;
-            return scan_string(s, NULL, 0, &unused, &ov);
-        }
-    case '{':
-        return scan_object(s, depth, NULL);
-    case '[':
-        return scan_array(s, depth);
-    case 't':
-        return scan_literal(s, "true");
-    case 'f':
-        return scan_literal(s, "false");
-    case 'n':
-        return scan_literal(s, "null");
-    default:
-        return scan_number(s);
-    }
-}
-
 void ka_json_scan(const char *buf, size_t len, ka_body_fields *out)
 {
     scanner s = {(const unsigned char *)buf, (const unsigned char *)buf + len};
 
     memset(out, 0, sizeof(*out));
-    skip_ws(&s);
-    if (s.p >= s.end || *s.p != '{' || !scan_object(&s, 1, out)) {
-        memset(out, 0, sizeof(*out));
-        return;
-    }
-    skip_ws(&s);
-    if (s.p != s.end) {
+    s.p = skip_ws(s.p, s.end);
+    if (s.p >= s.end || *s.p != '{' || !scan_top_object(&s, out) ||
+        skip_ws(s.p, s.end) != s.end) {
         memset(out, 0, sizeof(*out));
         return;
     }

@@ -503,10 +503,11 @@ static void test_scan_too_long(void **state)
     }
 }
 
-/* The plain runs of skipped strings are found eight bytes at a time: against a byte-by-byte
- * reference, every position of every kind of byte that ends or breaks a run, in strings of
- * every length around the word size, with bytes on both sides of each kind (0x1f/0x20,
- * 0x21-0x23 around '"', 0x5b-0x5d around '\\', high bytes). */
+/* The plain runs of strings are found sixteen or eight bytes at a time: against a
+ * byte-by-byte reference, every position of every kind of byte that ends or breaks a run, in
+ * strings of every length around both step sizes, with bytes on both sides of each kind
+ * (0x1f/0x20, 0x21-0x23 around '"', 0x5b-0x5d around '\\', high bytes), in each place a string
+ * takes: a skipped value, a skipped member name, and the kept member's value. */
 static int ref_string_ok(const unsigned char *c, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -531,33 +532,46 @@ static void test_scan_skipped_strings(void **state)
 {
     static const unsigned char kinds[] = {'"',  '\\', 0x00, 0x01, 0x1f, 0x20, 0x21, 0x22, 0x23,
                                           0x5b, 0x5c, 0x5d, 'n',  0x7f, 0x80, 0xa2, 0xdc, 0xff};
-    unsigned char content[40], body[128];
+    static const char *const places[][2] = {{"{\"x\":[\"", "\"],\"writeKey\":\"K\"}"},
+                                            {"{\"x\":{\"", "\":1},\"writeKey\":\"K\"}"},
+                                            {"{\"writeKey\":\"", "\"}"}};
+    unsigned char content[56], body[128];
     unsigned seed = 7;
 
     (void)state;
-    for (size_t len = 0; len <= 34; len++) {
-        for (size_t pos = 0; pos < len || (len == 0 && pos == 0); pos++) {
-            for (size_t k = 0; k < sizeof(kinds); k++) {
-                size_t n = 0;
-                ka_body_fields f;
-                int want;
+    for (size_t place = 0; place < 3; place++) {
+        for (size_t len = 0; len <= 50; len++) {
+            for (size_t pos = 0; pos < len || (len == 0 && pos == 0); pos++) {
+                for (size_t k = 0; k < sizeof(kinds); k++) {
+                    size_t n = 0;
+                    ka_body_fields f;
+                    int want;
 
-                for (size_t i = 0; i < len; i++)
-                    content[i] = i == pos ? kinds[k] : (unsigned char)('a' + rand_r(&seed) % 26);
-                /* A run of skipped string content, then the member the scan keeps. */
-                n += (size_t)sprintf((char *)body, "{\"x\":[\"");
-                memcpy(body + n, content, len);
-                n += len;
-                n += (size_t)sprintf((char *)body + n, "\"],\"writeKey\":\"K\"}");
-                want = ref_string_ok(content, len);
-                ka_json_scan((const char *)body, n, &f);
-                if (f.valid_object != want)
-                    fail_msg("len %zu, byte 0x%02x at %zu: valid %d, want %d", len, kinds[k], pos,
-                             f.valid_object, want);
-                if (want)
-                    assert_string_equal(f.write_key.val, "K");
-                if (len == 0)
-                    break;
+                    for (size_t i = 0; i < len; i++)
+                        content[i] =
+                            i == pos ? kinds[k] : (unsigned char)('a' + rand_r(&seed) % 26);
+                    n += (size_t)sprintf((char *)body, "%s", places[place][0]);
+                    memcpy(body + n, content, len);
+                    n += len;
+                    n += (size_t)sprintf((char *)body + n, "%s", places[place][1]);
+                    want = ref_string_ok(content, len);
+                    ka_json_scan((const char *)body, n, &f);
+                    if (f.valid_object != want)
+                        fail_msg("place %zu, len %zu, byte 0x%02x at %zu: valid %d, want %d",
+                                 place, len, kinds[k], pos, f.valid_object, want);
+                    if (want && place < 2)
+                        assert_string_equal(f.write_key.val, "K");
+                    /* The kept value, decoded: with no escape in it, the bytes themselves. */
+                    if (want && place == 2 && memchr(content, '\\', len) == NULL) {
+                        assert_int_equal(f.write_key.kind, KA_JF_STRING);
+                        assert_int_equal(f.write_key.too_long, len > KA_JSON_VALUE_MAX);
+                        assert_int_equal(f.write_key.len, len);
+                        assert_memory_equal(f.write_key.val, content, len);
+                        assert_int_equal(f.write_key.val[len], '\0');
+                    }
+                    if (len == 0)
+                        break;
+                }
             }
         }
     }
