@@ -550,6 +550,24 @@ static ka_verdict write_key_conn(const ka_lookup *lk, const ka_key_rec *rec, int
     return KA_GO_ON;
 }
 
+/* An ingestion write key: known, of a Source connection, of an enabled organization. That
+ * depends on the key and the store's snapshot alone, so a look-up cache may remember it. */
+static ka_verdict ingest_write_key(const char *key, size_t len, const ka_lookup *lk,
+                                   const char *unknown_msg, ka_key_rec *rec, ka_decision *dec)
+{
+    ka_verdict v;
+
+    if (lk->wk_recall != NULL && ka_write_key_valid(key, len) && lk->wk_recall(lk->ctx, key, rec))
+        return KA_GO_ON;
+    if ((v = find_write_key(key, len, lk, unknown_msg, rec, dec)) != KA_GO_ON ||
+        (v = write_key_conn(lk, rec, 0, unknown_msg, dec)) != KA_GO_ON ||
+        (v = write_key_org(lk, rec, unknown_msg, dec)) != KA_GO_ON)
+        return v;
+    if (lk->wk_remember != NULL)
+        lk->wk_remember(lk->ctx, key, rec);
+    return KA_GO_ON;
+}
+
 static ka_verdict ingest_with_api_key(const ka_request *req, const char *tok, size_t len,
                                       const ka_lookup *lk, ka_decision *dec)
 {
@@ -613,12 +631,8 @@ static ka_verdict ingest_with_body_key(const ka_request *req, const ka_lookup *l
         return refuse(dec, KA_REFUSAL_BODY_WRITE_KEY, 400, "BadRequest",
                       "property 'writeKey' cannot be empty");
     dec->token_presented = 1;
-    if ((v = find_write_key(wk->val, wk->too_long ? 0 : wk->len, lk, unknown, &rec, dec)) !=
+    if ((v = ingest_write_key(wk->val, wk->too_long ? 0 : wk->len, lk, unknown, &rec, dec)) !=
         KA_GO_ON)
-        return v;
-    if ((v = write_key_conn(lk, &rec, 0, unknown, dec)) != KA_GO_ON)
-        return v;
-    if ((v = write_key_org(lk, &rec, unknown, dec)) != KA_GO_ON)
         return v;
     if (req->body->connection_id.kind != KA_JF_ABSENT || req->body->connection_id.variant)
         return refuse(dec, KA_REFUSAL_CONNECTION_ID, 400, "BadRequest",
@@ -645,11 +659,7 @@ static ka_verdict decide_ingestion(const ka_request *req, const ka_lookup *lk, k
     /* A write key is good only on the exact ingestion paths. */
     if (req->route.noncanonical)
         return refuse(dec, KA_REFUSAL_WRONG_ENDPOINT, 401, "Unauthorized", unknown);
-    if ((v = find_write_key(tok, len, lk, unknown, &rec, dec)) != KA_GO_ON)
-        return v;
-    if ((v = write_key_conn(lk, &rec, 0, unknown, dec)) != KA_GO_ON)
-        return v;
-    if ((v = write_key_org(lk, &rec, unknown, dec)) != KA_GO_ON)
+    if ((v = ingest_write_key(tok, len, lk, unknown, &rec, dec)) != KA_GO_ON)
         return v;
     return accept(dec, KA_KEY_WRITE, rec.id, rec.org, rec.ws, rec.conn);
 }
@@ -1004,6 +1014,48 @@ static ka_store_status lk_conn(void *ctx, const char *id, ka_entity *e)
     return lk_entity(ctx, KA_KC_CONN, ka_get_conn, id, e);
 }
 
+/* A write key's entry: the tag of the key alone (a leading 0, which no remembered decision's
+ * inputs begin with), found for the snapshot the store is at, as recall() does. */
+static int lk_wk_recall(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec)
+{
+    ka_store_lookup_ctx *c = ctx;
+    uint8_t in[1 + KA_WRITE_KEY_LEN];
+    ka_kc_val v;
+
+    if (c->cache == NULL)
+        return 0;
+    in[0] = 0;
+    memcpy(in + 1, key, KA_WRITE_KEY_LEN);
+    ka_keycache_mac(c->cache, in, sizeof(in), c->wk_tag);
+    ka_cleanse(in, sizeof(in));
+    c->wk_loc = ka_keycache_locate(c->cache, KA_KC_WKEY, c->wk_tag, KA_KC_TAG_LEN);
+    c->wk_tagged = 1;
+    ka_keycache_prefetch(c->cache, c->wk_loc);
+    if (lk_attach(c) != KA_OK || !lk_cached(c, KA_KC_WKEY, c->wk_loc, c->wk_tag, &v))
+        return 0;
+    memset(rec, 0, sizeof(*rec));
+    rec->type = (ka_key_type)v.type;
+    id_get(rec->id, v.id);
+    id_get(rec->org, v.org);
+    id_get(rec->ws, v.ws);
+    id_get(rec->conn, v.conn);
+    return 1;
+}
+
+/* Remembers a write key that passed, for the one snapshot its look-ups read; not when they
+ * mixed two (the decision is taken again on the newer alone). */
+static void lk_wk_remember(void *ctx, const char key[KA_WRITE_KEY_LEN], const ka_key_rec *rec)
+{
+    ka_store_lookup_ctx *c = ctx;
+    ka_kc_val v;
+
+    (void)key;
+    if (!c->wk_tagged || c->cache == NULL || !c->attached || c->mixed)
+        return;
+    val_set(&v, rec->type, 0, 0, rec->id, rec->org, rec->ws, rec->conn);
+    lk_put(c, KA_KC_WKEY, c->wk_loc, c->wk_tag, &v);
+}
+
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk)
 {
     lk->ctx = ctx;
@@ -1012,6 +1064,8 @@ void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk)
     lk->org = lk_org;
     lk->ws = lk_ws;
     lk->conn = lk_conn;
+    lk->wk_recall = lk_wk_recall;
+    lk->wk_remember = lk_wk_remember;
 }
 
 /* ---- remembered decisions ---- */

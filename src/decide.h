@@ -43,6 +43,12 @@ typedef struct {
     ka_store_status (*org)(void *ctx, const char *id, ka_entity *e);
     ka_store_status (*ws)(void *ctx, const char *id, ka_entity *e);
     ka_store_status (*conn)(void *ctx, const char *id, ka_entity *e);
+    /* Optional (NULL: none). An ingestion write key's whole check (the key, its Source
+     * connection, its organization enabled) depends on the key and the snapshot alone:
+     * wk_recall answers 1 and *rec when it passed on the snapshot being read, and wk_remember
+     * is told each key that passes. */
+    int (*wk_recall)(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec);
+    void (*wk_remember)(void *ctx, const char key[KA_WRITE_KEY_LEN], const ka_key_rec *rec);
 } ka_lookup;
 
 typedef struct {
@@ -142,6 +148,10 @@ typedef struct {
     uint64_t key_loc;
     uint8_t key_digest[KA_DIGEST_LEN];
     ka_kc_val key_val;
+    /* The entry of the request's ingestion write key (wk_recall), once looked for. */
+    int wk_tagged;
+    uint8_t wk_tag[KA_KC_TAG_LEN];
+    uint64_t wk_loc;
 } ka_store_lookup_ctx;
 void ka_store_lookup(ka_store_lookup_ctx *ctx, ka_lookup *lk);
 /* The LMDB transaction ID of the one snapshot ctx's look-ups read: the transaction's, or the

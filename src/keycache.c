@@ -108,7 +108,7 @@ static void key_words(ka_kc_kind kind, const void *key, uint64_t w[KEY_WORDS])
     memset(w, 0, KEY_WORDS * 8);
     if (kind == KA_KC_KEY)
         memcpy(w, key, KA_DIGEST_LEN);
-    else if (kind == KA_KC_DECISION)
+    else if (kind == KA_KC_DECISION || kind == KA_KC_WKEY)
         memcpy(w, key, KA_KC_TAG_LEN);
     else
         memcpy(w, key, strnlen(key, KA_ID_LEN));

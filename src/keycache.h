@@ -19,7 +19,14 @@
 
 /* What an entry is the answer of. A decision is an API-endpoint request's accepted identity,
  * found by the tag of the inputs it was decided on (ka_keycache_mac; decide.c). */
-typedef enum { KA_KC_KEY = 1, KA_KC_ORG, KA_KC_WS, KA_KC_CONN, KA_KC_DECISION } ka_kc_kind;
+typedef enum {
+    KA_KC_KEY = 1,
+    KA_KC_ORG,
+    KA_KC_WS,
+    KA_KC_CONN,
+    KA_KC_DECISION, /* an accepted API-endpoint decision, by the tag of its inputs */
+    KA_KC_WKEY      /* an ingestion write key that passed, by the tag of the key */
+} ka_kc_kind;
 
 /* A remembered decision's key: the table's MAC of its inputs (SipHash-2-4-128). */
 #define KA_KC_TAG_LEN 16

@@ -202,6 +202,8 @@ static inline void fake_lookup(fake_store *f, const fake_data *data, ka_lookup *
     lk->org = fake_org_get;
     lk->ws = fake_ws_get;
     lk->conn = fake_conn_get;
+    lk->wk_recall = NULL;
+    lk->wk_remember = NULL;
 }
 
 #endif

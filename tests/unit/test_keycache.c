@@ -18,6 +18,9 @@
 #define TC_ORG "orgC23456789"
 #define TC_WS "wsC123456789"
 #define TC_KEY "kyC123456789"
+#define TC_WK_ID "kyW123456789"
+#define TC_CONN "cnC123456789"
+#define TC_WK "WkEy0123456789abcdefABCDEF012345" /* an event write key of TC_CONN */
 
 /* A key's place: from its digest or ID itself here (the module uses the credential). */
 #define LOC(kc, kind, key) loc_of(kc, kind, key)
@@ -203,7 +206,8 @@ static ka_store *st;
 static uint8_t payload[KA_PAYLOAD_LEN];
 static char auth[128];
 
-/* One organization, one workspace and one unrestricted API key; the token in auth. */
+/* One organization, one workspace, one unrestricted API key (the token in auth) and one
+ * event write key (TC_WK) of a Source connection of that workspace. */
 static int store_setup(void **state)
 {
     char err[512];
@@ -235,6 +239,20 @@ static int store_setup(void **state)
     strcpy(rec.org, TC_ORG);
     memset(payload, 0x42, sizeof(payload));
     ka_digest_api(st, payload, d);
+    ka_put_key(txn, st, d, &rec);
+    memset(&e, 0, sizeof(e));
+    strcpy(e.id, TC_CONN);
+    strcpy(e.org, TC_ORG);
+    strcpy(e.ws, TC_WS);
+    e.enabled = 1;
+    ka_put_conn(txn, st, &e);
+    memset(&rec, 0, sizeof(rec));
+    rec.type = KA_KEY_WRITE;
+    strcpy(rec.id, TC_WK_ID);
+    strcpy(rec.org, TC_ORG);
+    strcpy(rec.ws, TC_WS);
+    strcpy(rec.conn, TC_CONN);
+    ka_digest_write(st, TC_WK, d);
     ka_put_key(txn, st, d, &rec);
     memcpy(auth, "Bearer api_", 11);
     ka_api_body_encode(payload, auth + 11);
@@ -305,6 +323,36 @@ static int request_with(ka_keycache *kc, cbs *c, const char *authorization, cons
     req.authorization = authorization;
     req.workspace = ws;
     req.ws_policy = policy;
+    ka_decide_store(&req, &ctx, dec);
+    if (c->txn)
+        ka_store_abort(c->txn);
+    c->txn = NULL;
+    c->hits = ctx.hits;
+    c->misses = ctx.misses;
+    return ka_verdict_status(dec);
+}
+
+/* An ingestion or settings request: method and path, the Authorization value (or NULL) and
+ * a JSON body (or NULL, none read). */
+static int request_to(ka_keycache *kc, cbs *c, const char *method, const char *path,
+                      const char *authorization, const char *body, ka_decision *dec)
+{
+    ka_store_lookup_ctx ctx;
+    ka_body_fields fields;
+    ka_request req;
+
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.cache = kc;
+    ctx.attach = cb_attach;
+    ctx.begin = cb_begin;
+    ctx.begin_arg = c;
+    memset(&req, 0, sizeof(req));
+    ka_classify(method, path, KA_EP_AUTO, &req.route);
+    req.authorization = authorization;
+    if (body) {
+        ka_json_scan(body, strlen(body), &fields);
+        req.body = &fields;
+    }
     ka_decide_store(&req, &ctx, dec);
     if (c->txn)
         ka_store_abort(c->txn);
@@ -489,6 +537,138 @@ static void test_decide_remembered(void **state)
     free(kc);
 }
 
+static void put_conn_flags(unsigned flags)
+{
+    char err[512];
+    ka_store_txn *txn;
+    ka_entity e;
+
+    memset(&e, 0, sizeof(e));
+    strcpy(e.id, TC_CONN);
+    strcpy(e.org, TC_ORG);
+    strcpy(e.ws, TC_WS);
+    e.enabled = 1;
+    e.conn_flags = flags;
+    assert_int_equal(ka_store_write_begin(st, &txn, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_put_conn(txn, st, &e), KA_OK);
+    assert_int_equal(ka_store_commit(txn, err, sizeof(err)), KA_OK);
+}
+
+static void revoke_write_key(void)
+{
+    char err[512];
+    ka_store_txn *txn;
+
+    assert_int_equal(ka_store_write_begin(st, &txn, err, sizeof(err)), KA_OK);
+    assert_int_equal(ka_del_key(txn, st, TC_WK_ID), KA_OK);
+    assert_int_equal(ka_store_commit(txn, err, sizeof(err)), KA_OK);
+}
+
+#define WK_AUTH "Bearer " TC_WK
+#define WK_BODY "{\"writeKey\":\"" TC_WK "\"}"
+
+static void assert_write_key_identity(const ka_decision *dec)
+{
+    assert_int_equal(dec->id.type, KA_KEY_WRITE);
+    assert_string_equal(dec->id.key_id, TC_WK_ID);
+    assert_string_equal(dec->id.org, TC_ORG);
+    assert_string_equal(dec->id.ws, TC_WS);
+    assert_string_equal(dec->id.conn, TC_CONN);
+    assert_int_equal(dec->token_presented, 1);
+}
+
+/* An ingestion write key that passed (the key, its Source connection, its organization) is
+ * remembered for the snapshot: one hit and no transaction, in the header or in a body; the
+ * request's own rules still apply; any commit, and each way the key can stop passing, makes
+ * the store decide again. */
+static void test_decide_wk_remembered(void **state)
+{
+    ka_keycache *kc = cache_new(1024);
+    ka_decision dec;
+    cbs c;
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_to(kc, &c, "POST", "/v1/events", WK_AUTH, NULL, &dec), 200);
+    assert_int_equal(c.misses, 3); /* the key, its connection, its organization */
+    assert_write_key_identity(&dec);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_to(kc, &c, "POST", "/v1/events", WK_AUTH, NULL, &dec), 200);
+    assert_int_equal(c.hits, 1);
+    assert_int_equal(c.misses + c.begins, 0);
+    assert_write_key_identity(&dec);
+    /* The same key in a body: the same entry. */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_to(kc, &c, "POST", "/v1/events", NULL, WK_BODY, &dec), 200);
+    assert_int_equal(c.hits, 1);
+    assert_int_equal(c.begins, 0);
+    assert_write_key_identity(&dec);
+    /* The request's own rules: a connectionId beside a write key, a path not canonical. */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_to(kc, &c, "POST", "/v1/events", NULL,
+                                "{\"writeKey\":\"" TC_WK "\",\"connectionId\":\"" TC_CONN "\"}",
+                                &dec),
+                     400);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_to(kc, &c, "POST", "/v1//events", WK_AUTH, NULL, &dec), 401);
+    assert_int_equal(c.hits + c.misses, 0);
+    /* A commit: decided from the store. The organization disabled, then enabled again. */
+    disable_org();
+    for (int i = 0; i < 2; i++) {
+        memset(&c, 0, sizeof(c));
+        assert_int_equal(request_to(kc, &c, "POST", "/v1/events", WK_AUTH, NULL, &dec), 503);
+        /* Then the look-ups' own entries answer (the organization as disabled). */
+        assert_int_equal(c.begins, i == 0);
+    }
+    set_org_enabled(1);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_to(kc, &c, "POST", "/v1/events", WK_AUTH, NULL, &dec), 200);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_to(kc, &c, "POST", "/v1/events", WK_AUTH, NULL, &dec), 200);
+    assert_int_equal(c.hits, 1);
+    /* The connection turned into a Destination: its write key no longer authenticates. */
+    put_conn_flags(KA_CONN_DESTINATION);
+    for (int i = 0; i < 2; i++) {
+        memset(&c, 0, sizeof(c));
+        assert_int_equal(request_to(kc, &c, "POST", "/v1/events", WK_AUTH, NULL, &dec), 401);
+    }
+    put_conn_flags(0);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_to(kc, &c, "POST", "/v1/events", WK_AUTH, NULL, &dec), 200);
+    revoke_write_key();
+    for (int i = 0; i < 2; i++) {
+        memset(&c, 0, sizeof(c));
+        assert_int_equal(request_to(kc, &c, "POST", "/v1/events", NULL, WK_BODY, &dec), 401);
+        assert_int_equal(c.hits, 0);
+    }
+    free(kc);
+}
+
+/* A write key whose look-ups mixed two snapshots is not remembered. The settings endpoint
+ * caches the key and its connection (not the organization, not the write key's entry); the
+ * key is revoked between attach and the transaction the organization's look-up begins: the
+ * key and connection come from the older snapshot, the organization from the newer one, and
+ * the key passes, though it no longer exists. Decided again on the newer snapshot, it is
+ * refused, and nothing was remembered for that snapshot: refused again next time. */
+static void test_decide_wk_mixed(void **state)
+{
+    ka_keycache *kc = cache_new(1024);
+    ka_decision dec;
+    cbs c;
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_to(kc, &c, "GET", "/v1/events/settings/" TC_WK, NULL, NULL, &dec),
+                     200);
+    assert_int_equal(c.misses, 2); /* the key and its connection */
+    memset(&c, 0, sizeof(c));
+    c.commit_on_attach = revoke_write_key;
+    assert_int_equal(request_to(kc, &c, "POST", "/v1/events", WK_AUTH, NULL, &dec), 401);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(request_to(kc, &c, "POST", "/v1/events", WK_AUTH, NULL, &dec), 401);
+    free(kc);
+}
+
 /* A commit between attach and the transaction, with nothing yet taken from the cache: the
  * transaction's snapshot decides, and the cache answers only for it. Here the commit disables
  * the organization the cache holds as enabled for the older snapshot; taking that answer with
@@ -539,6 +719,8 @@ int run_keycache_tests(void)
         cmocka_unit_test_setup_teardown(test_decide_mixed, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_decide_remembered, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_decide_commit_before_txn, store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_decide_wk_remembered, store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_decide_wk_mixed, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_file_id, store_setup, store_teardown),
     };
     return cmocka_run_group_tests_name("keycache", tests, NULL, NULL);
