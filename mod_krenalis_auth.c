@@ -32,6 +32,10 @@
 
 module AP_MODULE_DECLARE_DATA krenalis_auth_module;
 
+ap_filter_rec_t *ka_kept_body_filter_handle;
+ap_filter_rec_t *ka_cors_filter_handle;
+ap_filter_rec_t *ka_json_error_filter_handle;
+
 /* ---- configuration records ---- */
 
 static void *create_srv_cfg(apr_pool_t *p, server_rec *s)
@@ -427,9 +431,12 @@ static void register_hooks(apr_pool_t *p)
     /* Before mod_log_config: KRENALIS_REFUSAL is set on the request it logs. */
     ap_hook_log_transaction(ka_metrics_log_transaction, NULL, NULL, APR_HOOK_REALLY_FIRST);
     APR_OPTIONAL_HOOK(ap, status_hook, ka_metrics_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_register_input_filter(KEPT_BODY_FILTER, ka_kept_body_filter, NULL, AP_FTYPE_PROTOCOL - 1);
-    ap_register_output_filter(CORS_FILTER, ka_cors_filter, NULL, AP_FTYPE_PROTOCOL - 1);
-    ap_register_output_filter(JSON_ERROR_FILTER, ka_json_error_filter, NULL, AP_FTYPE_PROTOCOL - 1);
+    ka_kept_body_filter_handle = ap_register_input_filter(KEPT_BODY_FILTER, ka_kept_body_filter,
+                                                          NULL, AP_FTYPE_PROTOCOL - 1);
+    ka_cors_filter_handle =
+        ap_register_output_filter(CORS_FILTER, ka_cors_filter, NULL, AP_FTYPE_PROTOCOL - 1);
+    ka_json_error_filter_handle = ap_register_output_filter(JSON_ERROR_FILTER, ka_json_error_filter,
+                                                            NULL, AP_FTYPE_PROTOCOL - 1);
     ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-key-type", AUTHZ_PROVIDER_VERSION,
                               &ka_authz_key_type, AP_AUTH_INTERNAL_PER_CONF);
     ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "krenalis-workspace", AUTHZ_PROVIDER_VERSION,

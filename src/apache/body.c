@@ -111,7 +111,7 @@ int ka_keep_body(request_rec *r, apr_off_t limit, const char **data, apr_size_t 
     k = apr_pcalloc(r->pool, sizeof(*k));
     k->data = *data;
     k->len = *len;
-    ap_add_input_filter(KEPT_BODY_FILTER, k, r, r->connection);
+    ap_add_input_filter_handle(ka_kept_body_filter_handle, k, r, r->connection);
     /* The body is now whole: the backend gets it with an exact length. */
     apr_table_unset(r->headers_in, "Transfer-Encoding");
     apr_table_setn(r->headers_in, "Content-Length", apr_off_t_toa(r->pool, (apr_off_t)*len));

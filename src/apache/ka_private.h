@@ -47,6 +47,13 @@ APLOG_USE_MODULE(krenalis_auth);
 #define CORS_FILTER "KRENALIS_CORS"
 #define JSON_ERROR_FILTER "KRENALIS_JSON_ERROR"
 
+/* The module's filters as registered (mod_krenalis_auth.c, once per process and load, like
+ * httpd's own ap_http_input_filter_handle): added by handle, with no look-up of the name on
+ * each request. */
+extern ap_filter_rec_t *ka_kept_body_filter_handle;
+extern ap_filter_rec_t *ka_cors_filter_handle;
+extern ap_filter_rec_t *ka_json_error_filter_handle;
+
 /* ---- records (mod_krenalis_auth.c) ---- */
 
 /* One key store as a child process uses it (store.c). */

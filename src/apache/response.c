@@ -120,7 +120,7 @@ void ka_insert_filter(request_rec *r)
 {
     ka_req *q = r->main ? NULL : ka_response_state(r);
     if (q && q->cors)
-        ap_add_output_filter(CORS_FILTER, q, r, r->connection);
+        ap_add_output_filter_handle(ka_cors_filter_handle, q, r, r->connection);
 }
 
 /* A Require that denies an authenticated key: a JSON error like the module's own. An
@@ -141,12 +141,12 @@ void ka_insert_error_filter(request_rec *r)
                             "the key is not allowed to access this resource");
         if (len > 0) {
             ap_custom_response(r, r->status, body);
-            ap_add_output_filter(JSON_ERROR_FILTER, q, r, r->connection);
+            ap_add_output_filter_handle(ka_json_error_filter_handle, q, r, r->connection);
         }
     }
     q = r->main ? NULL : ka_response_state(r);
     if (q && q->cors)
-        ap_add_output_filter(CORS_FILTER, q, r, r->connection);
+        ap_add_output_filter_handle(ka_cors_filter_handle, q, r, r->connection);
 }
 
 apr_status_t ka_json_error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
