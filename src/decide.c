@@ -907,6 +907,17 @@ static void id_get(char dst[KA_ID_LEN + 1], const char src[KA_ID_LEN])
     dst[KA_ID_LEN] = '\0';
 }
 
+/* A key's record from its cache entry (a key look-up's, or a write key's remembered pass). */
+static void rec_from_val(ka_key_rec *rec, const ka_kc_val *v)
+{
+    memset(rec, 0, sizeof(*rec));
+    rec->type = (ka_key_type)v->type;
+    id_get(rec->id, v->id);
+    id_get(rec->org, v->org);
+    id_get(rec->ws, v->ws);
+    id_get(rec->conn, v->conn);
+}
+
 static ka_store_status lk_key(ka_store_lookup_ctx *c, uint64_t loc,
                               const uint8_t digest[KA_DIGEST_LEN], ka_key_rec *rec)
 {
@@ -914,12 +925,7 @@ static ka_store_status lk_key(ka_store_lookup_ctx *c, uint64_t loc,
     ka_store_status rc;
 
     if (lk_cached(c, KA_KC_KEY, loc, digest, &v)) {
-        memset(rec, 0, sizeof(*rec));
-        rec->type = (ka_key_type)v.type;
-        id_get(rec->id, v.id);
-        id_get(rec->org, v.org);
-        id_get(rec->ws, v.ws);
-        id_get(rec->conn, v.conn);
+        rec_from_val(rec, &v);
         return KA_OK;
     }
     if (lk_txn(c) != KA_OK)
@@ -1033,12 +1039,7 @@ static int lk_wk_recall(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec 
     ka_keycache_prefetch(c->cache, c->wk_loc);
     if (lk_attach(c) != KA_OK || !lk_cached(c, KA_KC_WKEY, c->wk_loc, c->wk_tag, &v))
         return 0;
-    memset(rec, 0, sizeof(*rec));
-    rec->type = (ka_key_type)v.type;
-    id_get(rec->id, v.id);
-    id_get(rec->org, v.org);
-    id_get(rec->ws, v.ws);
-    id_get(rec->conn, v.conn);
+    rec_from_val(rec, &v);
     return 1;
 }
 

@@ -117,8 +117,9 @@ static const unsigned char *plain_run_end(const unsigned char *p, const unsigned
     while (end - p >= 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
         /* max(v, 0x1f) == 0x1f: v is a control character. */
-        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-                                   _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
+        __m128i hit =
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                         _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
         unsigned mask = (unsigned)_mm_movemask_epi8(hit);
 
         if (mask)
@@ -485,8 +486,7 @@ void ka_json_scan(const char *buf, size_t len, ka_body_fields *out)
 
     memset(out, 0, sizeof(*out));
     s.p = skip_ws(s.p, s.end);
-    if (s.p >= s.end || *s.p != '{' || !scan_top_object(&s, out) ||
-        skip_ws(s.p, s.end) != s.end) {
+    if (s.p >= s.end || *s.p != '{' || !scan_top_object(&s, out) || skip_ws(s.p, s.end) != s.end) {
         memset(out, 0, sizeof(*out));
         return;
     }

@@ -442,8 +442,7 @@ static void check_metamorphic(const uint8_t *body, size_t len, const ka_body_fie
         buf[len + 5] = '}';
         ka_json_scan((const char *)buf, len + 6, &other);
         if (other.valid_object) /* not when BODY was already as deep as allowed */
-            CHECK(other.write_key.kind == KA_JF_ABSENT &&
-                  other.connection_id.kind == KA_JF_ABSENT);
+            CHECK(other.write_key.kind == KA_JF_ABSENT && other.connection_id.kind == KA_JF_ABSENT);
     }
     free(buf);
 }

@@ -765,6 +765,16 @@ def _(h):
         srv.stop()
 
 
+def cache_server(h):
+    """The server of the look-up cache and memo tests (several children, its own counters)."""
+    srv = h.servers.get("metrics-cache")
+    if srv is None or srv.proc is None:
+        srv = h.httpd("metrics-cache", global_extra=metrics_conf(h, h.root / "logs",
+                                                                "metrics-cache"))
+        srv.start()
+    return srv
+
+
 def cache_counts(srv):
     s = scrape(srv)
     return (s[("krenalis_auth_lookup_cache_hits_total", ())],
@@ -773,11 +783,7 @@ def cache_counts(srv):
 
 @test("metrics.lookup-cache: the children share it; any commit makes it read the store again")
 def _(h):
-    srv = h.servers.get("metrics-cache")
-    if srv is None or srv.proc is None:
-        srv = h.httpd("metrics-cache", global_extra=metrics_conf(h, h.root / "logs",
-                                                                "metrics-cache"))
-        srv.start()
+    srv = cache_server(h)
     org = h.new_org()
     kid, tok = h.new_api_key(org)
     auth = [("Authorization", "Bearer " + tok)]
@@ -811,11 +817,7 @@ def _(h):
 @test("metrics.memo: a connection that carries many keys keeps one in its memo; a key read "
       "from the store replaces it")
 def _(h):
-    srv = h.servers.get("metrics-cache")
-    if srv is None or srv.proc is None:
-        srv = h.httpd("metrics-cache", global_extra=metrics_conf(h, h.root / "logs",
-                                                                "metrics-cache"))
-        srv.start()
+    srv = cache_server(h)
     org = h.new_org()
     (ka, ta), (kb, tb), (kc, tc) = [h.new_api_key(org) for _ in range(3)]
 

@@ -557,8 +557,8 @@ static void test_scan_skipped_strings(void **state)
                     want = ref_string_ok(content, len);
                     ka_json_scan((const char *)body, n, &f);
                     if (f.valid_object != want)
-                        fail_msg("place %zu, len %zu, byte 0x%02x at %zu: valid %d, want %d",
-                                 place, len, kinds[k], pos, f.valid_object, want);
+                        fail_msg("place %zu, len %zu, byte 0x%02x at %zu: valid %d, want %d", place,
+                                 len, kinds[k], pos, f.valid_object, want);
                     if (want && place < 2)
                         assert_string_equal(f.write_key.val, "K");
                     /* The kept value, decoded: with no escape in it, the bytes themselves. */
