@@ -1020,8 +1020,21 @@ static ka_store_status lk_conn(void *ctx, const char *id, ka_entity *e)
     return lk_entity(ctx, KA_KC_CONN, ka_get_conn, id, e);
 }
 
+/* A remembered entry (a decision, a write key's pass): its tag from in (wiped after), its place
+ * from the tag, its set fetched from memory while the store's last commit is read; 1 and *v
+ * when the cache holds it for the snapshot the store is at. No transaction begins. */
+static int lk_recall(ka_store_lookup_ctx *c, ka_kc_kind kind, uint8_t *in, size_t n,
+                     uint8_t tag[KA_KC_TAG_LEN], uint64_t *loc, ka_kc_val *v)
+{
+    ka_keycache_mac(c->cache, in, n, tag);
+    ka_cleanse(in, n);
+    *loc = ka_keycache_locate(c->cache, kind, tag, KA_KC_TAG_LEN);
+    ka_keycache_prefetch(c->cache, *loc);
+    return lk_attach(c) == KA_OK && lk_cached(c, kind, *loc, tag, v);
+}
+
 /* A write key's entry: the tag of the key alone (a leading 0, which no remembered decision's
- * inputs begin with), found for the snapshot the store is at, as recall() does. */
+ * inputs begin with). */
 static int lk_wk_recall(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec *rec)
 {
     ka_store_lookup_ctx *c = ctx;
@@ -1032,12 +1045,8 @@ static int lk_wk_recall(void *ctx, const char key[KA_WRITE_KEY_LEN], ka_key_rec 
         return 0;
     in[0] = 0;
     memcpy(in + 1, key, KA_WRITE_KEY_LEN);
-    ka_keycache_mac(c->cache, in, sizeof(in), c->wk_tag);
-    ka_cleanse(in, sizeof(in));
-    c->wk_loc = ka_keycache_locate(c->cache, KA_KC_WKEY, c->wk_tag, KA_KC_TAG_LEN);
     c->wk_tagged = 1;
-    ka_keycache_prefetch(c->cache, c->wk_loc);
-    if (lk_attach(c) != KA_OK || !lk_cached(c, KA_KC_WKEY, c->wk_loc, c->wk_tag, &v))
+    if (!lk_recall(c, KA_KC_WKEY, in, sizeof(in), c->wk_tag, &c->wk_loc, &v))
         return 0;
     rec_from_val(rec, &v);
     return 1;
@@ -1089,9 +1098,8 @@ static size_t decision_inputs(const ka_request *req, uint8_t in[INPUTS_MAX])
 }
 
 /* The identity accepted for req's inputs on the snapshot the store is at, when one is
- * remembered. The entry's set is fetched from memory while the store's last commit is read
- * (the table is larger than the CPU's caches); no transaction begins and no B-tree is read, so
- * a malformed or unknown credential (never remembered) still reads none. */
+ * remembered (lk_recall: no transaction begins and no B-tree is read, so a malformed or unknown
+ * credential, never remembered, still reads none). */
 static int recall(ka_store_lookup_ctx *c, const ka_request *req, ka_decision *dec)
 {
     uint8_t in[INPUTS_MAX];
@@ -1100,15 +1108,9 @@ static int recall(ka_store_lookup_ctx *c, const ka_request *req, ka_decision *de
 
     if (n == 0)
         return 0;
-    ka_keycache_mac(c->cache, in, n, c->tag);
-    c->tag_loc = ka_keycache_locate(c->cache, KA_KC_DECISION, c->tag, KA_KC_TAG_LEN);
     c->tagged = 1;
-    ka_keycache_prefetch(c->cache, c->tag_loc);
-    ka_cleanse(in, n);
-    if (lk_attach(c) != KA_OK || !c->attached ||
-        !ka_keycache_get(c->cache, &c->snap, KA_KC_DECISION, c->tag_loc, c->tag, &v))
+    if (!lk_recall(c, KA_KC_DECISION, in, n, c->tag, &c->tag_loc, &v))
         return 0;
-    c->hits++;
     /* accept()'s fields on a zeroed decision: no status, code or message. */
     memset(dec, 0, sizeof(*dec));
     dec->verdict = KA_VERDICT_ACCEPT;

@@ -50,6 +50,30 @@ static int read_hex4(scanner *s, unsigned *out)
     return 1;
 }
 
+/* The character a one-letter escape stands for (the letter after the backslash), or -1 when c
+ * is no such letter; 'u' is not one (four hex digits follow it). */
+static int simple_escape(unsigned char c)
+{
+    switch (c) {
+    case '"':
+    case '\\':
+    case '/':
+        return c;
+    case 'b':
+        return '\b';
+    case 'f':
+        return '\f';
+    case 'n':
+        return '\n';
+    case 'r':
+        return '\r';
+    case 't':
+        return '\t';
+    default:
+        return -1;
+    }
+}
+
 /* Appends bytes to a capture buffer, noting overflow instead of failing. */
 static void cap_put(char *buf, size_t cap, size_t *len, int *overflow, const char *b, size_t n)
 {
@@ -165,12 +189,13 @@ static const unsigned char *skip_string(const unsigned char *p, const unsigned c
         c = *p++;
         if (c == 'u') {
             /* Four hex digits; a surrogate pair is two such escapes. */
-            if (end - p < 4 || hexval(p[0]) < 0 || hexval(p[1]) < 0 || hexval(p[2]) < 0 ||
-                hexval(p[3]) < 0)
+            scanner h = {p, end};
+            unsigned unused;
+
+            if (!read_hex4(&h, &unused))
                 return NULL;
-            p += 4;
-        } else if (c != '"' && c != '\\' && c != '/' && c != 'b' && c != 'f' && c != 'n' &&
-                   c != 'r' && c != 't') {
+            p = h.p;
+        } else if (simple_escape(c) < 0) {
             return NULL;
         }
     }
@@ -202,34 +227,15 @@ static int scan_string(scanner *s, char *buf, size_t cap, size_t *len, int *over
             if (s->p >= s->end)
                 return 0;
             c = *s->p++;
-            switch (c) {
-            case '"':
-            case '\\':
-            case '/':
-                tmp[0] = (char)c;
-                break;
-            case 'b':
-                tmp[0] = '\b';
-                break;
-            case 'f':
-                tmp[0] = '\f';
-                break;
-            case 'n':
-                tmp[0] = '\n';
-                break;
-            case 'r':
-                tmp[0] = '\r';
-                break;
-            case 't':
-                tmp[0] = '\t';
-                break;
-            case 'u':
+            if (c == 'u') {
                 if (!read_unicode_escape(s, &cp))
                     return 0;
                 n = utf8_encode(cp, tmp);
-                break;
-            default:
-                return 0;
+            } else {
+                int e = simple_escape(c);
+                if (e < 0)
+                    return 0;
+                tmp[0] = (char)e;
             }
         } else {
             tmp[0] = (char)c;
