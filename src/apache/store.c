@@ -94,14 +94,16 @@ void ka_handles_init(apr_pool_t *pconf, ka_proc *proc)
     apr_pool_cleanup_register(pconf, proc, wipe_handles, apr_pool_cleanup_null);
 }
 
-/* Each probe of the table lands on a random page of it, whose translation the CPU rarely has:
- * where the kernel gives shared memory huge pages on request (shmem_enabled "advise"), ask. */
+/* Each probe of a large table lands on a random page of it, whose translation the CPU rarely
+ * has: where the kernel gives shared memory huge pages on request (shmem_enabled "advise"), ask.
+ * A table smaller than one such page keeps to small pages (no 2 MiB page for a few KiB). */
 #define HUGE_PAGE ((uintptr_t)2 << 20)
 
 apr_status_t ka_handle_cache_make(ka_handle *h, apr_pool_t *p, unsigned entries)
 {
     apr_size_t table = ka_keycache_bytes(entries);
-    apr_size_t span = (table + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1), bytes = span + HUGE_PAGE;
+    uintptr_t align = table >= HUGE_PAGE ? HUGE_PAGE : 64;
+    apr_size_t span = (table + align - 1) & ~(align - 1), bytes = span + align;
     apr_shm_t *shm;
     unsigned char random[KA_KC_RANDOM_LEN];
     uintptr_t base;
@@ -115,10 +117,11 @@ apr_status_t ka_handle_cache_make(ka_handle *h, apr_pool_t *p, unsigned entries)
     /* Anonymous: inherited by the children, gone with the last of them. */
     if ((rv = apr_shm_create(&shm, bytes, NULL, p)) != APR_SUCCESS)
         return rv;
-    /* Aligned to a huge page, so that all of the table can be mapped by them; the slack before
-     * it is never touched. Without huge pages (the default) madvise changes nothing. */
-    base = ((uintptr_t)apr_shm_baseaddr_get(shm) + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-    (void)madvise((void *)base, span, MADV_HUGEPAGE);
+    /* A large table aligned to a huge page, so that all of it can be mapped by them; the slack
+     * before it is never touched. Without huge pages (the default) madvise changes nothing. */
+    base = ((uintptr_t)apr_shm_baseaddr_get(shm) + align - 1) & ~(align - 1);
+    if (align == HUGE_PAGE)
+        (void)madvise((void *)base, span, MADV_HUGEPAGE);
     h->cache = ka_keycache_init((void *)base, entries, random);
     OPENSSL_cleanse(random, sizeof(random));
     return APR_SUCCESS;
