@@ -560,14 +560,16 @@ def quartiles(rs):
 
 
 class Pair:
-    """Two cases compared in paired runs (case B against reference A, see wrk())."""
+    """Two cases compared in paired runs (case B against reference A): by wrk and rotate.lua
+    (client "wrk", see wrk()), or by bench/pairload.c over HTTP/1.1 ("h1") or HTTP/2 ("h2"),
+    which also times each case's requests (see pairload())."""
 
-    def __init__(self, b, a, what):
+    def __init__(self, b, a, what, client="wrk"):
         if a.expect != b.expect or a.port != b.port:
             die("pair %s / %s: the cases differ in status or port" % (b.name, a.name))
-        self.b, self.a, self.what = b, a, what
+        self.b, self.a, self.what, self.client = b, a, what, client
         self.name = "%s / %s" % (b.name, a.name)
-        self.rounds = []          # wrk results with r["paired"], one per round
+        self.rounds = []          # results with r["paired"], one per round
 
     def ratios(self):
         return [r["paired"]["ratio"] for r in self.rounds]
@@ -709,28 +711,9 @@ def wrk(bench, case, duration, srv=None, versus=None, swap=False):
         cmd += [str(first.file), str(second.file), str(bench.args.slice), str(bench.args.guard)]
     else:
         cmd += [str(case.file)]
-    if srv and srv.proc.poll() is not None:
-        die("httpd exited (status %s):\n%s" % (srv.proc.returncode, srv.log_tail()))
-    httpd = set([srv.proc.pid] + srv.children()) if srv else set()
-    c0 = all_proc_cpu() if srv else {}
-    busy0, steal0 = cpu_stat()
-    own0 = own_cpu()
-    t0 = time.time()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=niced)
-    PROCS.append(p)
-    try:
-        out, err = p.communicate(timeout=duration + 60)
-    finally:
-        stop_proc(p)
-    c1 = all_proc_cpu() if srv else {}
-    busy1, steal1 = cpu_stat()
-    own1 = own_cpu()
-    wall = time.time() - t0
-    out = out.decode(errors="replace")
-    m = re.search(r"^BENCH (\{.*\})$", out, re.M)
-    if p.returncode != 0 or not m:
-        die("wrk failed for %s (exit %d):\n%s%s" % (case.name, p.returncode, out,
-                                                     err.decode(errors="replace")))
+    rc, out, err, m, usage = client_run(cmd, duration, srv)
+    if rc != 0 or not m:
+        die("wrk failed for %s (exit %d):\n%s%s" % (case.name, rc, out, err))
     r = json.loads(m.group(1))
     if r["requests"] == 0:
         die("case %s: no response at all (%s)%s" % (case.name, json.dumps(r["errors"]),
@@ -751,18 +734,100 @@ def wrk(bench, case, duration, srv=None, versus=None, swap=False):
     r["bad_status"] = bad_status
     r["sock_errors"] = sock
     r["bad"] = bad_status + sock
-    capacity = wall * (os.cpu_count() or 1) * HZ
-    mine = httpd | {os.getpid()}
-    # Other processes: those seen before and after (by PID), and whatever else the machine's
-    # busy time holds beyond httpd, wrk and this script (processes that came and went).
-    by_pid = sum(v - c0.get(pid, 0) for pid, v in c1.items() if pid not in mine)
-    httpd_cpu = sum(c1.get(pid, 0) - c0.get(pid, 0) for pid in httpd)
-    unaccounted = (busy1 - busy0) - httpd_cpu - (own1 - own0) * HZ
-    r["foreign"] = max(by_pid, unaccounted) / capacity if srv else 0.0
-    r["steal"] = (steal1 - steal0) / capacity
-    r["httpd_cpu_us"] = (sum(c1.get(pid, 0) - c0.get(pid, 0) for pid in httpd) / HZ * 1e6 /
-                         max(1, r["requests"])) if srv else 0.0
+    usage_into(r, usage)
     return r
+
+
+def client_run(cmd, duration, srv):
+    """Runs a load generator that prints one "BENCH {json}" line: its exit status, output,
+    errors, the line's match and what the run cost whom (usage_into)."""
+    if srv and srv.proc.poll() is not None:
+        die("httpd exited (status %s):\n%s" % (srv.proc.returncode, srv.log_tail()))
+    httpd = set([srv.proc.pid] + srv.children()) if srv else set()
+    c0 = all_proc_cpu() if srv else {}
+    busy0, steal0 = cpu_stat()
+    own0 = own_cpu()
+    t0 = time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=niced)
+    PROCS.append(p)
+    try:
+        out, err = p.communicate(timeout=duration + 60)
+    finally:
+        stop_proc(p)
+    c1 = all_proc_cpu() if srv else {}
+    busy1, steal1 = cpu_stat()
+    own1 = own_cpu()
+    wall = time.time() - t0
+    out = out.decode(errors="replace")
+    usage = None
+    if srv:
+        capacity = wall * (os.cpu_count() or 1) * HZ
+        mine = httpd | {os.getpid()}
+        # Other processes: those seen before and after (by PID), and whatever else the
+        # machine's busy time holds beyond httpd, the client and this script (processes that
+        # came and went).
+        by_pid = sum(v - c0.get(pid, 0) for pid, v in c1.items() if pid not in mine)
+        httpd_cpu = sum(c1.get(pid, 0) - c0.get(pid, 0) for pid in httpd)
+        unaccounted = (busy1 - busy0) - httpd_cpu - (own1 - own0) * HZ
+        usage = {"foreign": max(by_pid, unaccounted) / capacity,
+                 "steal": (steal1 - steal0) / capacity, "httpd_jiffies": httpd_cpu}
+    return (p.returncode, out, err.decode(errors="replace"),
+            re.search(r"^BENCH (\{.*\})$", out, re.M), usage)
+
+
+def usage_into(r, usage):
+    """r["foreign"], r["steal"] (shares of the machine's CPU time) and r["httpd_cpu_us"] (per
+    request), zero without a server to watch."""
+    r["foreign"] = usage["foreign"] if usage else 0.0
+    r["steal"] = usage["steal"] if usage else 0.0
+    r["httpd_cpu_us"] = (usage["httpd_jiffies"] / HZ * 1e6 / max(1, r["requests"])
+                         if usage else 0.0)
+
+
+def pairload(bench, pair, duration, srv=None, swap=False):
+    """A paired run of pair by bench/pairload.c: over HTTP/2 (h2c, --h2-connections x
+    --h2-streams, slices of --h2-pair-slice ms) for an "h2" pair, else over HTTP/1.1 like wrk's
+    (--connections, --slice). The result has wrk()'s fields; r["paired"] adds each case's
+    latencies (a_p50_us, b_p50_us, a_mean_us, b_mean_us)."""
+    a = bench.args
+    h2 = pair.client == "h2"
+    first, second = (pair.b, pair.a) if swap else (pair.a, pair.b)
+    cmd = bench.client_wrap() + [str(bench.bin / "pairload")]
+    if h2:
+        cmd += ["-2", "-c", str(a.h2_connections), "-m", str(a.h2_streams),
+                "-s", str(a.h2_pair_slice), "-g", str(a.h2_pair_guard)]
+    else:
+        cmd += ["-c", str(a.connections), "-s", str(a.slice), "-g", str(a.guard)]
+    cmd += ["-d", str(duration), "127.0.0.1", str(pair.b.port), str(first.file),
+            str(second.file)]
+    rc, out, err, m, usage = client_run(cmd, duration, srv)
+    if rc != 0 or not m:
+        die("pairload failed for %s (exit %d):\n%s%s" % (pair.name, rc, out, err))
+    j = json.loads(m.group(1))
+    ca, cb = (j["b"], j["a"]) if swap else (j["a"], j["b"])
+    if not ca["counted"] or not cb["counted"]:
+        die("paired run %s: nothing counted (%s)" % (pair.name, out))
+    r = {"requests": j["requests"], "errors": j["errors"], "duration_us": j["seconds"] * 1e6}
+    r["rps"] = r["requests"] / j["seconds"]
+    pr = {"a": ca["counted"], "b": cb["counted"], "a_ms": ca["ms"], "b_ms": cb["ms"],
+          "a_rps": ca["req_per_s"], "b_rps": cb["req_per_s"]}
+    for k in ("p50_us", "p90_us", "p99_us", "mean_us"):
+        pr["a_" + k], pr["b_" + k] = ca[k], cb[k]
+    pr["ratio"] = pr["b_rps"] / pr["a_rps"]
+    r["paired"] = pr
+    ok = "2xx" if pair.b.expect < 300 else "4xx"
+    r["bad_status"] = sum(c["requests"] - c["status"][ok] for c in (ca, cb))
+    r["sock_errors"] = sum(j["errors"].values())
+    r["bad"] = r["bad_status"] + r["sock_errors"]
+    usage_into(r, usage)
+    return r
+
+
+def paired_run(bench, pair, duration, srv, swap):
+    """One paired run of pair, by its client."""
+    if pair.client == "wrk":
+        return wrk(bench, pair.b, duration, srv, versus=pair.a, swap=swap)
+    return pairload(bench, pair, duration, srv, swap)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -813,9 +878,10 @@ class Bench:
     def check_tools(self):
         build = Path(self.args.build)
         for f in (build / "mod_krenalis_auth.so", build / "krenalis-keys", build / "decide_bench",
-                  build / "mod_bench_floor.so"):
+                  build / "mod_bench_floor.so", build / "pairload"):
             if not f.exists():
-                die("%s is missing: run `make bench` (or make all build/decide_bench)" % f)
+                die("%s is missing: run `make bench` (or make all build/decide_bench "
+                    "build/mod_bench_floor.so build/pairload)" % f)
             # A private copy: a rebuild of build/ during the run (make cp's over the file in
             # place) would otherwise change the code under the running httpd.
             shutil.copy2(f, self.bin / f.name)
@@ -1009,8 +1075,22 @@ class Bench:
                       [raw_request("GET", "/basic-file/ping.txt", host,
                                    [("Authorization", basic("user%d" % u, auth_pw))])
                        for u in users_file], 200))
+        # HTTP/2 (paired runs by pairload -2 only): one valid key in every request, the same
+        # header to every location, as h2load sends it (with HPACK a header that changes from
+        # request to request costs the server more than a repeated one: "open" rotates keys).
+        if self.args.h2:
+            one = [self.floor_key]
+            C.append(Case("h2-open", "no auth over HTTP/2, the one key's header (unread)", port,
+                          get("/open/ping.txt", one), 200, pair_only=True))
+            C.append(Case("h2-open-again", "\"h2-open\" again (A/A over HTTP/2)", port,
+                          get("/open/ping.txt", one), 200, pair_only=True))
+            C.append(Case("h2-floor", "the floor over HTTP/2, the one key", port,
+                          get("/floor/ping.txt", one), 200, pair_only=True))
+            C.append(Case("h2", "valid API key (one key) over HTTP/2, %s store" % prim.name, port,
+                          get("/v1/ping.txt", one), 200, pair_only=True))
         if self.args.cases:
-            keep = set(self.args.cases.split(",")) | {"open", "open-post", "open-again", "floor"}
+            keep = set(self.args.cases.split(",")) | {"open", "open-post", "open-again", "floor",
+                                                      "h2-open", "h2-open-again", "h2-floor", "h2"}
             self.cases[:] = [c for c in self.cases if c.name in keep]
         self.define_pairs(prim)
         for c in self.cases:
@@ -1049,10 +1129,19 @@ class Bench:
                   "connection per request, against no authentication the same way"),
                  ("malformed", "unknown", "malformed API key against a well-formed unknown "
                   "one, both 401")]
-        for b, a, what in want:
-            cb, ca = self.case(b), self.case(a)
+        # By pairload, which also times each case's requests: the latency target over HTTP/1.1,
+        # and the HTTP/2 comparisons (h2load drives one case per run and cannot alternate).
+        want += [("api", "open", "valid API key (one key, memo), %s store, against no "
+                  "authentication, by pairload over HTTP/1.1: the latency target" % prim.name,
+                  "h1"),
+                 ("h2-open-again", "h2-open", "no authentication over HTTP/2 against itself "
+                  "(A/A over HTTP/2)", "h2"),
+                 ("h2", "h2-floor", "valid API key (one key) against the floor over HTTP/2",
+                  "h2")]
+        for w in want:
+            cb, ca = self.case(w[0]), self.case(w[1])
             if cb and ca:
-                self.pairs.append(Pair(cb, ca, what))
+                self.pairs.append(Pair(cb, ca, w[2], *w[3:]))
 
     def pair(self, b, a):
         for p in self.pairs:
@@ -1098,7 +1187,8 @@ class Bench:
                 est = round_time or ((len(own) * (self.args.duration + 0.5)
                                       if done < self.args.case_rounds else 0) +
                                      len(self.pairs) * (self.args.pair_duration + 0.5) +
-                                     (6 * self.args.h2_slice / 1000 + 1 if self.h2 else 0))
+                                     (6 * self.args.h2_slice / 1000 + 1
+                                      if self.h2 and done < self.args.case_rounds else 0))
                 slack = self.time_left() - (self.args.rounds - done) * est - self.tail_time()
                 self.wait_quiet(srv, slack - 5)
                 t = time.time()
@@ -1128,9 +1218,10 @@ class Bench:
                 pres = [None] * len(self.pairs)
                 for i in range(len(self.pairs))[::-1 if done % 2 else 1]:
                     p = self.pairs[i]
-                    pres[i] = wrk(self, p.b, self.args.pair_duration, srv, versus=p.a,
-                                  swap=bool(done % 2))
-                h2 = self.h2.round() if self.h2 else None
+                    pres[i] = paired_run(self, p, self.args.pair_duration, srv,
+                                         swap=bool(done % 2))
+                # h2load's own runs: a cross-check of the HTTP/2 pairs, in the cases' rounds.
+                h2 = self.h2.round() if self.h2 and done < self.args.case_rounds else None
                 # The longest round so far (the cases' own runs make the first ones longest).
                 round_time = max(round_time or 0, time.time() - t)
                 measured = [r for r in res + pres if r is not None]
@@ -1326,7 +1417,8 @@ class Bench:
         prim = self.store(self.args.primary)
         h2paths = dict(H2Compare.CASES)
         for name in self.args.instr_cases.split(","):
-            case = self.case(name)
+            # The HTTP/2 cases (pair-only cases of the HTTP runs) by h2load, over HTTP/2.
+            case = None if name in h2paths else self.case(name)
             if case is None and not (name in h2paths and self.h2):
                 continue
             srv = Httpd(self, "cg-%s" % name, [prim], floor_key=self.floor_key)
@@ -1422,9 +1514,10 @@ class Bench:
         L.append("| run time | %.0f s |" % elapsed)
         L.append("")
         L.append("Load: %d rounds. In each, a %d s paired run of each comparison below (`wrk "
-                 "-t%d -c%d`, the load alternating between its two cases every %d ms), and the "
-                 "HTTP/2 comparison (h2load, %d connections x %d streams, six runs of %d ms); "
-                 "in the first %d rounds also `wrk -t%d -c%d -d%ss` of each case alone, in the "
+                 "-t%d -c%d`, the load alternating between its two cases every %d ms; the "
+                 "HTTP/2 ones and the latency target by bench/pairload.c, %d connections x %d "
+                 "streams over HTTP/2); in the first %d rounds also the h2load cross-check (six "
+                 "runs of %d ms) and `wrk -t%d -c%d -d%ss` of each case alone, in the "
                  "order below in odd rounds and reversed in even ones (after a %ss warm-up of "
                  "each). httpd %s event MPM, 2 children x %d threads, keep-alive without a "
                  "request limit, no access log; %s%s. `api`, `api-nometrics`, `floor` and "
@@ -1432,10 +1525,11 @@ class Bench:
                  "credentials (%d for the 2 KiB bodies). The `*-nometrics` cases run in their "
                  "paired runs only." %
                  (a.rounds, a.pair_duration, a.threads, a.connections, a.slice,
-                  a.h2_connections, a.h2_streams, a.h2_slice, min(a.case_rounds, a.rounds),
+                  a.h2_connections, a.h2_streams, min(a.case_rounds, a.rounds), a.h2_slice,
                   a.threads, a.connections, a.duration, a.warmup,
                   m.get("httpd", "").split(" ")[0], a.server_threads,
-                  "httpd pinned to CPU %d, wrk and h2load to CPU %d (taskset): a ratio of "
+                  "httpd pinned to CPU %d, wrk, pairload and h2load to CPU %d (taskset): a "
+                  "ratio of "
                   "throughputs is a ratio of the server's own CPU cost" % tuple(self.pin)
                   if self.pin else "client and server on the same %s CPUs" % m.get("nproc"),
                   ", httpd, wrk and decide_bench at nice %d" % a.nice if a.nice else "",
@@ -1528,24 +1622,43 @@ class Bench:
                  "the per-round ratio of B's req/s to A's; the A/A row is this measurement's own "
                  "resolution." % (a.slice, a.guard))
         L.append("")
-        L.append("| B / A | what | ratio | quartiles | B req/s | A req/s | requests counted |")
-        L.append("|---|---|---:|---|---:|---:|---:|")
+        L.append("The pairs marked *pairload* are driven by bench/pairload.c, the same method in "
+                 "C: over HTTP/1.1 with wrk's connections and slices, and over HTTP/2 (h2c with "
+                 "prior knowledge, %d connections x %d streams, one valid key in every request's "
+                 "`authorization` header, the same header to every location) in slices of %d ms "
+                 "of which the first %d are not counted (longer than a request's latency there). "
+                 "It also times each counted request: *Δp50* and *Δmean* are the medians over the "
+                 "rounds of B's p50 and mean latency minus A's." %
+                 (a.h2_connections, a.h2_streams, a.h2_pair_slice, a.h2_pair_guard))
+        L.append("")
+        L.append("| B / A | what | ratio | quartiles | B req/s | A req/s | requests counted | "
+                 "Δp50 ms | Δmean ms |")
+        L.append("|---|---|---:|---|---:|---:|---:|---:|---:|")
         for p in self.pairs:
             rs = sorted(p.ratios())
-            L.append("| %s | %s | %.3f | %s | %.0f | %.0f | %d |" % (
-                p.name, p.what, statistics.median(rs), quartiles(rs),
+            lat = ["", ""]
+            if p.client != "wrk":
+                lat = ["%+.3f" % statistics.median((r["paired"]["b_" + k] - r["paired"]["a_" + k])
+                                                   / 1000 for r in p.rounds)
+                       for k in ("p50_us", "mean_us")]
+            L.append("| %s | %s | %.3f | %s | %.0f | %.0f | %d | %s | %s |" % (
+                p.name + (" (pairload%s)" % (", HTTP/2" if p.client == "h2" else "")
+                          if p.client != "wrk" else ""),
+                p.what, statistics.median(rs), quartiles(rs),
                 statistics.median(r["paired"]["b_rps"] for r in p.rounds),
                 statistics.median(r["paired"]["a_rps"] for r in p.rounds),
-                sum(r["paired"]["a"] + r["paired"]["b"] for r in p.rounds)))
+                sum(r["paired"]["a"] + r["paired"]["b"] for r in p.rounds), lat[0], lat[1]))
         L.append("")
         if self.h2 and self.h2.rounds:
-            L.append("Over HTTP/2 (h2c with prior knowledge, `h2load -t1 -c%d -m%d`, one valid "
-                     "key in every request's `authorization` header, the same header to every "
-                     "location): h2load drives one case at a time, so each round runs six %d ms "
-                     "runs in the order h2-open, h2-floor, h2, h2, h2-floor, h2-open, and each "
-                     "case's req/s is its requests over its time in the round; *ratio* is the "
-                     "median over the rounds. %d request(s) were not answered 2xx." %
-                     (a.h2_connections, a.h2_streams, a.h2_slice, self.h2.bad))
+            L.append("A cross-check of the HTTP/2 pairs with h2load (`h2load -t1 -c%d -m%d`, the "
+                     "same requests), in the first %d rounds: h2load drives one case at a time, "
+                     "so each of those rounds runs six %d ms runs in the order h2-open, "
+                     "h2-floor, h2, h2, h2-floor, h2-open, and each case's req/s is its "
+                     "requests over its time in the round; *ratio* is the median over the "
+                     "rounds. Informative: runs one after the other see different machines "
+                     "(above). %d request(s) were not answered 2xx." %
+                     (a.h2_connections, a.h2_streams, len(self.h2.rounds), a.h2_slice,
+                      self.h2.bad))
             L.append("")
             L.append("| B / A | what | ratio | quartiles | B req/s | A req/s |")
             L.append("|---|---|---:|---|---:|---:|")
@@ -1671,7 +1784,7 @@ class Bench:
                 L.append("| %s | %s |" % (p.name, " | ".join("%.3f" % x for x in p.ratios())))
             if self.h2:
                 for b, an, _ in self.H2_PAIRS:
-                    L.append("| %s / %s | %s |" % (b, an, " | ".join(
+                    L.append("| %s / %s (h2load) | %s |" % (b, an, " | ".join(
                         "%.3f" % x for x in self.h2.ratios(b, an))))
             L.append("")
         L.append("Per-round ratio to open (separate runs): ")
@@ -1748,18 +1861,32 @@ class Bench:
                               "within 5%% of %s store" % (s.name, prim.name), 0.95)
         paired_target("wk-body-fresh", "open-fresh", "write key in a 2 KiB body, a new "
                       "connection per request, / open the same way", 0.98)
-        if self.h2 and self.h2.rounds:
-            rs = self.h2.ratios("h2", "h2-floor")
+        ph2, ph2aa = self.pair("h2", "h2-floor"), self.pair("h2-open-again", "h2-open")
+        if ph2 and ph2.rounds:
+            rs = ph2.ratios()
             r = statistics.median(rs)
-            aa2 = [x["aa"] for x in self.h2.rounds]
+            aa_h2 = ""
+            if ph2aa and ph2aa.rounds:
+                aa_h2 = " (A/A over HTTP/2 %.3f, %s)" % (statistics.median(ph2aa.ratios()),
+                                                         quartiles(ph2aa.ratios()))
+            h2load = ""
+            if self.h2 and self.h2.rounds:
+                h2load = "; %.3f in h2load's interleaved runs" % statistics.median(
+                    self.h2.ratios("h2", "h2-floor"))
             T.append(("HTTP/2: one valid key / the floor over HTTP/2: ≥ 0.98 (median of "
-                      "per-round ratios, interleaved h2load runs)",
-                      "%.3f, %s (A/A over HTTP/2, the round's last h2-open run / its first: "
-                      "%.3f, %s); %.3f of open over HTTP/2" %
-                      (r, quartiles(rs), statistics.median(aa2), quartiles(aa2),
-                       statistics.median(self.h2.ratios("h2", "h2-open"))),
-                      verdict(r >= 0.98)))
-        if api and og and api.rounds and og.rounds:
+                      "per-round ratios, paired runs by pairload)",
+                      "%.3f, %s%s%s" % (r, quartiles(rs), aa_h2, h2load), verdict(r >= 0.98)))
+        plat = self.pair("api", "open")
+        if plat and plat.rounds and plat.client != "wrk":
+            d = statistics.median((x["paired"]["b_p50_us"] - x["paired"]["a_p50_us"]) / 1000
+                                  for x in plat.rounds)
+            dm = statistics.median((x["paired"]["b_mean_us"] - x["paired"]["a_mean_us"]) / 1000
+                                   for x in plat.rounds)
+            T.append(("valid API key, %s store: p50 latency within 0.05 ms of open (median of "
+                      "per-round differences, paired runs by pairload, %d connections)" %
+                      (prim.name, a.connections),
+                      "%+.3f ms (mean %+.3f ms)" % (d, dm), verdict(d <= 0.05)))
+        elif api and og and api.rounds and og.rounds:
             d = statistics.median((x["p50_us"] - y["p50_us"]) / 1000
                                   for x, y in zip(api.rounds, og.rounds))
             T.append(("valid API key, %s store: p50 latency within 0.05 ms of open (separate "
@@ -1851,18 +1978,24 @@ def main():
     ap.add_argument("--guard", type=int, default=5,
                     help="ms at the start of each slice of a paired run not counted (responses "
                          "to the other case's requests still arrive)")
-    ap.add_argument("--case-rounds", type=int, default=3,
-                    help="rounds in which every case also runs alone (default 3; the targets "
+    ap.add_argument("--case-rounds", type=int, default=2,
+                    help="rounds in which every case also runs alone (default 2; the targets "
                          "are decided in the paired runs of all --rounds rounds)")
     ap.add_argument("--pin", dest="pin", action="store_true", default=True,
                     help="httpd on the first CPU, wrk and h2load on the second (default)")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="client and server share every CPU")
     ap.add_argument("--no-h2", dest="h2", action="store_false", default=True,
-                    help="leave out the HTTP/2 comparison (h2load)")
-    ap.add_argument("--h2-connections", type=int, default=4, help="h2load connections")
-    ap.add_argument("--h2-streams", type=int, default=32,
-                    help="h2load concurrent streams per connection")
+                    help="leave out the HTTP/2 comparisons (pairload -2, h2load)")
+    ap.add_argument("--h2-connections", type=int, default=4,
+                    help="connections over HTTP/2 (pairload and h2load)")
+    ap.add_argument("--h2-streams", type=int, default=8,
+                    help="concurrent streams per connection over HTTP/2 (pairload and h2load)")
+    ap.add_argument("--h2-pair-slice", type=int, default=100,
+                    help="ms per slice of a paired run over HTTP/2")
+    ap.add_argument("--h2-pair-guard", type=int, default=20,
+                    help="ms at the start of each slice of a paired run over HTTP/2 not counted "
+                         "(longer than a request's latency there)")
     ap.add_argument("--h2-slice", type=int, default=500,
                     help="ms of each short h2load run (six a round)")
     ap.add_argument("--warmup", type=int, default=1)
