@@ -1182,14 +1182,23 @@ class Bench:
             for c in own:
                 wrk(self, c, self.args.warmup)
             done = 0
-            round_time = None
+            # The longest round so far of each kind: with the cases' own runs (True), or the
+            # paired runs alone (False), which take less than half as long.
+            kind_time = {}
+
+            def est(i):
+                own_runs = i < self.args.case_rounds
+                return kind_time.get(own_runs) or (
+                    (len(own) * (self.args.duration + 0.5) if own_runs else 0) +
+                    len(self.pairs) * (self.args.pair_duration + 0.5) +
+                    (6 * self.args.h2_slice / 1000 + 1 if self.h2 and own_runs else 0))
+
+            def rest(i):
+                """The time rounds i to the last take."""
+                return sum(est(j) for j in range(i, self.args.rounds))
+
             while done < self.args.rounds:
-                est = round_time or ((len(own) * (self.args.duration + 0.5)
-                                      if done < self.args.case_rounds else 0) +
-                                     len(self.pairs) * (self.args.pair_duration + 0.5) +
-                                     (6 * self.args.h2_slice / 1000 + 1
-                                      if self.h2 and done < self.args.case_rounds else 0))
-                slack = self.time_left() - (self.args.rounds - done) * est - self.tail_time()
+                slack = self.time_left() - rest(done) - self.tail_time()
                 self.wait_quiet(srv, slack - 5)
                 t = time.time()
                 # Counterbalanced: the list order in odd rounds, reversed in even ones. A case
@@ -1222,8 +1231,8 @@ class Bench:
                                          swap=bool(done % 2))
                 # h2load's own runs: a cross-check of the HTTP/2 pairs, in the cases' rounds.
                 h2 = self.h2.round() if self.h2 and done < self.args.case_rounds else None
-                # The longest round so far (the cases' own runs make the first ones longest).
-                round_time = max(round_time or 0, time.time() - t)
+                own_runs = done < self.args.case_rounds
+                kind_time[own_runs] = max(kind_time.get(own_runs) or 0, time.time() - t)
                 measured = [r for r in res + pres if r is not None]
                 noise = max(r["foreign"] + r["steal"] for r in measured)
                 log("round %d/%d: %s  [other processes + steal: up to %.0f%% of the CPUs]" % (
@@ -1241,8 +1250,8 @@ class Bench:
                         log("  %s: %d unexpected responses or socket errors: %s" %
                             (c.name, r["bad"], json.dumps(r["errors"])))
                 if noise > self.args.noise_limit:
-                    spare = self.time_left() - (self.args.rounds - done + 1) * round_time - \
-                        self.tail_time()
+                    # Running it again: this round and the ones after it still to run.
+                    spare = self.time_left() - rest(done) - self.tail_time()
                     if spare > 0:
                         self.dropped_rounds += 1
                         if h2:
@@ -2029,7 +2038,7 @@ def main():
                          "hypervisor's steal) used more than this share of the CPUs in some "
                          "case is run again (default 0.10)")
     ap.add_argument("--time-budget", type=float, default=None,
-                    help="seconds the whole run may take (default 540, with --large 3600): "
+                    help="seconds the whole run may take (default 570, with --large 3600): "
                          "the time left after the planned work is spent waiting for other "
                          "processes to leave the CPUs and running noisy rounds again")
     ap.add_argument("--nice", type=int, default=0,
@@ -2056,7 +2065,7 @@ def main():
     global NICE
     NICE = args.nice
     if args.time_budget is None:
-        args.time_budget = 3600 if args.large else 540
+        args.time_budget = 3600 if args.large else 570
     if args.rounds < 1:
         die("--rounds must be at least 1")
 
