@@ -1793,8 +1793,9 @@ class Bench:
                 L.append("| %s | %s |" % (p.name, " | ".join("%.3f" % x for x in p.ratios())))
             if self.h2:
                 for b, an, _ in self.H2_PAIRS:
-                    L.append("| %s / %s (h2load) | %s |" % (b, an, " | ".join(
-                        "%.3f" % x for x in self.h2.ratios(b, an))))
+                    rs = ["%.3f" % x for x in self.h2.ratios(b, an)]
+                    L.append("| %s / %s (h2load) | %s |" % (
+                        b, an, " | ".join(rs + [""] * (a.rounds - len(rs)))))
             L.append("")
         L.append("Per-round ratio to open (separate runs): ")
         L.append("")
