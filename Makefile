@@ -39,7 +39,7 @@ MIRROR_SRC := src/mirror.c
 PQ_CFLAGS := -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 
 .PHONY: all deps check-build-deps install test unit ct-check integration mirror mirror-bench \
-        demo demo-stop demo-mirror demo-mirror-stop clean format lint
+        demo demo-check demo-stop demo-mirror demo-mirror-stop clean format lint
 
 all: $(BUILD)/mod_krenalis_auth.so $(BUILD)/krenalis-keys
 
@@ -145,7 +145,13 @@ integration: deps
 # (hostile input, key churn under load, store faults, restarts, the secret scan; about 75 s,
 # tests/reliability/reliability.mk) and the mirror's (tests/mirror/); included makefiles add
 # theirs to TEST_TARGETS (the Debian packages: debian/deb.mk). Run in that order, after deps.
-TEST_TARGETS := all unit integration test-sanitize reliability mirror
+TEST_TARGETS := all unit integration demo-check test-sanitize reliability mirror
+
+# make demo on a free loopback port in a folder of its own (a running demo is left alone):
+# every curl line it prints, run as printed, must answer as its label says (tests/demo/).
+demo-check: deps
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) tests/demo/check.py
 
 # krenalis-keys mirror against a throwaway PostgreSQL cluster and a real httpd (tests/mirror/).
 $(BUILD)/kms_seal: tests/mirror/kms_seal.c | $(BUILD)
