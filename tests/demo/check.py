@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,7 +130,6 @@ def main():
         else:
             os.kill(pid, signal.SIGKILL)
             check(False, "the demo httpd stops")
-        import shutil
         shutil.rmtree(run, ignore_errors=True)
     if failures:
         sys.exit("demo-check: %d of the demo's lines did not answer as printed" % len(failures))
