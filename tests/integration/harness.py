@@ -1050,7 +1050,9 @@ def scan_logs(h):
             continue
         text = p.read_text("latin-1")
         if "access" in p.name:
-            text = "\n".join(ln for ln in text.splitlines() if "/events/settings/" not in ln)
+            # the settings path, also with its slashes encoded (AllowEncodedSlashes On)
+            text = "\n".join(ln for ln in text.splitlines() if "/events/settings/"
+                             not in ln.replace("%2F", "/").replace("%2f", "/"))
         for s in h.secrets:
             if s in text:
                 found.append((p.name, s[:8] + "..."))

@@ -174,6 +174,92 @@ def _(h, t):
         not_reached(h, m)
 
 
+# Dot-segment look-alikes below /v1/organizations: no backend resolves them (Apache has already
+# resolved the real "." and ".." segments of r->uri, Go's ServeMux cleans only literal ones and
+# matches a segment like "..;x" or "%2e%2e" as a {id}), so they stay below the Organizations API.
+DOT_LOOKALIKES = ("/v1/organizations/..;x", "/v1/organizations/..%3bx", "/v1/organizations/..%20",
+                  "/v1/organizations/..%09", "/v1/organizations/..%5cx",
+                  "/v1/organizations/..\\x", "/v1/organizations/%252e%252e",
+                  "/v1/organizations/%252e%252e/x", "/v1/organizations/x/..%252f..%252fy",
+                  "/v1/organizations/..;/..;/users")
+
+
+@each_target("sec.2 dot-segment look-alikes below /v1/organizations stay the Organizations API")
+def _(h, t):
+    f = h.f
+    for p in DOT_LOOKALIKES:
+        m = h.marker()
+        r = h.req(t, "GET", p + "?m=" + m, bearer(f["k1"]))
+        try:
+            assert_error(r, 400, "BadRequest", NO_ORG_PREFIX)
+        except Exception as e:
+            raise type(e)("%s: %s" % (p, e))
+        not_reached(h, m)
+
+
+@test("sec.2 with nocanon, encoded dot segments below /v1/organizations stay it [proxy]")
+def _(h):
+    # Apache resolves "%2e%2e" in r->uri, but `nocanon` forwards the path as sent, and Go's
+    # ServeMux (1.22+) matches "%2e%2e" as a segment of its own: the Organizations API.
+    f = h.f
+    srv = sec_server(h)
+    for p in ("/v1/organizations/%2e%2e/x", "/v1/organizations/.%2E", "/v1/organizations/%2E%2e",
+              "/v1/organizations/x/%2e%2e/%2e%2e/users"):
+        m = h.marker()
+        r = srv.req("proxy", "GET", p + "?m=" + m, bearer(f["k1"]))
+        try:
+            assert_error(r, 400, "BadRequest", NO_ORG_PREFIX)
+        except Exception as e:
+            raise type(e)("%s: %s" % (p, e))
+        not_reached(h, m)
+
+
+def enc_server(h):
+    """The "enc" httpd: AllowEncodedSlashes On (decode) with `nocanon` on the proxy."""
+    srv = h.servers.get("enc")
+    if srv is not None and srv.proc is not None:
+        return srv
+    srv = h.httpd("enc", global_extra="AllowEncodedSlashes On\n")
+    text = srv.conf.read_text()
+    for name in ("cgi.test", "proxy.test"):
+        text = text.replace("    ServerName %s\n" % name,
+                            "    ServerName %s\n    AllowEncodedSlashes On\n" % name, 1)
+    pp = "ProxyPass /v1/ http://127.0.0.1:%d/v1/" % h.backend_port
+    check(pp in text, "ProxyPass line not found in the generated configuration")
+    text = text.replace(pp, pp + " nocanon", 1)
+    srv.conf.write_text(text)
+    srv.start()
+    return srv
+
+
+@test("sec.2 with nocanon, a write key is good only on the exact path as sent [proxy]")
+def _(h):
+    # AllowEncodedSlashes On decodes %2F in r->uri, which then reads as the exact path, but
+    # `nocanon` forwards "/v1/events%2Ftrack": one segment "events/track" to Go's ServeMux
+    # (1.22+), not the ingestion route.
+    f = h.f
+    srv = enc_server(h)
+    for p in ("/v1/events%2Ftrack", "/v1/events%2ftrack"):
+        m = h.marker()
+        r = srv.req("proxy", "POST", p + "?m=" + m, bearer(f["wk1"]), b"{}")
+        try:
+            assert_error(r, 401, "Unauthorized", WK_INVALID, auth="invalid", cors=True)
+        except Exception as e:
+            raise type(e)("%s: %s" % (p, e))
+        not_reached(h, m)
+    for p in ("/v1/events%2Fsettings%2F", "/v1/events/settings%2F"):
+        m = h.marker()
+        r = srv.req("proxy", "GET", p + f["wk1"] + "?m=" + m)
+        try:
+            assert_error(r, 404, "NotFound", "", cors=True)
+        except Exception as e:
+            raise type(e)("%s: %s" % (p, e))
+        not_reached(h, m)
+    # the exact paths keep working there
+    r = srv.req("proxy", "POST", "/v1/events/track", bearer(f["wk1"]), b"{}")
+    eq(r.status, 200, "write key on /v1/events/track" + r.brief())
+
+
 @each_target("sec.2 the plain paths keep working under MergeSlashes Off")
 def _(h, t):
     f = h.f

@@ -1558,6 +1558,30 @@ static void test_classify_organizations_any_spelling(void **state)
     expect_route("GET", long_path, KA_EP_ORGS, 0, 0);
 }
 
+/* A segment that only looks like ".." once decoded, cut at ';' or trimmed ("..;x", "%2e%2e" in
+ * r->uri from "%252e%252e", ".. ", "..\\x") is resolved by no backend: Go's ServeMux cleans only
+ * literal dot segments and routes "/v1/organizations/..;x" to a {id} of the Organizations API.
+ * Such a path stays below /v1/organizations (fail closed); a literal ".." is resolved. */
+static void test_classify_organizations_dot_lookalikes(void **state)
+{
+    static const char *const paths[] = {
+        "/v1/organizations/..;x",          "/v1/organizations/..;",
+        "/v1/organizations/..%3bx",        "/v1/organizations/.. ",
+        "/v1/organizations/..\t",          "/v1/organizations/..\\x",
+        "/v1/organizations/%2e%2e",        "/v1/organizations/%2e%2e/x",
+        "/v1/organizations/x/..%2f..%2fy", "/v1/organizations/..;/..;/users",
+        "/V1/Organizations/..;x",          "/v1//organizations/..;x"};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        expect_route("GET", paths[i], KA_EP_ORGS, 0, 0);
+        expect_route("POST", paths[i], KA_EP_ORGS, 0, 0);
+    }
+    expect_route("GET", "/v1/organizations/../users", KA_EP_API, 0, 0);
+    expect_route("GET", "/v1/organizations/./../users", KA_EP_API, 0, 0);
+    expect_route("GET", "/v1/x/..;/users", KA_EP_API, 0, 0);
+}
+
 /* Paths that are ingestion or settings only once normalized: API keys meet the ingestion
  * rules, write keys are refused there (they are good on the exact paths only). */
 static void test_classify_noncanonical_ingestion(void **state)
@@ -1868,6 +1892,7 @@ int run_decide_tests(void)
         T(test_classify_settings),
         T(test_classify_organizations),
         T(test_classify_organizations_any_spelling),
+        T(test_classify_organizations_dot_lookalikes),
         T(test_classify_noncanonical_ingestion),
         T(test_classify_api),
         T(test_classify_configured),
