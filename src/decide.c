@@ -85,17 +85,56 @@ static int is_trim_space(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
 }
 
+/* Copies path into buf (cap bytes) with its literal "." and ".." segments resolved: '/'-separated
+ * segments of exactly those bytes, the only ones Go's ServeMux cleans. Returns the length, or
+ * (size_t)-1 when it does not fit. */
+static size_t literal_dot_segments(const char *path, char *buf, size_t cap)
+{
+    size_t r = 0, w = 0;
+
+    while (path[r] != '\0') {
+        size_t start, len;
+        while (path[r] == '/')
+            r++;
+        start = r;
+        while (path[r] != '\0' && path[r] != '/')
+            r++;
+        len = r - start;
+        if (len == 0 || (len == 1 && path[start] == '.'))
+            continue;
+        if (len == 2 && path[start] == '.' && path[start + 1] == '.') {
+            while (w > 0 && buf[--w] != '/')
+                ;
+            continue;
+        }
+        if (w + 1 + len > cap)
+            return (size_t)-1;
+        buf[w++] = '/';
+        memcpy(buf + w, path + start, len);
+        w += len;
+    }
+    return w;
+}
+
 /* The canonical form of a path that any backend's normalization could reach (SPEC §5, docs/
  * security.md): percent-decoded until nothing decodes, '\' read as '/', empty segments merged,
  * ";params" cut, trailing white space and dots dropped, "." and ".." resolved, lower case.
- * Writes into buf (cap bytes, no NUL); returns the length, or (size_t)-1 when path is longer. */
-size_t ka_path_canonical_full(const char *path, char *buf, size_t cap)
+ * Writes into buf (cap bytes, no NUL); returns the length, or (size_t)-1 when path is longer.
+ * With literal_dots, only the literal dot segments of path are resolved, before anything else
+ * (what a backend that resolves no look-alike routes); else *popped tells whether a ".." was
+ * resolved. */
+static size_t canonical(const char *path, char *buf, size_t cap, int literal_dots, int *popped)
 {
     size_t n = strlen(path), len, w = 0;
 
     if (n > cap)
         return (size_t)-1;
-    memcpy(buf, path, n);
+    if (literal_dots) {
+        if ((n = literal_dot_segments(path, buf, cap)) == (size_t)-1)
+            return n;
+    } else {
+        memcpy(buf, path, n);
+    }
     for (;;) {
         size_t m = percent_decode(buf, n);
         if (m == n)
@@ -117,11 +156,12 @@ size_t ka_path_canonical_full(const char *path, char *buf, size_t cap)
             cut++;
         while (cut > start && is_trim_space(buf[cut - 1]))
             cut--;
-        if (cut - start == 1 && buf[start] == '.')
+        if (!literal_dots && cut - start == 1 && buf[start] == '.')
             continue;
-        if (cut - start == 2 && buf[start] == '.' && buf[start + 1] == '.') {
+        if (!literal_dots && cut - start == 2 && buf[start] == '.' && buf[start + 1] == '.') {
             while (w > 0 && buf[--w] != '/')
                 ;
+            *popped = 1;
             continue;
         }
         while (cut > start && (buf[cut - 1] == '.' || is_trim_space(buf[cut - 1])))
@@ -133,6 +173,12 @@ size_t ka_path_canonical_full(const char *path, char *buf, size_t cap)
             buf[w++] = buf[i] >= 'A' && buf[i] <= 'Z' ? (char)(buf[i] | 0x20) : buf[i];
     }
     return w;
+}
+
+size_t ka_path_canonical_full(const char *path, char *buf, size_t cap)
+{
+    int popped = 0;
+    return canonical(path, buf, cap, 0, &popped);
 }
 
 /* Bytes ka_path_canonical_full acts on besides letters' case ('/' and '.' only in some places). */
@@ -180,6 +226,15 @@ static int could_be_anything(const char *path)
            strncasecmp(path, ORGS_PREFIX, strlen(ORGS_PREFIX)) == 0;
 }
 
+/* Whether path, its literal dot segments resolved and nothing else, is in canonical form
+ * below the Organizations API. */
+static int below_orgs_literally(const char *path)
+{
+    char canon[KA_PATH_CANON_MAX];
+    size_t n = canonical(path, canon, sizeof(canon), 1, NULL);
+    return n == (size_t)-1 || has_prefix(canon, n, ORGS_PREFIX);
+}
+
 /* What a path is to Krenalis's route table, matched exactly (case-sensitive, as Go's ServeMux). */
 static ka_endpoint exact_class(const char *path, size_t n, int post, int options, int get,
                                int *bare)
@@ -201,7 +256,7 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
     /* Go's ServeMux routes HEAD to a GET pattern, so HEAD is a settings request too. */
     int get = (method[0] == 'G' && strcmp(method, "GET") == 0) ||
               (method[0] == 'H' && strcmp(method, "HEAD") == 0);
-    int bare = 0;
+    int bare = 0, popped = 0, orgs;
     char canon[KA_PATH_CANON_MAX];
     size_t clen;
     ka_endpoint exact, loose;
@@ -216,10 +271,18 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
         out->body_key_allowed = configured == KA_EP_INGESTION && post && !ends_in_event_type(path);
         return;
     }
-    clen = ka_path_canonical(path, canon, sizeof(canon));
+    clen = plain_canonical(path, canon, sizeof(canon));
+    if (clen == (size_t)-2)
+        clen = canonical(path, canon, sizeof(canon), 0, &popped);
     /* Whatever could be the Organizations API after a backend's normalization is (fail
-     * closed); a path too long to normalize here is, unless it is plain. */
-    if (clen == (size_t)-1 ? could_be_anything(path) : has_prefix(canon, clen, ORGS_PREFIX)) {
+     * closed); a path too long to normalize here is, unless it is plain. A ".." that took the
+     * path out of it may be a look-alike ("..;x", "%2e%2e") that the backend keeps as a
+     * segment below it: the path is read again with its literal dot segments only. */
+    if (clen == (size_t)-1)
+        orgs = could_be_anything(path);
+    else
+        orgs = has_prefix(canon, clen, ORGS_PREFIX) || (popped && below_orgs_literally(path));
+    if (orgs) {
         out->endpoint = KA_EP_ORGS;
         return;
     }
@@ -239,6 +302,29 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
     out->endpoint = loose;
     out->noncanonical = loose != KA_EP_API;
     out->preflight_candidate = options && loose != KA_EP_API;
+}
+
+void ka_classify_sent(const char *method, const char *path, const char *sent,
+                      ka_endpoint configured, ka_route *out)
+{
+    ka_route as_sent;
+
+    ka_classify(method, path, configured, out);
+    if (configured != KA_EP_AUTO || sent == NULL || strcmp(sent, path) == 0 ||
+        out->endpoint == KA_EP_ORGS)
+        return;
+    ka_classify(method, sent, configured, &as_sent);
+    if (as_sent.endpoint == KA_EP_ORGS) {
+        *out = as_sent;
+        return;
+    }
+    /* A write key is good on the exact paths only: as the backend receives them too. */
+    if (out->endpoint != KA_EP_API && !out->noncanonical &&
+        (as_sent.endpoint != out->endpoint || as_sent.noncanonical)) {
+        out->noncanonical = 1;
+        out->body_key_allowed = 0;
+        out->settings_key = NULL;
+    }
 }
 
 /* ---- helpers ---- */

@@ -34,6 +34,12 @@ size_t ka_path_canonical_full(const char *path, char *buf, size_t cap);
 /* configured: the KrenalisAuthEndpoint value; auto applies the Krenalis route table. */
 void ka_classify(const char *method, const char *path, ka_endpoint configured, ka_route *out);
 
+/* ka_classify on path (r->uri, decoded), then on sent, the path as the client sent it, when the
+ * backend receives that one (mod_proxy's nocanon; NULL: none): organizations if either is, and
+ * an ingestion or settings path is exact only if it is exact as sent too. */
+void ka_classify_sent(const char *method, const char *path, const char *sent,
+                      ka_endpoint configured, ka_route *out);
+
 /* Store look-ups, one read transaction behind them. Each returns KA_OK, KA_NOTFOUND or KA_FAIL
  * (store unreadable: the decision is 503). */
 typedef struct {

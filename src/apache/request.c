@@ -220,6 +220,19 @@ static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka
     return rc;
 }
 
+/* The path the backend receives as the client sent it: with mod_proxy's nocanon, not r->uri
+ * (decoded and normalized, as r->parsed_uri.path is too) but the path of the request line;
+ * NULL otherwise. */
+static const char *path_as_sent(request_rec *r)
+{
+    apr_uri_t u;
+
+    if (!apr_table_get(r->notes, "proxy-nocanon") || r->unparsed_uri == NULL ||
+        apr_uri_parse(r->pool, r->unparsed_uri, &u) != APR_SUCCESS)
+        return NULL;
+    return u.path;
+}
+
 /* The module's record for a request: its route and CORS answer from its own path and place. */
 static ka_req *req_begin(request_rec *r, const ka_dir_cfg *dc)
 {
@@ -227,7 +240,7 @@ static ka_req *req_begin(request_rec *r, const ka_dir_cfg *dc)
 
     ap_set_module_config(r->request_config, &krenalis_auth_module, q);
     q->mr.off = !ka_cfg_metrics(dc);
-    ka_classify(r->method, r->uri, ka_cfg_endpoint(dc), &q->route);
+    ka_classify_sent(r->method, r->uri, path_as_sent(r), ka_cfg_endpoint(dc), &q->route);
     q->forward_headers = ka_cfg_forward_headers(dc);
     q->pass_authorization = ka_cfg_pass_authorization(dc);
     q->cors = q->route.endpoint == KA_EP_INGESTION || q->route.endpoint == KA_EP_SETTINGS;
@@ -436,7 +449,7 @@ static int identity_fits(request_rec *r, const ka_dir_cfg *dc, const ka_identity
 {
     ka_route route;
 
-    ka_classify(r->method, r->uri, ka_cfg_endpoint(dc), &route);
+    ka_classify_sent(r->method, r->uri, path_as_sent(r), ka_cfg_endpoint(dc), &route);
     switch (route.endpoint) {
     case KA_EP_ORGS:
         return id->type == KA_KEY_ORGS;

@@ -1582,6 +1582,40 @@ static void test_classify_organizations_dot_lookalikes(void **state)
     expect_route("GET", "/v1/x/..;/users", KA_EP_API, 0, 0);
 }
 
+/* mod_proxy's nocanon forwards the path as sent, not r->uri: it is classified too. */
+static void test_classify_sent(void **state)
+{
+    ka_route r;
+
+    (void)state;
+    ka_classify_sent("GET", "/v1/x", "/v1/organizations/%2e%2e/x", KA_EP_AUTO, &r);
+    assert_int_equal(r.endpoint, KA_EP_ORGS);
+    ka_classify_sent("GET", "/v1/organizations", "/v1/x/%2e%2e/organizations", KA_EP_AUTO, &r);
+    assert_int_equal(r.endpoint, KA_EP_ORGS);
+    ka_classify_sent("POST", "/v1/events/track", "/v1/events%2Ftrack", KA_EP_AUTO, &r);
+    assert_int_equal(r.endpoint, KA_EP_INGESTION);
+    assert_int_equal(r.noncanonical, 1);
+    ka_classify_sent("POST", "/v1/events", "/v1/%65vents", KA_EP_AUTO, &r);
+    assert_int_equal(r.endpoint, KA_EP_INGESTION);
+    assert_int_equal(r.noncanonical, 1);
+    assert_int_equal(r.body_key_allowed, 0);
+    ka_classify_sent("GET", "/v1/events/settings/k", "/v1/events%2Fsettings%2Fk", KA_EP_AUTO, &r);
+    assert_int_equal(r.endpoint, KA_EP_SETTINGS);
+    assert_int_equal(r.noncanonical, 1);
+    assert_null(r.settings_key);
+    /* the same path, or none (no nocanon), or an explicit class: r->uri alone */
+    ka_classify_sent("POST", "/v1/events", "/v1/events", KA_EP_AUTO, &r);
+    assert_int_equal(r.endpoint, KA_EP_INGESTION);
+    assert_int_equal(r.noncanonical, 0);
+    assert_int_equal(r.body_key_allowed, 1);
+    ka_classify_sent("POST", "/v1/events", NULL, KA_EP_AUTO, &r);
+    assert_int_equal(r.noncanonical, 0);
+    ka_classify_sent("GET", "/v1/x", "/v1/organizations/%2e%2e/x", KA_EP_API, &r);
+    assert_int_equal(r.endpoint, KA_EP_API);
+    ka_classify_sent("GET", "/v1/users", "/v1/%75sers", KA_EP_AUTO, &r);
+    assert_int_equal(r.endpoint, KA_EP_API);
+}
+
 /* Paths that are ingestion or settings only once normalized: API keys meet the ingestion
  * rules, write keys are refused there (they are good on the exact paths only). */
 static void test_classify_noncanonical_ingestion(void **state)
@@ -1893,6 +1927,7 @@ int run_decide_tests(void)
         T(test_classify_organizations),
         T(test_classify_organizations_any_spelling),
         T(test_classify_organizations_dot_lookalikes),
+        T(test_classify_sent),
         T(test_classify_noncanonical_ingestion),
         T(test_classify_api),
         T(test_classify_configured),
