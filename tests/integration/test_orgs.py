@@ -173,6 +173,29 @@ def _(h, t):
     assert_error(r, 401, "Unauthorized", WK_INVALID, auth="invalid", cors=True)
 
 
+@each_target("orgs.classify the organizations key only on the route table's spelling")
+def _(h, t):
+    # Other spellings are the Organizations API for every other key (fail closed), but the
+    # backend's router (Go's ServeMux: case-sensitive, no ";params", no look-alike "..")
+    # routes them elsewhere: the organizations key does not reach them either.
+    srv = orgs_server(h)
+    k = h.f["orgkey"]
+    for p in ("/v1/Organizations", "/v1/ORGANIZATIONS/x", "/v1/organizationsX",
+              "/v1/organizations-x/y", "/v1/organizations;x", "/v1/organizations.",
+              "/v1/organizations%20", "/v1/x/..;/organizations", "/v1/x/%252e%252e/organizations",
+              "/v1/organizations%252Fabc"):
+        m = h.marker()
+        r = srv.req(t, "GET", p + "?m=" + m, bearer(k))
+        try:
+            assert_error(r, 401, "Unauthorized", NOT_VALID, auth="invalid")
+        except Failure as e:
+            raise Failure("%s: %s" % (p, e))
+        eq(h.backend_hits(m), [], "backend hits for %s" % p)
+    # below /v1/organizations as spelled there, whatever follows: the Organizations API
+    for p in ("/v1/organizations/..;x", "/v1/organizations/abc;x"):
+        assert_identity(backend(srv.req(t, "GET", p, bearer(k)), t), org_identity())
+
+
 @each_target("orgs.classify api keys still work on the orgs server")
 def _(h, t):
     srv = orgs_server(h)
