@@ -283,7 +283,11 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
     else
         orgs = has_prefix(canon, clen, ORGS_PREFIX) || (popped && below_orgs_literally(path));
     if (orgs) {
+        /* Only as the route table spells it does the backend route it there: the
+         * organizations key is refused on the other spellings. */
         out->endpoint = KA_EP_ORGS;
+        out->noncanonical = !has_prefix(path, strlen(path), ORGS_PREFIX) ||
+                            (path[strlen(ORGS_PREFIX)] != '\0' && path[strlen(ORGS_PREFIX)] != '/');
         return;
     }
     exact = exact_class(path, strlen(path), post, options, get, &bare);
@@ -310,15 +314,15 @@ void ka_classify_sent(const char *method, const char *path, const char *sent,
     ka_route as_sent;
 
     ka_classify(method, path, configured, out);
-    if (configured != KA_EP_AUTO || sent == NULL || strcmp(sent, path) == 0 ||
-        out->endpoint == KA_EP_ORGS)
+    if (configured != KA_EP_AUTO || sent == NULL || strcmp(sent, path) == 0)
         return;
     ka_classify(method, sent, configured, &as_sent);
-    if (as_sent.endpoint == KA_EP_ORGS) {
+    if (as_sent.endpoint == KA_EP_ORGS && out->endpoint != KA_EP_ORGS) {
         *out = as_sent;
         return;
     }
-    /* A write key is good on the exact paths only: as the backend receives them too. */
+    /* A write key or the organizations key is good on the exact paths only: as the backend
+     * receives them too. */
     if (out->endpoint != KA_EP_API && !out->noncanonical &&
         (as_sent.endpoint != out->endpoint || as_sent.noncanonical)) {
         out->noncanonical = 1;
@@ -790,6 +794,11 @@ static ka_verdict decide_orgs(const ka_request *req, ka_decision *dec)
         return refuse(dec, KA_REFUSAL_WRONG_ENDPOINT, 400, "BadRequest",
                       "platform management APIs require specific keys for authentication (these "
                       "are keys that begin with 'org_')");
+    /* Another spelling of the path: the backend routes it elsewhere (ka_classify). */
+    if (req->route.noncanonical)
+        return refuse(dec, KA_REFUSAL_WRONG_ENDPOINT, 401, "Unauthorized",
+                      "platform management API key in the Authorization header of the request is "
+                      "not valid");
     /* The length of a key is public (SPEC §2); only equal-length tokens reach the comparison. */
     if (req->orgs_key == NULL || len != strlen(req->orgs_key) ||
         !ka_ct_equal(tok, req->orgs_key, len))

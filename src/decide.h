@@ -17,7 +17,9 @@ typedef struct {
     int body_key_allowed;     /* POST /v1/events: the write key may come in the body */
     const char *settings_key; /* settings: what follows "/settings/" (NULL: none) */
     int noncanonical;         /* ingestion or settings only once the path is normalized:
-                                 event write keys are refused, API keys meet its rules */
+                                 event write keys are refused, API keys meet its rules;
+                                 organizations in another spelling than the route table's:
+                                 the organizations key is refused too */
 } ka_route;
 
 /* Paths up to this length are normalized for classification; a longer one that is not plain

@@ -452,7 +452,7 @@ static int identity_fits(request_rec *r, const ka_dir_cfg *dc, const ka_identity
     ka_classify_sent(r->method, r->uri, path_as_sent(r), ka_cfg_endpoint(dc), &route);
     switch (route.endpoint) {
     case KA_EP_ORGS:
-        return id->type == KA_KEY_ORGS;
+        return id->type == KA_KEY_ORGS && !route.noncanonical;
     case KA_EP_INGESTION:
         return (id->type == KA_KEY_WRITE && !route.noncanonical) ||
                (id->type == KA_KEY_API && id->conn[0] != '\0');

@@ -172,10 +172,14 @@ static void check_route(const char *method, const char *path, ka_endpoint conf, 
     if (strncmp(path, "/v1/organizations", 17) == 0 && strstr(path, "/.") == NULL &&
         strpbrk(path, "%\\") == NULL) {
         CHECK(r->endpoint == KA_EP_ORGS);
+        CHECK(r->noncanonical == (path[17] != '\0' && path[17] != '/'));
         return;
     }
     if (r->endpoint == KA_EP_ORGS) {
         CHECK(!plain_path(path));
+        /* the organizations key only where the route table spells it */
+        CHECK(r->noncanonical || (strncmp(path, "/v1/organizations", 17) == 0 &&
+                                  (path[17] == '\0' || path[17] == '/')));
         return;
     }
     if ((post || opt) && strncmp(path, "/v1/events", 10) == 0) {
@@ -304,6 +308,7 @@ static void check_accept(const ka_request *req, const ka_decision *d)
         break;
     }
     case KA_EP_ORGS:
+        CHECK(!req->route.noncanonical);
         CHECK(bearer && req->orgs_key && len == strlen(req->orgs_key) &&
               memcmp(tok, req->orgs_key, len) == 0);
         CHECK(id->type == KA_KEY_ORGS && strcmp(id->key_id, "organizations") == 0);
