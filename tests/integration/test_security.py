@@ -113,6 +113,32 @@ def _(h):
     eq(hdrs(d, "Krenalis-Workspace"), [f["ws1b"]], "Krenalis-Workspace at the backend")
 
 
+@test("sec.1 Connection tokens separated by spaces, as mod_proxy splits them [proxy]")
+def _(h):
+    """mod_proxy ends a Connection token at a space or tab as well as at a comma: names after a
+    space are hop-by-hop to it too."""
+    f = h.f
+    srv = sec_server(h)
+    for conn in ("close Krenalis-Auth-Workspace", "close\tKrenalis-Auth-Workspace",
+                 "close, x Krenalis-Auth-Workspace Authorization",
+                 "close  krenalis_auth_workspace ,Authorization"):
+        r = srv.req("proxy", "GET", "/v1/fwd/x", bearer(f["k1r"]) + [("Connection", conn)])
+        d = backend(r, "proxy")
+        assert_identity(d, identity("api", f["k1r_id"], f["org1"], f["ws1a"]), forwarded=True)
+        eq(hdrs(d, "Authorization"), ["Bearer " + f["k1r"]], "Authorization at the backend")
+    r = srv.req("proxy", "GET", "/v1/fwd/x", bearer(f["k1"]) + [
+        ("Krenalis-Workspace", f["ws1b"]), ("Connection", "close Krenalis-Workspace")])
+    d = backend(r, "proxy")
+    assert_identity(d, identity("api", f["k1_id"], f["org1"], f["ws1b"]), forwarded=True)
+    eq(hdrs(d, "Krenalis-Workspace"), [f["ws1b"]], "Krenalis-Workspace at the backend")
+    # the other tokens still name hop-by-hop headers
+    r = srv.req("proxy", "GET", "/v1/fwd/x", bearer(f["k1"]) + [
+        ("X-Hop", "1"), ("Connection", "Krenalis-Auth-Key-Id X-Hop close")])
+    d = backend(r, "proxy")
+    eq(hdrs(d, "X-Hop"), [], "a header the client named hop-by-hop")
+    assert_identity(d, identity("api", f["k1_id"], f["org1"]), forwarded=True)
+
+
 @test("sec.1 Connection tokens other than the protected names still work [proxy]")
 def _(h):
     f = h.f
