@@ -400,6 +400,13 @@ static int is_protected_name(const char *name, apr_size_t len)
     return 0;
 }
 
+/* Whether c ends a Connection token: mod_proxy (ap_proxy_clear_connection) ends one at a comma
+ * or at any white space, so "keep-alive Authorization" names Authorization to it. */
+static int is_token_end(char c)
+{
+    return c == ',' || apr_isspace(c);
+}
+
 /* Removes the protected names from the Connection header's tokens, keeping the others. */
 static void protect_from_connection(request_rec *r)
 {
@@ -413,14 +420,12 @@ static void protect_from_connection(request_rec *r)
     out = w = apr_palloc(r->pool, strlen(conn) + 1);
     for (p = conn; *p;) {
         const char *start, *end;
-        while (*p == ',' || *p == ' ' || *p == '\t')
+        while (*p && is_token_end(*p))
             p++;
         start = p;
-        while (*p && *p != ',')
+        while (*p && !is_token_end(*p))
             p++;
         end = p;
-        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-            end--;
         if (end == start)
             continue;
         if (is_protected_name(start, (apr_size_t)(end - start))) {
