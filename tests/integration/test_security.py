@@ -358,6 +358,29 @@ def _(h, t):
     not_reached(h, m)
 
 
+@test("sec.3 a Connection trailer cannot make mod_proxy drop the identity (MergeTrailers On) "
+      "[proxy]")
+def _(h):
+    """MergeTrailers On appends a trailer as a second field of its name, and mod_proxy drops
+    the names listed in every Connection field, not only in the first."""
+    f = h.f
+    srv = sec_server(h)
+    names = ("Krenalis-Auth-Key-Type, Krenalis-Auth-Organization, Krenalis-Auth-Workspace, "
+             "Krenalis-Auth-Connection, Krenalis-Auth-Key-Id, Authorization")
+    r = chunked_with_trailers(srv.port("proxy"), "/v1/events", "Bearer " + f["wk1"], b'{"a":1}',
+                              [("Connection", names)])
+    d = backend(r, "proxy")
+    assert_identity(d, wk_identity(h), forwarded=True)
+    eq(hdrs(d, "Authorization"), ["Bearer " + f["wk1"]], "Authorization at the backend")
+    # a workspace-restricted API key must not look organization-wide
+    body = json.dumps({"connectionId": f["conn1"]}).encode()
+    r = chunked_with_trailers(srv.port("proxy"), "/v1/events", "Bearer " + f["k1r"], body,
+                              [("Connection", "Krenalis-Auth-Workspace")])
+    d = backend(r, "proxy")
+    assert_identity(d, identity("api", f["k1r_id"], f["org1"], f["ws1a"], f["conn1"]),
+                    forwarded=True)
+
+
 # --------------------------------------------------------------------------------------
 # 4. Internal redirects and subrequests: the target's class is checked again
 
