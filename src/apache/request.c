@@ -407,16 +407,34 @@ static int is_token_end(char c)
     return c == ',' || apr_isspace(c);
 }
 
-/* Removes the protected names from the Connection header's tokens, keeping the others. */
+typedef struct {
+    apr_pool_t *pool;
+    const char *joined;
+    int fields;
+} conn_fields;
+
+static int join_field(void *rec, const char *key, const char *value)
+{
+    conn_fields *cf = rec;
+
+    cf->joined = cf->fields++ ? apr_pstrcat(cf->pool, cf->joined, ", ", value, NULL) : value;
+    return 1;
+}
+
+/* Removes the protected names from the Connection header's tokens, keeping the others. Every
+ * Connection field counts: MergeTrailers On appends a trailer as a field of its own
+ * (apr_table_overlay), and mod_proxy drops the names of each. The result is one field. */
 static void protect_from_connection(request_rec *r)
 {
-    const char *conn = apr_table_get(r->headers_in, "Connection");
-    const char *p;
+    conn_fields cf = {r->pool, NULL, 0};
+    const char *conn, *p;
     char *out, *w;
-    int changed = 0;
+    int changed;
 
-    if (conn == NULL)
+    apr_table_do(join_field, &cf, r->headers_in, "Connection", NULL);
+    if ((conn = cf.joined) == NULL)
         return;
+    changed = cf.fields > 1;
     out = w = apr_palloc(r->pool, strlen(conn) + 1);
     for (p = conn; *p;) {
         const char *start, *end;
