@@ -50,6 +50,22 @@ PROXY_EXTRA = """\
 """
 ERRDOC = b'{"error":"from the ErrorDocument"}\n'
 
+# After the module's /v1/ place of the proxy host (a Require there replaces valid-user): a
+# credential that a Require provider denies, and an ErrorDocument outside the module's places.
+PROXY_TAIL = """\
+    <Location /v1/nopass-authz/>
+        KrenalisAuthEndpoint ingestion
+        KrenalisAuthPassAuthorization Off
+        Require krenalis-key-type api
+        ErrorDocument 401 /open/error-page
+    </Location>
+    <Location /v1/nopass-authz-api/>
+        KrenalisAuthPassAuthorization Off
+        Require krenalis-key-type event-write
+        ErrorDocument 401 /open/error-page
+    </Location>
+"""
+
 
 SSI_PAGE = """<p>page</p>
 <!--#config errmsg="[include refused]" -->
@@ -79,6 +95,8 @@ def sec_server(h):
     pp = "ProxyPass /v1/ http://127.0.0.1:%d/v1/" % h.backend_port
     check(pp in text, "ProxyPass line not found in the generated configuration")
     text = text.replace(pp, pp + " nocanon", 1)
+    end = text.rindex("</VirtualHost>")  # the proxy host's, the last one
+    text = text[:end] + PROXY_TAIL + text[end:]
     srv.conf.write_text(text)
     srv.start()
     return srv
@@ -437,6 +455,22 @@ def _(h):
                 [("Origin", ORIGIN), ("Content-Length", "600000")], b"")
     eq((r.status, r.body), (413, ERRDOC), "status, body" + r.brief())
     assert_cors(r, ORIGIN)
+
+
+@test("sec.4 PassAuthorization Off holds for an ErrorDocument outside the module's places after a "
+      "Require denial [proxy]")
+def _(h):
+    """A Require provider denies before fixups, so the first request never removed
+    Authorization: the ErrorDocument's request (outside the module's places, where the
+    credential's identity does not fit) must not carry it to its backend either."""
+    f = h.f
+    srv = sec_server(h)
+    for path, tok in (("/v1/nopass-authz/x", f["wk1"]), ("/v1/nopass-authz-api/x", f["k1"])):
+        m = h.marker()
+        r = srv.req("proxy", "POST", path + "?m=" + m, bearer(tok), b"{}")
+        d = r.json()
+        eq(d.get("path"), "/open/error-page", "the ErrorDocument reached its backend" + r.brief())
+        eq(hdrs(d, "Authorization"), [], "Authorization at the ErrorDocument's backend (%s)" % path)
 
 
 # --------------------------------------------------------------------------------------
