@@ -499,8 +499,13 @@ int ka_fixups(request_rec *r)
     if (r->prev != NULL || r->main != NULL)
         drop_identity_headers(r, &r->headers_in);
     if (ap_get_module_config(r->request_config, &krenalis_auth_module) != q &&
-        !identity_fits(r, ap_get_module_config(r->per_dir_config, &krenalis_auth_module), &q->id))
+        !identity_fits(r, ap_get_module_config(r->per_dir_config, &krenalis_auth_module), &q->id)) {
+        /* No identity here, but the credential stays where it was sent: a request a Require
+         * provider denied never reached this phase to remove it. */
+        if (!q->pass_authorization)
+            apr_table_unset(r->headers_in, "Authorization");
         return DECLINED;
+    }
     /* A body another module read before this phase may have brought trailers. */
     if (trailers_refused(r, q, &dec))
         return ka_send_refusal(r, q, &dec);
