@@ -872,27 +872,37 @@ def conf(h):
     </Location>
 """
     # Variables of the identity's names set before the decision (mod_setenvif runs first): the
-    # module's values replace them. mod_headers reads the first value of a name, so a second
-    # copy added beside the forged one would show here.
+    # module's values replace them, and the ones the identity has no value for are removed.
+    # mod_headers reads the first value of a name, so a second copy added beside the forged one
+    # would show here; an unset variable reads "(null)".
     loc += """\
     <Location /v1/preset/>
         SetEnvIf Request_URI . KRENALIS_ORGANIZATION=forged krenalis_key_id=forged
+        SetEnvIf Request_URI . KRENALIS_WORKSPACE=forged Krenalis_Connection=forged
         Header always set X-Seen-Organization "%{KRENALIS_ORGANIZATION}e"
         Header always set X-Seen-Key-Id "%{KRENALIS_KEY_ID}e"
+        Header always set X-Seen-Workspace "%{KRENALIS_WORKSPACE}e"
+        Header always set X-Seen-Connection "%{KRENALIS_CONNECTION}e"
     </Location>
 """
     return {"cgi": loc, "proxy": loc}
 
 
-@each_target("api.8 identity replaces variables of its names set before the decision")
+@each_target("api.8 identity replaces variables of its names set before the decision, and "
+             "removes the ones it has no value for")
 def _(h, t):
     f = h.f
     r = h.req(t, "GET", "/v1/preset/x", bearer(f["k1"]))
     d = backend(r, t)
     eq(r.one("X-Seen-Organization"), f["org1"], "X-Seen-Organization")
     eq(r.one("X-Seen-Key-Id"), f["k1_id"], "X-Seen-Key-Id")
+    eq(r.one("X-Seen-Workspace"), "(null)", "X-Seen-Workspace (no workspace: unset)")
+    eq(r.one("X-Seen-Connection"), "(null)", "X-Seen-Connection (no connection: unset)")
     if t == "cgi":
         eq(d["env"].get("KRENALIS_ORGANIZATION"), f["org1"], "CGI env KRENALIS_ORGANIZATION")
+        for v in ("KRENALIS_WORKSPACE", "KRENALIS_CONNECTION"):
+            eq(d["env"].get(v), None, "CGI env %s" % v)
+    assert_identity(d, identity("api", f["k1_id"], f["org1"]))
 
 
 @each_target("api.8 identity usable by mod_headers (%{VAR}e)")
