@@ -35,10 +35,22 @@ ka_req *ka_response_state(request_rec *r)
 
 typedef void (*table_put)(apr_table_t *t, const char *name, const char *value);
 
+/* Replaces every variable of name, in any case, with one spelled as name: apr_table_setn would
+ * keep the spelling found ("krenalis_key_id"), which a CGI backend reads as another name. */
+static void env_replace(apr_table_t *t, const char *name, const char *value)
+{
+    apr_table_unset(t, name);
+    apr_table_addn(t, name, value);
+}
+
+/* A name the identity has no value for is removed when it may be there (put is not add): the
+ * backend reads the identity's values and nothing else under its names. */
 static void set_env(table_put put, apr_table_t *t, const char *name, const char *value)
 {
     if (value[0] != '\0')
         put(t, name, value);
+    else if (put != apr_table_addn)
+        apr_table_unset(t, name);
 }
 
 /* Whether t has a variable named KRENALIS_* (any case, as tables compare names). */
@@ -58,25 +70,25 @@ static void pass_identity(request_rec *r, const ka_req *q)
 {
     const ka_identity *id = &q->id;
     const char *type = ka_key_type_name(id->type);
-    /* Each set replaces a value set before (SetEnv, a redirect's first pass); with none there,
-     * adding is the same and skips a search of the table per name (the names share their
-     * first four letters, the table's index). */
-    table_put put = has_krenalis_env(r->subprocess_env) ? apr_table_setn : apr_table_addn;
+    const char *key_id =
+        id->type != KA_KEY_ORGS ? id->key_id : ""; /* an organizations key has none */
+    /* Each set replaces a value set before (SetEnvIf, a redirect's first pass), and a name
+     * without a value is removed; with none there, adding is the same and skips a search of
+     * the table per name (the names share their first four letters, the table's index). */
+    table_put put = has_krenalis_env(r->subprocess_env) ? env_replace : apr_table_addn;
     apr_table_t *env = r->subprocess_env;
 
     put(env, "KRENALIS_KEY_TYPE", type);
     set_env(put, env, "KRENALIS_ORGANIZATION", id->org);
     set_env(put, env, "KRENALIS_WORKSPACE", id->ws);
     set_env(put, env, "KRENALIS_CONNECTION", id->conn);
-    if (id->type != KA_KEY_ORGS)
-        set_env(put, env, "KRENALIS_KEY_ID", id->key_id);
+    set_env(put, env, "KRENALIS_KEY_ID", key_id);
     if (q->forward_headers) {
         apr_table_setn(r->headers_in, "Krenalis-Auth-Key-Type", type);
         set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Organization", id->org);
         set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Workspace", id->ws);
         set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Connection", id->conn);
-        if (id->type != KA_KEY_ORGS)
-            set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Key-Id", id->key_id);
+        set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Key-Id", key_id);
     }
 }
 
