@@ -336,6 +336,20 @@ def _(h, t):
         eq(h.backend_hits(m), [], "backend hits")
 
 
+@each_target("ingest.6.2.08 connectionId that is no ID: named whole in the message")
+def _(h, t):
+    # A top-level connectionId string is there (row 7 does not apply): row 8 names it as sent.
+    f = h.f
+    for raw, conn in ((b'"' + b"A" * 65 + b'"', "A" * 65), (b'"a\\u0000b"', "a\x00b")):
+        m = h.marker()
+        r = h.req(t, "POST", "/v1/events?" + m, bearer(f["k1"]), b'{"connectionId":%s}' % raw)
+        try:
+            ingest_error(r, 422, "ConnectionNotExist", "connection %s does not exist" % conn)
+        except Failure as e:
+            raise Failure("connectionId %r: %s" % (raw[:16], e))
+        eq(h.backend_hits(m), [], "backend hits")
+
+
 @each_target("ingest.6.2.09 other token, not a known write key -> 401")
 def _(h, t):
     org_like = h.secret("org_" + random_alnum(43))
@@ -443,6 +457,29 @@ def over_limit(name, path, header, chunked, size):
 
 for _n, _a in OVER_LIMIT.items():
     over_limit(_n, *_a)
+
+
+@each_target("ingest.6.2.15 the Authorization rows come before the 413 row")
+def _(h, t):
+    # SPEC §6: the first row that applies answers; a refused credential is refused as such
+    # whatever the Content-Length (an SDK splits a batch on 413 and sends it again).
+    f = h.f
+    big = events_body(size=LIMIT + 1)
+    for label, hd, status, code, msg, auth in (
+            ("two Authorization lines", bearer(f["wk1"]) * 2, 400, "BadRequest", MULTIPLE, None),
+            ("Basic", [("Authorization", "Basic eDp5")], 400, "BadRequest", INVALID_BEARER, None),
+            ("malformed api_", bearer("api_x"), 400, "BadRequest", API_MALFORMED_ING, None),
+            ("unknown api_", bearer(h.secret(random_api_token())), 401, "Unauthorized",
+             API_UNKNOWN, "invalid"),
+            ("unknown write key", bearer(h.secret(random_alnum(32))), 401, "Unauthorized",
+             WK_INVALID, "invalid")):
+        m = h.marker()
+        r = h.req(t, "POST", "/v1/events/track?" + m, hd, big)
+        try:
+            ingest_error(r, status, code, msg, auth=auth)
+        except Failure as e:
+            raise Failure("%s: %s" % (label, e))
+        eq(h.backend_hits(m), [], "backend hits")
 
 
 @each_target("ingest.6.2.15 gzip body inflating over the limit -> 413 (body writeKey)")
