@@ -178,7 +178,8 @@ typedef struct {
     request_rec *r;
     ka_handle *h;
     apr_off_t limit;
-    ka_req *q; /* the request's record: its decisions are timed into q->mr */
+    ka_req *q;     /* the request's record: its decisions are timed into q->mr */
+    int too_large; /* Content-Length over the limit: the body is not read */
 } decide_ctx;
 
 static ka_verdict decide_once(void *arg, const ka_request *req, ka_decision *dec)
@@ -201,7 +202,7 @@ static ka_verdict decide_once(void *arg, const ka_request *req, ka_decision *dec
 static int read_ingestion_body(void *arg, ka_body_fields *fields)
 {
     const decide_ctx *d = arg;
-    return ka_capture_body(d->r, d->limit, fields);
+    return d->too_large ? HTTP_REQUEST_ENTITY_TOO_LARGE : ka_capture_body(d->r, d->limit, fields);
 }
 
 /* The body of a request whose body nobody read (ka_decide_with_body zeroes the fields). */
@@ -214,9 +215,9 @@ static int read_no_body(void *arg, ka_body_fields *fields)
  * stays open while a slow client sends its body. OK with dec decided, or the HTTP status of a
  * body that could not be read. */
 static int run_decision(request_rec *r, ka_srv_cfg *sc, const ka_dir_cfg *dc, ka_req *q,
-                        ka_request *req, ka_decision *dec)
+                        ka_request *req, ka_decision *dec, int too_large)
 {
-    decide_ctx d = {r, sc->handle, ka_cfg_max_body(dc), q};
+    decide_ctx d = {r, sc->handle, ka_cfg_max_body(dc), q, too_large};
     ka_body_fields fields;
     int rc;
 
@@ -341,7 +342,7 @@ int ka_check_user(request_rec *r)
     ka_req *q = ka_req_state(r);
     ka_request req;
     ka_decision dec;
-    int rc;
+    int rc, too_large;
 
     if (!is_krenalis(r))
         return DECLINED;
@@ -352,13 +353,20 @@ int ka_check_user(request_rec *r)
     if (q->cors && q->route.preflight_candidate && apr_table_get(r->headers_in, "Origin") &&
         apr_table_get(r->headers_in, "Access-Control-Request-Method"))
         return ka_send_preflight(r, q);
-    if (q->route.endpoint == KA_EP_INGESTION && ka_bad_content_length(r, ka_cfg_max_body(dc)))
-        return body_refused(r, q, HTTP_REQUEST_ENTITY_TOO_LARGE);
+    /* SPEC §6: the rows before the 413 one answer first, so the credential is decided; the
+     * body is never read (a decision that needs it gets 413), and no connection waits for it. */
+    too_large =
+        q->route.endpoint == KA_EP_INGESTION && ka_bad_content_length(r, ka_cfg_max_body(dc));
     request_inputs(r, sc, dc, q, &req);
-    if ((rc = run_decision(r, sc, dc, q, &req, &dec)) != OK)
+    if ((rc = run_decision(r, sc, dc, q, &req, &dec, too_large)) != OK)
         return body_refused(r, q, rc);
-    if (dec.verdict != KA_VERDICT_ACCEPT)
+    if (dec.verdict != KA_VERDICT_ACCEPT) {
+        if (too_large) /* else httpd would read the whole body to keep the connection */
+            r->connection->keepalive = AP_CONN_CLOSE;
         return ka_send_refusal(r, q, &dec);
+    }
+    if (too_large)
+        return body_refused(r, q, HTTP_REQUEST_ENTITY_TOO_LARGE);
     /* A chunked ingestion body the decision did not need is still held to the limit, whole,
      * so that an oversized one never reaches the backend. Content-Length was checked above. */
     if (q->route.endpoint == KA_EP_INGESTION && req.body == NULL &&
