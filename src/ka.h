@@ -17,7 +17,7 @@
 #define KA_MAX_WRITE_KEYS 20  /* per connection */
 #define KA_HINT_MAX 16        /* 4 + "..." + 6 */
 #define KA_NAME_MAX 200       /* names of organizations, workspaces, connections, keys */
-#define KA_MAX_TOKEN_LEN 8192 /* longer Authorization values are refused unparsed */
+#define KA_MAX_TOKEN_LEN 8192 /* a Bearer token is read up to this length (token.c) */
 
 /* Where the organizations key comes from unless KrenalisAuthOrganizationsKeyEnv says otherwise;
  * krenalis-keys check reads it too. */

@@ -4,7 +4,8 @@
 
 #include "ka.h"
 
-/* Bearer parsing: on success *tok and *toklen point into value. Returns 1 if valid, 0 if not. */
+/* Bearer parsing: on success *tok and *toklen point into value (at most KA_MAX_TOKEN_LEN bytes
+ * of the token). Returns 1 if valid, 0 if not. */
 int ka_bearer_parse(const char *value, const char **tok, size_t *toklen);
 
 /* API key body (49 chars after "api_"): 1 and the 32-byte payload if well formed, else 0. */
