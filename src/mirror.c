@@ -49,6 +49,7 @@ typedef struct {
     const char *dir, *secret_path, *conninfo, *schema, *pepper_file, *kms;
     long poll_ms;
     int once;
+    int resync; /* --resync: a full snapshot at the first connection, whatever the store holds */
     char elided[KA_MIRROR_CONNINFO_MAX + 1]; /* the connection string without its password */
     char *schema_q;                          /* the schema as a quoted identifier */
     char tables[N_TABLES][300];              /* schema.table, quoted */
@@ -155,6 +156,7 @@ static int usage(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputs("\nusage: " PROG " [--store DIR] mirror --postgres CONNINFO [--schema NAME]\n"
           "         [--pepper-file FILE | --kms key:BASE64] [--poll-interval MS] [--once]\n"
+          "         [--resync]\n"
           "       " PROG " [--store DIR] [--secret FILE] upgrade\n",
           stderr);
     va_end(ap);
@@ -198,11 +200,12 @@ static const char *command_word(int argc, char **argv, int *at)
 
 static int parse(int argc, char **argv, mirror *m, int is_mirror)
 {
-    const char *poll = NULL, *once = NULL, *json = NULL;
-    opt opts[] = {
-        {"store", &m->dir},         {"secret", &m->secret_path}, {"json", &json},
-        {"postgres", &m->conninfo}, {"schema", &m->schema},      {"pepper-file", &m->pepper_file},
-        {"kms", &m->kms},           {"poll-interval", &poll},    {"once", &once}};
+    const char *poll = NULL, *once = NULL, *json = NULL, *resync = NULL;
+    opt opts[] = {{"store", &m->dir},     {"secret", &m->secret_path},
+                  {"json", &json},        {"postgres", &m->conninfo},
+                  {"schema", &m->schema}, {"pepper-file", &m->pepper_file},
+                  {"kms", &m->kms},       {"poll-interval", &poll},
+                  {"once", &once},        {"resync", &resync}};
     size_t nopts = sizeof(opts) / sizeof(opts[0]);
     int words = 0;
 
@@ -229,7 +232,7 @@ static int parse(int argc, char **argv, mirror *m, int is_mirror)
                          is_mirror ? "mirror" : "upgrade");
         if (*o->dst != NULL)
             return usage("option --%s given twice", o->name);
-        if (o->dst == &once || o->dst == &json) {
+        if (o->dst == &once || o->dst == &json || o->dst == &resync) {
             if (eq)
                 return usage("option --%s takes no value", o->name);
             *o->dst = "";
@@ -269,6 +272,7 @@ static int parse(int argc, char **argv, mirror *m, int is_mirror)
             return usage("--poll-interval must be a number of milliseconds, 10 to 3600000");
     }
     m->once = once != NULL;
+    m->resync = resync != NULL;
     return 0;
 }
 
@@ -906,10 +910,13 @@ static int connect_and_check(mirror *m)
         rc = ka_mirror_meta_get(txn, m->st, &meta);
         ka_store_abort(txn);
     }
-    if (rc == KA_OK && strcmp(meta.source, m->source) == 0) {
+    if (rc == KA_OK && strcmp(meta.source, m->source) == 0 && !m->resync) {
         m->version = meta.version;
     } else {
+        /* --resync: versions the store holds may be of a history the database lost (a failover
+         * to a standby that missed changes, a point-in-time restore), which no version tells. */
         const char *why = m->st == NULL       ? "a new store"
+                          : m->resync         ? "--resync"
                           : rc == KA_NOTFOUND ? "the store was not a mirror"
                           : rc == KA_OK       ? "the store mirrored another database"
                                               : "the store's mirror record is unreadable";
@@ -918,6 +925,7 @@ static int connect_and_check(mirror *m)
                 went_down(m, "the snapshot failed", "see above");
             return rc == -1 ? fatal("key store %s was left as it was", m->dir) : -2;
         }
+        m->resync = 0; /* once: a reconnection follows on from the new store's version */
     }
     logm("%s PostgreSQL (%s): following from version %" PRIu64 "%s, polling every %ld ms",
          m->failing ? "back on" : "connected to", m->elided, m->version,

@@ -99,7 +99,7 @@ static void print_help(FILE *f)
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %s\n", COMMANDS[i].synopsis);
     fputs("  mirror --postgres CONNINFO [--schema NAME] [--pepper-file FILE | --kms key:BASE64] "
-          "[--poll-interval MS] [--once]\n"
+          "[--poll-interval MS] [--once] [--resync]\n"
           "  upgrade\n",
           f);
     fputs("\nSee docs/krenalis-keys.md.\n", f);
