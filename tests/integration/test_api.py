@@ -1113,6 +1113,66 @@ def _(h, t):
                         identity("api", kid, org))
 
 
+@each_target("api.memo: data.mdb replaced while a request's headers arrive -> decided on the new file")
+def _(h, t):
+    import time
+    # The once-a-second look at data.mdb must count from when the decision is made, not from
+    # when the request line came (r->request_time): a client that sends its request line and
+    # then its headers slowly would otherwise be decided on a replaced file for as long as its
+    # headers take (mod_reqtimeout allows 20 s and more), long after "within a second".
+    org = h.new_org()
+    copy = h.root / "store-slow-copy"
+    shutil.copytree(h.store, copy)
+    kid, tok = h.new_api_key(org)
+    live = h.store / "data.mdb"
+    st = os.stat(live)
+
+    def placed(src, name):
+        """A copy of src beside data.mdb, with its owner and mode, to rename over it."""
+        dst = h.store / name
+        shutil.copyfile(src, dst)
+        os.chmod(dst, st.st_mode & 0o7777)
+        os.chown(dst, st.st_uid, st.st_gid)
+        return dst
+
+    class RestOnly:
+        """The connection's socket, sending what follows the request line (sent earlier)."""
+
+        def __init__(self, sock):
+            self.sock = sock
+
+        def sendall(self, data):
+            self.sock.sendall(data.split(b"\r\n", 1)[1])
+
+        def recv(self, n):
+            return self.sock.recv(n)
+
+    with KeepAlive(h.main.port(t)) as c:
+        assert_identity(backend(c.send("GET", "/v1/items", bearer(tok)), t),
+                        identity("api", kid, org))
+        time.sleep(1.1)
+        # This child looks at data.mdb now (a second has passed since its last look).
+        assert_identity(backend(c.send("GET", "/v1/items", bearer(tok)), t),
+                        identity("api", kid, org))
+        c.sock.sendall(b"GET /v1/items HTTP/1.1\r\n")
+        saved = placed(live, "data.mdb.live")
+        os.rename(placed(copy / "data.mdb", "data.mdb.new"), live)
+        try:
+            time.sleep(2.5)  # the replacement is 2.5 s old when the headers come
+            sock, c.sock = c.sock, RestOnly(c.sock)
+            try:
+                r = c.send("GET", "/v1/items", bearer(tok))
+            finally:
+                c.sock = sock
+            assert_error(r, 401, "Unauthorized", NOT_EXIST, auth="invalid")
+        finally:
+            os.rename(saved, live)
+            shutil.rmtree(copy, ignore_errors=True)
+    time.sleep(1.2)
+    assert_identity(backend(h.req(t, "GET", "/v1/items", bearer(tok)), t),
+                    identity("api", kid, org))
+
+
 @each_target("api.6.1.05 malformed: 8000-character token")
 def _(h, t):
     tok = "api_" + "A" * 8000
