@@ -269,16 +269,19 @@ static int handle_size_ok(ka_handle *h, long long size, char *err, size_t errlen
 
 /* At most once a second per child: a store removed or replaced while serving (a new
  * `krenalis-keys init`, a restored backup) must not keep answering from the old file, and a
- * truncated one must be closed before a read of a missing page. */
+ * truncated one must be closed before a read of a missing page. The second counts from now,
+ * not from r->request_time (when the request line came): a client that sends its headers
+ * slowly would otherwise be decided on a replaced file for as long as they take. */
 static void handle_recheck(ka_handle *h, request_rec *r)
 {
     char err[512];
     struct stat sb;
+    apr_time_t now = apr_time_now();
 
-    if (r->request_time - h->checked < apr_time_from_sec(1))
+    if (now - h->checked < apr_time_from_sec(1))
         return;
     apr_thread_mutex_lock(h->open_lock);
-    if (r->request_time - h->checked >= apr_time_from_sec(1)) {
+    if (now - h->checked >= apr_time_from_sec(1)) {
         if (h->st && (stat(h->data_path, &sb) != 0 || sb.st_ino != h->ino || sb.st_dev != h->dev)) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
                           KA_LOGNO(00013) "key store %s was removed or replaced; reopening it",
@@ -289,7 +292,7 @@ static void handle_recheck(ka_handle *h, request_rec *r)
         }
         /* Only now: a concurrent request that saw the old time waits on open_lock above
          * instead of reading the store being closed. */
-        h->checked = r->request_time;
+        h->checked = now;
     }
     apr_thread_mutex_unlock(h->open_lock);
 }
