@@ -585,6 +585,55 @@ def _(h):
         srv.stop()
 
 
+@test("mirror.stale: a request whose headers arrive after the mark went stale -> 503")
+def _(h):
+    # KrenalisAuthMaxStaleness holds a request to the mark as it is when the request is decided,
+    # not when its request line came (r->request_time): a client that sends its headers slowly
+    # would otherwise pass on a mirror that stopped confirming, for as long as they take.
+    store = h.root / "store-stale-slow"
+    h.init_store(store=store)
+    org = h.new_org(store=store)
+    _, key = h.new_api_key(org, store=store)
+    poke_meta(store, "mirror-source", b"7000000000000000001/krenalis/public")
+    poke_meta(store, "mirror-conninfo", b"host=127.0.0.1 dbname=krenalis")
+    poke_meta(store, "mirror-version", (1).to_bytes(8, "big"))
+    mark = store / "mirror-confirmed"
+    mark.write_bytes(b"")
+    srv = h.httpd("stale-slow", store=store, global_extra="KrenalisAuthMaxStaleness 2\n")
+    srv.start()
+    auth = [("Authorization", "Bearer " + key)]
+
+    class RestOnly:
+        """The connection's socket, sending what follows the request line (sent earlier)."""
+
+        def __init__(self, sock):
+            self.sock = sock
+
+        def sendall(self, data):
+            self.sock.sendall(data.split(b"\r\n", 1)[1])
+
+        def recv(self, n):
+            return self.sock.recv(n)
+
+    try:
+        with KeepAlive(srv.port_cgi) as c:
+            os.utime(mark)  # confirmed now
+            eq(c.send("GET", "/v1/m/stale", auth).status, 200, "a fresh mark")
+            time.sleep(1.1)
+            eq(c.send("GET", "/v1/m/stale", auth).status, 200, "the mark looked at again")
+            c.sock.sendall(b"GET /v1/m/stale HTTP/1.1\r\n")
+            time.sleep(3.5)  # the mark is older than 2 s when the headers come
+            sock, c.sock = c.sock, RestOnly(c.sock)
+            try:
+                r = c.send("GET", "/v1/m/stale", auth)
+            finally:
+                c.sock = sock
+            eq(r.status, 503, "a stale mark, headers sent slowly")
+        eq(http(srv.port_cgi, "GET", "/v1/m/stale", auth).status, 503, "a stale mark")
+    finally:
+        srv.stop()
+
+
 # --------------------------------------------------------------------------------------
 # KrenalisAuthMetrics On|Off: a place whose requests the metrics leave out
 
