@@ -387,18 +387,21 @@ void ka_handle_close(ka_handle *h)
     h->secret = NULL;
 }
 
-/* The mark is outside the LMDB data, so the memo stays valid meanwhile. */
+/* The mark is outside the LMDB data, so the memo stays valid meanwhile. Now, not the request's
+ * time: a request whose headers took long is held to the mark as it is when it is decided. */
 int ka_store_stale(ka_handle *h, int max_stale, request_rec *r)
 {
     struct stat sb;
+    apr_time_t now;
 
     if (max_stale <= 0 || h == NULL || !h->mirrored)
         return 0;
-    if (r->request_time - h->confirmed_checked >= apr_time_from_sec(1)) {
+    now = apr_time_now();
+    if (now - h->confirmed_checked >= apr_time_from_sec(1)) {
         h->confirmed = stat(h->confirmed_path, &sb) == 0 ? sb.st_mtime : 0;
-        h->confirmed_checked = r->request_time;
+        h->confirmed_checked = now;
     }
-    if (apr_time_sec(r->request_time) - h->confirmed <= max_stale)
+    if (apr_time_sec(now) - h->confirmed <= max_stale)
         return 0;
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                   KA_LOGNO(00020) "key store %s: its mirror has not confirmed it current for more "
