@@ -24,3 +24,16 @@ soak: deps
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) tests/reliability/run.py --mode soak --duration $(SOAK_SECONDS) \
 	  --figures $(BUILD)/reliability-soak.json $(RELIABILITY_ARGS)
+
+# A fault of the map while a child opens the store on the request path (open_fault.c): 503,
+# not a hung thread. Links src/apache/store.c outside httpd, as bench/decide_bench does.
+.PHONY: open-fault
+$(BUILD)/open_fault: tests/reliability/open_fault.c tests/common/tmpdir.c src/apache/store.c \
+                     $(MOD_HDR) $(LIB) $(LIB_HDR) | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(BENCH_APR_CFLAGS) -Isrc -Itests/common -o $@ \
+	  tests/reliability/open_fault.c tests/common/tmpdir.c src/apache/store.c $(LIB) $(LIBS) \
+	  -lapr-1 -lpthread -Wl,--wrap=mdb_txn_begin
+
+open-fault: deps
+	@$(MAKE) --no-print-directory $(BUILD)/open_fault
+	$(BUILD)/open_fault
