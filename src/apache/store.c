@@ -168,12 +168,17 @@ static ka_store_status handle_open(ka_handle *h, server_rec *s)
     ka_store *st = NULL;
     ka_map_guard g;
     ka_store_status rc;
+    int mirrored = 0;
 
     if (h->st)
         return KA_OK;
     if (sigsetjmp(g.jb, 0) == 0) {
         ka_map_guard_arm(&g);
         rc = ka_store_open_secret(h->dir, h->secret, h->secret_path, 1, &st, err, sizeof(err));
+        /* Reads the store too: under this guard, not the request's (whose fault path would
+         * take open_lock, which this thread holds). */
+        if (rc == KA_OK)
+            mirrored = ka_store_is_mirror(st);
         ka_map_guard_disarm(&g);
     } else {
         /* Truncated between the size check and the reads: st is lost (a rare leak). */
@@ -198,7 +203,7 @@ static ka_store_status handle_open(ka_handle *h, server_rec *s)
     h->dev = (dev_t)fid.dev;
     h->ino = (ino_t)fid.ino;
     h->born = fid.born;
-    h->mirrored = ka_store_is_mirror(st);
+    h->mirrored = mirrored;
     h->confirmed_checked = 0;
     if (h->failing)
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
