@@ -37,3 +37,4 @@ $(BUILD)/open_fault: tests/reliability/open_fault.c tests/common/tmpdir.c src/ap
 open-fault: deps
 	@$(MAKE) --no-print-directory $(BUILD)/open_fault
 	$(BUILD)/open_fault
+TEST_TARGETS += open-fault
