@@ -439,11 +439,12 @@ typedef struct {
     request_rec *r;
     ka_handle *h;
     ka_store_lookup_ctx lk;
-    int locked;      /* holds env_lock (shared, or alone while adopting a grown map) */
-    int use_memo;    /* the connection's memo may answer and keep decisions */
-    int count_hits;  /* a memo hit is counted (not under KrenalisAuthMetrics Off) */
-    conn_memo *memo; /* the connection's memo, NULL until a decision is kept on it */
-    int memo_other;  /* the memo holds another request's inputs: it keeps them */
+    int locked;          /* holds env_lock (shared, or alone while adopting a grown map) */
+    unsigned long opens; /* h->opens when first locked: the file this request reads */
+    int use_memo;        /* the connection's memo may answer and keep decisions */
+    int count_hits;      /* a memo hit is counted (not under KrenalisAuthMetrics Off) */
+    conn_memo *memo;     /* the connection's memo, NULL until a decision is kept on it */
+    int memo_other;      /* the memo holds another request's inputs: it keeps them */
 } ka_txn;
 
 /* A reset transaction from the idle list renewed, or a new one. */
@@ -509,6 +510,7 @@ static ka_store_status txn_store(ka_txn *t)
             return KA_FAIL;
         txn_lock(t, 1);
     }
+    t->opens = h->opens;
     return KA_OK;
 }
 
@@ -551,10 +553,15 @@ static ka_store_status txn_begin(void *arg, const ka_store **st, ka_store_txn **
             ka_store_adopt_map(h->st);
         txn_unlock(t);
         txn_lock(t, 1);
-        if (h->st)
+        if (h->st && h->opens == t->opens) {
             rc = txn_get(h, &x, err, sizeof(err));
-        else /* closed meanwhile: this request 503s */
-            snprintf(err, sizeof(err), "key store %s was closed", h->dir);
+        } else {
+            /* Closed, or another file opened, while the lock was let go: the snapshot this
+             * request attached to (and what the cache answered for it) is the old file's, so
+             * no read of the new one may join it. This request 503s. */
+            rc = KA_FAIL;
+            snprintf(err, sizeof(err), "key store %s was closed or replaced meanwhile", h->dir);
+        }
     }
     if (rc != KA_OK) {
         txn_unlock(t);
