@@ -625,11 +625,12 @@ class Httpd:
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
         return p.returncode, p.stdout.decode("latin-1")
 
-    def start(self, expect_fail=False, timeout=15):
-        """Starts httpd in the foreground as a child process. With expect_fail, returns
-        (exit status, output + error log) once it exits (or fails if it stays up)."""
+    def start(self, expect_fail=False, timeout=15, args=()):
+        """Starts httpd in the foreground as a child process (args: more of its arguments,
+        e.g. ("-k", "restart")). With expect_fail, returns (exit status, output + error log)
+        once it exits (or fails if it stays up)."""
         out = open(self.stdout, "ab")
-        self.proc = subprocess.Popen([APACHE, "-f", str(self.conf), "-DFOREGROUND"],
+        self.proc = subprocess.Popen([APACHE, "-f", str(self.conf), *args, "-DFOREGROUND"],
                                      env=self.env(), stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL,
                                      # prefork signals its whole process group on shutdown

@@ -1,6 +1,9 @@
 """Issue 4: organizations endpoints (SPEC §6.4) and the organizations key at start-up."""
-from harness import (ANY, Failure, assert_error, assert_identity, backend, check, eq, identity,
-                     random_alnum, test)
+import subprocess
+import time
+
+from harness import (ANY, APACHE, Failure, assert_error, assert_identity, backend, check, eq,
+                     identity, random_alnum, test)
 from test_api import NO_ORG_PREFIX, NO_PREFIX, assert_denied, TARGETS, bearer, each_target, ws
 
 VAR = "KRENALIS_ORGANIZATIONS_API_KEY"
@@ -273,6 +276,52 @@ def _(h):
             assert_error(r, 401, "Unauthorized", NOT_VALID, auth="invalid")
     finally:
         srv.stop()
+
+
+# --------------------------------------------------------------------------------------
+# rotation by a graceful restart (docs/operations.md, "Rotation")
+
+
+def graceful(srv, value):
+    """apache2 -k graceful with the variable set to value in the command's own environment:
+    the command reads the configuration, hands the key to the running server, signals it."""
+    env = srv.env()
+    env[VAR] = value
+    p = subprocess.run([APACHE, "-f", str(srv.conf), "-k", "graceful"], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    return p.returncode, p.stdout.decode("latin-1")
+
+
+def rotation(label, args):
+    @test("orgs.rotation by -k graceful: new key in, old key out (httpd started %s)" % label)
+    def _(h):
+        k1 = h.cli("organizations-key", "generate")["key"]
+        k2 = h.cli("organizations-key", "generate")["key"]
+        h.secret(k1)
+        h.secret(k2)
+        srv = h.httpd("orgs-rotate-%d" % len(args), env={VAR: k1})
+        srv.start(args=args)
+        try:
+            r = srv.req("proxy", "GET", "/v1/organizations", bearer(k1))
+            assert_identity(backend(r, "proxy"), org_identity())
+            rc, out = graceful(srv, k2)
+            eq(rc, 0, "apache2 -k graceful exit status; output:\n" + out)
+            deadline = time.time() + 15
+            while True:
+                a = srv.req("proxy", "GET", "/v1/organizations", bearer(k2)).status
+                b = srv.req("proxy", "GET", "/v1/organizations", bearer(k1)).status
+                if (a, b) == (200, 401) or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            eq((a, b), (200, 401), "after the graceful restart: (new key, old key) statuses")
+        finally:
+            srv.stop()
+
+
+rotation("-DFOREGROUND", ())
+# `apachectl restart` (or graceful) with no server running starts one: the parent's own
+# command line then says "-k restart", and it reads its configuration again at each restart.
+rotation("by -k restart", ("-k", "restart"))
 
 
 @each_target("orgs.classify KrenalisAuthEndpoint api below /v1/organizations")
