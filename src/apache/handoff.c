@@ -114,7 +114,11 @@ int ka_orgs_key_check_config(apr_pool_t *ptemp, server_rec *s)
 
     if (check_orgs_key(s) != OK)
         return !OK;
-    if (value != NULL && is_restart_signaller(ptemp))
+    /* Only the command's own first reading hands over: a running server started by
+     * `-k restart` (none was running) keeps those words in its command line, and its own
+     * readings at each restart would replace the key the command left with its old one. */
+    if (value != NULL && ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG &&
+        is_restart_signaller(ptemp))
         handoff_write(ptemp, s, value);
     return OK;
 }
