@@ -780,6 +780,47 @@ def _(h):
           + out)
 
 
+def store_files_open(pid):
+    """(mappings of data.mdb, descriptors of data.mdb or lock.mdb) of process pid."""
+    maps = [ln for ln in open("/proc/%d/maps" % pid) if ln.rstrip().endswith("/data.mdb")]
+    fds = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.endswith("/data.mdb") or target.endswith("/lock.mdb"):
+            fds.append(target)
+    return len(maps), len(fds)
+
+
+@test("config.one store spelled two ways (a trailing /) is opened once per child")
+def _(h):
+    # docs/directives.md: "Each distinct store is opened once per child process". LMDB must
+    # not be opened twice in one process: its locks are per process (fcntl), so a second
+    # environment resets the reader table the first one uses, and closing either one drops
+    # the other's lock, which lets krenalis-keys reuse pages a child is reading.
+    srv = h.httpd("store-spelled-twice")
+    text = srv.conf.read_text()
+    end = text.rindex("</VirtualHost>")  # the proxy host's, the last one
+    srv.conf.write_text(text[:end] + '    KrenalisAuthKeyStore "%s/"\n' % h.store + text[end:])
+    srv.start()
+    try:
+        for _ in range(10):
+            for t in TARGETS:
+                assert_identity(backend(srv.req(t, "GET", "/v1/items", bearer(h.f["k1"])), t),
+                                identity("api", h.f["k1_id"], h.f["org1"]))
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(srv.proc.pid)],
+                             stdout=subprocess.PIPE, universal_newlines=True, timeout=30).stdout
+        opened = {int(p): store_files_open(int(p)) for p in out.split()}
+        check(any(n for n, _ in opened.values()), "no child mapped the store: %r" % opened)
+        for pid, (maps, fds) in opened.items():
+            check(maps <= 1 and fds <= 2, "child %d: data.mdb mapped %d times, %d descriptors of "
+                  "data.mdb and lock.mdb" % (pid, maps, fds))
+    finally:
+        srv.stop()
+
+
 # --------------------------------------------------------------------------------------
 # fail closed (SPEC §10): the store cannot be read by the child processes
 
