@@ -167,8 +167,8 @@ ka_handle *ka_handle_make(apr_pool_t *p, const char *dir, const char *secret_pat
                           apr_size_t errlen);
 /* The handles of a configuration load: proc->handles, secrets wiped with pconf. */
 void ka_handles_init(apr_pool_t *pconf, ka_proc *proc);
-/* The handle of a server's store, one per directory and secret (byname: ptemp's index), with
- * a look-up cache of cache_entries (0: none). NULL when the secret cannot be read. */
+/* The handle of a server's store, one per store directory however spelled (byname: ptemp's
+ * index), with a look-up cache of cache_entries (0: none). NULL when the secret cannot be read. */
 ka_handle *ka_handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *proc, const char *dir,
                          const char *secret_path, unsigned cache_entries, server_rec *s);
 /* Gives h a look-up cache of entries in memory every child will share (made before the fork,

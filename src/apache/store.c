@@ -131,7 +131,13 @@ ka_handle *ka_handle_for(apr_pool_t *pconf, apr_hash_t *byname, ka_proc *proc, c
                          const char *secret_path, unsigned cache_entries, server_rec *s)
 {
     char err[512];
-    const char *key = apr_pstrcat(pconf, dir, "\n", secret_path, NULL);
+    struct stat sb;
+    /* The directory itself, not its spelling ("DIR" and "DIR/", a symlink): LMDB must not be
+     * opened twice in one process (its fcntl locks are per process). A store has one secret
+     * (its check record), so two secret files that both passed check_config are the same. */
+    const char *key = stat(dir, &sb) == 0 ? apr_psprintf(pconf, "%lu:%lu", (unsigned long)sb.st_dev,
+                                                         (unsigned long)sb.st_ino)
+                                          : apr_pstrcat(pconf, dir, "\n", secret_path, NULL);
     ka_handle *h = apr_hash_get(byname, key, APR_HASH_KEY_STRING);
 
     if (h)
