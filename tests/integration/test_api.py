@@ -893,6 +893,31 @@ def _(h, t):
     eq(h.backend_hits(m), [], "backend hits")
 
 
+@test("api.10 AuthType Krenalis without KrenalisAuthKeyStore: 503 and the error log says why")
+def _(h):
+    # docs/directives.md: "required wherever AuthType Krenalis is used; without it requests
+    # get 503 and the error log says why"
+    srv = h.httpd("no-store")
+    text = srv.conf.read_text()
+    check('KrenalisAuthKeyStore "%s"\n' % h.store in text, "no store line in the template")
+    srv.conf.write_text(text.replace('KrenalisAuthKeyStore "%s"\n' % h.store, ""))
+    srv.start()
+    msg = "request cannot be processed at this time; try again later"
+    try:
+        for t in TARGETS:
+            m = h.marker()
+            r = srv.req(t, "GET", "/v1/items?" + m, bearer(h.f["k1"]))
+            assert_error(r, 503, "ServiceUnavailable", msg)
+            r = srv.req(t, "POST", "/v1/events?" + m, bearer(h.f["wk1"]), b"{}")
+            assert_error(r, 503, "ServiceUnavailable", msg, cors=True)
+            eq(h.backend_hits(m), [], "backend hits")
+        log = srv.error_log.read_text("latin-1")
+        check("AuthType Krenalis without KrenalisAuthKeyStore" in log,
+              "the error log does not say why:\n" + log[-2000:])
+    finally:
+        srv.stop()
+
+
 @test("api.10 stop the fail-closed server")
 def _(h):
     srv = h.servers.get("failclosed")
