@@ -752,7 +752,7 @@ static __attribute__((noinline)) ka_verdict decide_guarded(ka_txn *t, const ka_r
         return decide_faulted(t, dec);
     }
     ka_map_guard_arm(&g);
-    mc = t->count_hits ? ka_metrics_mine(t->h->metrics) : NULL;
+    mc = t->count_hits && t->h != NULL ? ka_metrics_mine(t->h->metrics) : NULL; /* no store: 503 */
     if (memo_answer(t, req, dec)) {
         rc = KA_VERDICT_ACCEPT;
         dec->reason = KA_REFUSAL_NONE;
