@@ -2,10 +2,12 @@
 listings, the create commands' output, name checks, usage errors."""
 import json
 import os
+import subprocess
 import tempfile
+import threading
 import time
 
-from harness import Failure, assert_identity, backend, check, eq, identity, test
+from harness import Failure, Skip, assert_identity, backend, check, eq, extra_env, identity, test
 
 S = {}  # the store and its entities, made by fixture()
 
@@ -224,3 +226,38 @@ def _(h):
     eq(len(h.cli("api-key", "list", "--organization", org)["keys"]), 402, "keys after compact")
     rc, out, err = h.cli("compact", "extra", ok=False)
     eq(rc, 2, "compact takes no argument")
+
+
+
+@test("cli.writers while compacts run: every write that exited 0 is in the store")
+def _(h):
+    store = h.root / "cli-race"
+    h.init_store(store=store, owner=False)
+    env = dict({"PATH": "/usr/bin:/bin", "LANG": "C"}, **extra_env("cli"))
+    made, errors = [], []
+
+    def run(*args):
+        p = subprocess.run([str(h.keys_bin), "--store", str(store)] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60)
+        if p.returncode != 0:
+            errors.append("%s: exit %d: %s" % (" ".join(args), p.returncode, p.stderr.decode()))
+        return p.stdout.decode().strip()
+
+    def writer():
+        for _ in range(100):
+            oid = run("organization", "add")
+            if oid:
+                made.append(oid)
+
+    def compactor():
+        for _ in range(20):
+            run("compact")
+
+    threads = [threading.Thread(target=f) for f in (writer, writer, compactor, compactor)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    eq(errors, [], "commands that failed")
+    listed = {o["id"] for o in h.cli("organization", "list", store=store)["organizations"]}
+    eq(sorted(set(made) - listed), [], "organizations added (exit 0) but not in the store")
