@@ -610,24 +610,25 @@ static int replaced(const ka_store *st)
 ka_store_status ka_store_write_begin(ka_store *st, ka_store_txn **txn, char *err, size_t errlen)
 {
     MDB_txn *t = NULL;
-    int rc = mdb_txn_begin(st->env, NULL, 0, &t);
+    int rc;
 
-    /* A rebuild held the write lock of the file it replaced: write to the new one. */
-    if (rc == 0 && replaced(st)) {
+    for (;;) {
+        rc = mdb_txn_begin(st->env, NULL, 0, &t);
+        if (rc == MDB_MAP_RESIZED) {
+            /* A writer is alone on the map: adopt another process's growth, then begin. */
+            mdb_env_set_mapsize(st->env, 0);
+            rc = mdb_txn_begin(st->env, NULL, 0, &t);
+        }
+        /* A rebuild held the write lock of the file it replaced: write to the new one. The
+         * new one may have been replaced too while this waited for its lock: look again. */
+        if (rc != 0 || !replaced(st))
+            break;
         mdb_txn_abort(t);
         t = NULL;
         if (env_reopen(st, err, errlen) != KA_OK)
             return KA_FAIL;
-        rc = mdb_txn_begin(st->env, NULL, 0, &t);
     }
-
     *txn = rc == 0 ? (ka_store_txn *)t : NULL;
-    if (rc == MDB_MAP_RESIZED) {
-        /* A writer is alone on the map: adopt another process's growth, then begin. */
-        mdb_env_set_mapsize(st->env, 0);
-        rc = mdb_txn_begin(st->env, NULL, 0, &t);
-        *txn = rc == 0 ? (ka_store_txn *)t : NULL;
-    }
     if (rc == 0)
         return KA_OK;
     snprintf(err, errlen, "cannot update key store %s: %s", st->dir, mdb_strerror(rc));
