@@ -27,6 +27,8 @@ struct ka_store {
     int readonly;
     ka_hmac_key hmac;
     unsigned psize; /* LMDB page size of data.mdb */
+    dev_t dir_dev;  /* the directory the environment's files were opened in */
+    ino_t dir_ino;
     char dir[4096];
 };
 
@@ -324,7 +326,7 @@ static ka_store_status check_dir(const char *dir, char *err, size_t errlen)
 /* A store object for dir with the HMAC key of secret, and its LMDB environment opened (mode
  * readonly: the module's). The one place the environment is set up; *what names the step for
  * messages ("open", "create"). NULL with a message on failure. */
-static int env_setup(ka_store *st, int readonly, const char *what, char *err, size_t errlen)
+static int env_setup_once(ka_store *st, int readonly, const char *what, char *err, size_t errlen)
 {
     const char *dir = st->dir;
     int rc = mdb_env_create(&st->env);
@@ -342,6 +344,31 @@ static int env_setup(ka_store *st, int readonly, const char *what, char *err, si
     if (rc != 0)
         snprintf(err, errlen, "cannot %s key store %s: %s", what, dir, mdb_strerror(rc));
     return rc;
+}
+
+/* mdb_env_open opens lock.mdb and data.mdb (twice for a writer) by path, one after the other:
+ * a rebuild swapping another directory in meanwhile would leave the environment with the lock
+ * of one store and the data of another, and its writers unserialized with the new store's.
+ * Opened again until the directory is the same before and after. */
+static int env_setup(ka_store *st, int readonly, const char *what, char *err, size_t errlen)
+{
+    for (int tries = 0;; tries++) {
+        struct stat a, b;
+        int rc, same;
+
+        if (stat(st->dir, &a) != 0)
+            memset(&a, 0, sizeof(a));
+        if ((rc = env_setup_once(st, readonly, what, err, errlen)) != 0)
+            return rc;
+        same = stat(st->dir, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+        if (same || tries == 16) {
+            st->dir_dev = same ? b.st_dev : 0;
+            st->dir_ino = same ? b.st_ino : 0;
+            return 0;
+        }
+        mdb_env_close(st->env);
+        st->env = NULL;
+    }
 }
 
 static ka_store *env_open(const char *dir, const uint8_t secret[KA_SECRET_LEN], int readonly,
@@ -594,13 +621,16 @@ size_t ka_store_last_commit(const ka_store *st)
     return mdb_env_info(st->env, &info) == 0 ? info.me_last_txnid : 0;
 }
 
-/* 1 when DIR/data.mdb is no longer the file st has open (a rebuild swapped another in). */
+/* 1 when DIR/data.mdb is no longer the file st has open, or DIR no longer the directory it
+ * was opened in (a rebuild swapped another in). */
 static int replaced(const ka_store *st)
 {
     char path[4200];
     struct stat a, b;
     int fd;
 
+    if (stat(st->dir, &b) == 0 && (b.st_ino != st->dir_ino || b.st_dev != st->dir_dev))
+        return 1;
     snprintf(path, sizeof(path), "%s/data.mdb", st->dir);
     if (mdb_env_get_fd(st->env, &fd) != 0 || fstat(fd, &a) != 0 || stat(path, &b) != 0)
         return 0;
