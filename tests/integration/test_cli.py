@@ -228,7 +228,6 @@ def _(h):
     eq(rc, 2, "compact takes no argument")
 
 
-
 @test("cli.writers while compacts run: every write that exited 0 is in the store")
 def _(h):
     store = h.root / "cli-race"
@@ -261,3 +260,19 @@ def _(h):
     eq(errors, [], "commands that failed")
     listed = {o["id"] for o in h.cli("organization", "list", store=store)["organizations"]}
     eq(sorted(set(made) - listed), [], "organizations added (exit 0) but not in the store")
+
+
+@test("cli.compact through a symlinked store directory rebuilds the store behind the link")
+def _(h):
+    real = h.root / "cli-real-store"
+    link = h.root / "cli-store-link"
+    h.init_store(store=real, owner=False)
+    os.symlink(str(real), str(link))
+    org = h.new_org(store=link)
+    kid, token = h.new_api_key(org, store=link)
+    h.cli("compact", store=link)
+    check(os.path.islink(str(link)), "compact replaced the symlink %s with a directory" % link)
+    h.cli("api-key", "delete", kid, store=link)
+    rc, out, err = h.cli("check", token, store=real, ok=False)
+    eq((rc, json.loads(out)["status"]), (1, 401),
+       "the key deleted through the link, checked in the directory it points to")
