@@ -1780,7 +1780,11 @@ static ka_store_status rebuild_store(ka_store *st, MDB_txn *src, const bulk_set 
     rb.st = st;
     rb.src = src;
     rb.set = set;
-    dir_base(st->dir, base, sizeof(base));
+    /* The directory itself, not a symlink to it: the swap would replace the link. */
+    if (realpath(st->dir, newdir) != NULL)
+        dir_base(newdir, base, sizeof(base));
+    else
+        dir_base(st->dir, base, sizeof(base));
     snprintf(newdir, sizeof(newdir), "%s" REBUILD_SUFFIX, base);
     ka_dir_remove(newdir); /* left by a rebuild that was killed */
     if (stat(base, &sb) != 0 || mkdir(newdir, 0700) != 0) {
