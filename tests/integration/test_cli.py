@@ -276,3 +276,16 @@ def _(h):
     rc, out, err = h.cli("check", token, store=real, ok=False)
     eq((rc, json.loads(out)["status"]), (1, 401),
        "the key deleted through the link, checked in the directory it points to")
+
+
+@test("cli.init --owner under umask 077: the store directory is 0755 as documented")
+def _(h):
+    if not h.is_root:
+        raise Skip("needs root (--owner)")
+    store = h.root / "cli-umask-store"
+    old = os.umask(0o077)
+    try:
+        h.cli("init", "--owner", "www-data:www-data", store=store)
+    finally:
+        os.umask(old)
+    eq(oct(os.stat(str(store)).st_mode & 0o777), oct(0o755), "mode of the store directory")
