@@ -509,7 +509,13 @@ ka_store_status ka_store_create(const char *dir, const char *secret_path, char *
     MDB_val k = {6, "format"}, v = {strlen(KA_STORE_FORMAT), KA_STORE_FORMAT};
     int rc;
 
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    if (mkdir(dir, 0755) == 0) {
+        /* 0755 whatever the umask: Apache's user (init --owner) must reach its files. */
+        if (chmod(dir, 0755) != 0) {
+            snprintf(err, errlen, "cannot make %s mode 0755: %s", dir, strerror(errno));
+            return KA_FAIL;
+        }
+    } else if (errno != EEXIST) {
         snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
         return KA_FAIL;
     }
