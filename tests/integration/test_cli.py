@@ -289,3 +289,11 @@ def _(h):
     finally:
         os.umask(old)
     eq(oct(os.stat(str(store)).st_mode & 0o777), oct(0o755), "mode of the store directory")
+
+
+@test("cli.names: C1 control characters (U+0080-U+009F) are control characters too")
+def _(h):
+    for cp in (0x85, 0x9b):
+        rc, out, err = keys(h, "organization", "add", "--name", "x" + chr(cp) + "y")
+        eq((rc, err.strip()), (1, "krenalis-keys: name contains a control character"),
+           "a name with U+%04X" % cp)
