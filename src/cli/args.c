@@ -31,6 +31,8 @@ int take_name(const char *name, char out[KA_NAME_MAX + 1])
         n = ka_utf8_decode(s + i, len - i, &cp);
         if (cp == 0xfffd && n == 1)
             return fail("name is not valid UTF-8");
+        if (cp >= 0x80 && cp <= 0x9f) /* C1 controls: U+009B is a terminal's CSI */
+            return fail("name contains a control character");
     }
     memcpy(out, s, len + 1);
     return EXIT_OK;
