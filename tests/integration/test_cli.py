@@ -297,3 +297,13 @@ def _(h):
         rc, out, err = keys(h, "organization", "add", "--name", "x" + chr(cp) + "y")
         eq((rc, err.strip()), (1, "krenalis-keys: name contains a control character"),
            "a name with U+%04X" % cp)
+
+
+@test("cli.a credential given where an ID goes is refused without being printed")
+def _(h):
+    for args, secret in ((("api-key", "delete", S["token"]), S["token"]),
+                         (("write-key", "delete", "--connection", S["conn"], S["wk"]), S["wk"]),
+                         (("workspace", "list", "--organization", S["token"]), S["token"])):
+        rc, out, err = keys(h, *args)
+        eq(rc, 1, "%s exit" % args[0])
+        check(secret not in err and secret not in out, "%s printed the credential: %r" % (args, err))
