@@ -11,8 +11,15 @@
 
 int check_id(const char *what, const char *id)
 {
-    if (ka_id_valid(id, strlen(id)))
+    size_t len = strlen(id);
+
+    if (ka_id_valid(id, len))
         return EXIT_OK;
+    /* Longer than any ID typo: maybe a credential pasted in its place, not to be printed. */
+    if (len > 2 * KA_ID_LEN)
+        return fail("invalid %s ID (%zu characters): an ID is 12 characters of the base58 "
+                    "alphabet",
+                    what, len);
     return fail("invalid %s ID '%s': an ID is 12 characters of the base58 alphabet", what, id);
 }
 
