@@ -740,6 +740,32 @@ def _(e):
                 c.stop()
 
 
+@test("fault.symlinked-store-resync")
+def _(e):
+    """--store through a symlink: the snapshot is swapped in behind the link (the directory it
+    names, which Apache may name too), and the link stays a link."""
+    f = e.h.f
+    link = e.root / "store-link"
+    link.symlink_to(e.store)
+    e.stop_mirror()
+    try:
+        ino = e.store.stat().st_ino
+        cmd = e.mirror_cmd("--once", "--resync")
+        cmd[cmd.index("--store") + 1] = str(link)
+        p = subprocess.run(cmd, env=e.mirror_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        eq(p.returncode, 0, "exit status: %r" % p.stdout[-300:])
+        check(b"(--resync)" in p.stdout, "no snapshot: %r" % p.stdout[-300:])
+        check(link.is_symlink(), "the link was replaced by a directory")
+        check(e.store.stat().st_ino != ino, "the store behind the link was not swapped")
+        time.sleep(1.1)  # every child looks at data.mdb again within a second
+        expect(e.api(f["k1"]), 200)
+    finally:
+        if link.is_symlink():
+            link.unlink()
+        e.start_mirror()
+
+
 @test("fault.sigkill-mid-batch-resumes")
 def _(e):
     """SIGKILLed at random points of a long catch-up: the store always holds whole batches
