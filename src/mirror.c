@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -62,7 +63,8 @@ typedef struct {
     ka_store *st;                          /* the live store, NULL until opened */
     uint64_t version;                      /* last version applied to st */
     char newdir[PATH_LEN], lockpath[PATH_LEN], confirmed[PATH_LEN + 64], datapath[PATH_LEN + 64];
-    int failing; /* the last attempt failed (logged once per state change) */
+    char realdir[PATH_MAX]; /* the store directory a symlinked --store names */
+    int failing;            /* the last attempt failed (logged once per state change) */
     long backoff_ms;
 } mirror;
 
@@ -1017,9 +1019,14 @@ static int run(mirror *m)
 
 static int cmd_mirror(mirror *m)
 {
-    size_t n = strlen(m->dir);
+    size_t n;
     int rc;
 
+    /* The directory itself, not a symlink to it: a snapshot swapped in over the link would
+     * replace the link, and the store behind it (which Apache may name) would go stale. */
+    if (realpath(m->dir, m->realdir) != NULL)
+        m->dir = m->realdir;
+    n = strlen(m->dir);
     /* Without trailing slashes: DIR.mirror-new must be a sibling, not a child. */
     while (n > 1 && m->dir[n - 1] == '/')
         n--;
