@@ -894,3 +894,41 @@ def _(h):
         for kid, tok in ((kc, tc), (kc, tc), (kc, tc)):
             send(c, kid, tok)
         eq(memo_hits() - m1, 2.0, "memo hits of C, C, C")
+
+
+@test("metrics.backend-error: a backend's 401/403 under ProxyErrorOverride is the backend's "
+      "status of an accepted request, not the module's not-allowed refusal")
+def _(h):
+    name = "metrics-backend-error"
+    srv = h.httpd(name, global_extra=metrics_conf(h, h.root / "logs", name) + """\
+<Location /v1/peo/>
+    ProxyErrorOverride On
+</Location>
+""")
+    srv.start()
+    try:
+        s0 = scrape(srv)
+        auth = [("Authorization", "Bearer " + h.f["k1"])]
+        bodies = {}
+        for st in (403, 401):
+            m = "be-peo-%d" % st
+            r = http(srv.port_proxy, "GET", "/v1/peo/x?status=%d&m=%s" % (st, m), auth)
+            eq(r.status, st, "the backend's %d through ProxyErrorOverride%s" % (st, r.brief()))
+            bodies[st] = r.body
+        # mod_log_config writes the line after the count: a scrape after it sees the count.
+        log = wait_log(srv, h.root / "logs" / ("%s-auth-access.log" % name),
+                       {"be-peo-403": "403", "be-peo-401": "401"})
+        want = {("krenalis_auth_decision_seconds_count", ()): 2.0}
+        for st in (403, 401):
+            want[("krenalis_auth_requests_total", (("endpoint", "api"), ("key_type", "api"),
+                                                   ("outcome", "accepted"),
+                                                   ("status", str(st))))] = 1.0
+        eq(counted(deltas(scrape(srv), s0)), want,
+           "the metrics' change after two accepted requests the backend answered 403 and 401")
+        for st in (403, 401):
+            check(log["be-peo-%d" % st].endswith(" refusal=-"),
+                  "access log: a refusal for the backend's %d: %r" % (st, log["be-peo-%d" % st]))
+            check(b"not allowed to access" not in bodies[st],
+                  "the module's not-allowed body for the backend's %d: %r" % (st, bodies[st]))
+    finally:
+        srv.stop()
