@@ -136,6 +136,7 @@ typedef struct {
     int cors;
     const char *allow_origin; /* Access-Control-Allow-Origin value, NULL when not allowed */
     int authenticated;
+    int authorized; /* past the access checks: a later 401/403 is not a Require's denial */
     ka_identity id;
     int forward_headers;
     int pass_authorization;
@@ -220,6 +221,9 @@ int ka_bad_content_length(request_rec *r, apr_off_t limit);
 int ka_strip_identity_headers(request_rec *r);
 int ka_check_user(request_rec *r);
 int ka_fixups(request_rec *r);
+/* type_checker, the first hook after the access checks: marks the request's record as let
+ * through by them. DECLINED. */
+int ka_mark_authorized(request_rec *r);
 /* The module's record for r, or for the request it was redirected from or is part of. */
 ka_req *ka_req_state(request_rec *r);
 /* The record whose route answers for the response's CORS headers. */

@@ -506,6 +506,17 @@ static int identity_fits(request_rec *r, const ka_dir_cfg *dc, const ka_identity
     }
 }
 
+/* A request Apache let past its access checks: a 401 or 403 sent for it later (a backend's
+ * under ProxyErrorOverride, a handler's) is not a Require line denying its key. */
+int ka_mark_authorized(request_rec *r)
+{
+    ka_req *q = ap_get_module_config(r->request_config, &krenalis_auth_module);
+
+    if (q)
+        q->authorized = 1;
+    return DECLINED;
+}
+
 /* Environment, forwarded headers and Authorization removal, also after internal redirects. */
 int ka_fixups(request_rec *r)
 {

@@ -134,7 +134,8 @@ void ka_insert_error_filter(request_rec *r)
     if (q == NULL)
         return;
     /* ap_custom_response takes the text as is (it marks it as text itself). */
-    if (q->authenticated && (r->status == HTTP_FORBIDDEN || r->status == HTTP_UNAUTHORIZED)) {
+    if (q->authenticated && !q->authorized &&
+        (r->status == HTTP_FORBIDDEN || r->status == HTTP_UNAUTHORIZED)) {
         ka_metrics_note_refused(r, &q->mr, q->route.endpoint, KA_REFUSAL_NOT_ALLOWED);
         len = ka_json_error(body, sizeof(body),
                             r->status == HTTP_FORBIDDEN ? "Forbidden" : "Unauthorized",
