@@ -110,7 +110,7 @@ def kinds(h):
                            None),
          ("api", "refused", 404, "none", "workspace-unknown", True)),
         ("too-large", 3, ("POST", "/v1/events", [("Authorization", "Bearer " + wk1)], big),
-         ("ingestion", "refused", 413, "none", "body-too-large", False)),
+         ("ingestion", "refused", 413, "none", "body-too-large", True)),
         ("preflight", 10, ("OPTIONS", "/v1/events", pre, None),
          ("preflight", "accepted", 204, "none", None, False)),
         ("orgs-key", 5, ("GET", "/v1/organizations", [("Authorization", "Bearer " + org_token)],
@@ -690,7 +690,7 @@ def switch_traffic(h, srv, tag, api, deny, ingest):
         ("ingest", "POST", ingest, [auth(f["wk1"]), ("Content-Type", "application/json")],
          b'{"type":"track"}', ("ingestion", "accepted", "200", "event-write"), None, 1),
         ("too-large", "POST", ingest, [auth(f["wk1"])], big,
-         ("ingestion", "refused", "413", "none"), "body-too-large", 0),
+         ("ingestion", "refused", "413", "none"), "body-too-large", 1),
         ("preflight", "OPTIONS", ingest, pre, None, ("preflight", "accepted", "204", "none"),
          None, 0),
     ]
