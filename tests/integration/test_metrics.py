@@ -661,8 +661,19 @@ def conf(h):
     so that their Require lines win): an Off place with an On place inside it, and an On
     place for a server whose own setting is Off. They change nothing elsewhere."""
     return {"cgi": switch_places("/v1/nometrics/", "Off") +
-            switch_places("/v1/nometrics/on/", "On") + switch_places("/v1/on/", "On")}
+            switch_places("/v1/nometrics/on/", "On") + switch_places("/v1/on/", "On") +
+            DENIED_ERRORDOC}
 
+
+# A Require line that denies an API key, answered by a local ErrorDocument (a CGI page outside
+# the module's places) (metrics.denied-errordoc).
+DENIED_ERRORDOC = """\
+<Location /v1/denyerr/>
+    AuthzSendForbiddenOnFailure On
+    Require krenalis-key-type event-write
+    ErrorDocument 403 /open/denied
+</Location>
+"""
 
 KA_SWITCH = 4  # requests of the keep-alive session: the first decides, the others hit the memo
 
@@ -930,5 +941,37 @@ def _(h):
                   "access log: a refusal for the backend's %d: %r" % (st, log["be-peo-%d" % st]))
             check(b"not allowed to access" not in bodies[st],
                   "the module's not-allowed body for the backend's %d: %r" % (st, bodies[st]))
+    finally:
+        srv.stop()
+
+
+@test("metrics.denied-errordoc: a Require denial answered by a local ErrorDocument is a "
+      "not-allowed refusal")
+def _(h):
+    name = "metrics-denied-errordoc"
+    srv = h.httpd(name, global_extra=metrics_conf(h, h.root / "logs", name))
+    srv.start()
+    try:
+        s0 = scrape(srv)
+        statuses = {}
+        for i in range(2):
+            m = "denyerr-%d" % i
+            r = http(srv.port_cgi, "GET", "/v1/denyerr/x?m=" + m,
+                     [("Authorization", "Bearer " + h.f["k1"])])
+            statuses[m] = r.status
+        log = wait_log(srv, h.root / "logs" / ("%s-auth-access.log" % name),
+                       {m: "denied" for m in statuses})
+        want = {("krenalis_auth_decision_seconds_count", ()): 2.0,
+                ("krenalis_auth_refusals_total", (("reason", "not-allowed"),)): 2.0}
+        for st in statuses.values():
+            k = ("krenalis_auth_requests_total", (("endpoint", "api"), ("key_type", "none"),
+                                                  ("outcome", "refused"), ("status", str(st))))
+            want[k] = want.get(k, 0.0) + 1.0
+        eq(counted(deltas(scrape(srv), s0)), want,
+           "the metrics' change after two requests a Require line denied (ErrorDocument %r)"
+           % statuses)
+        for m in statuses:
+            check(log[m].endswith(" refusal=not-allowed"),
+                  "access log, %s: want refusal=not-allowed: %r" % (m, log[m]))
     finally:
         srv.stop()
