@@ -1,5 +1,6 @@
 """krenalis-keys (SPEC §4) on a store of its own: the check command's words and body step, the
 listings, the create commands' output, name checks, usage errors."""
+import base64
 import json
 import os
 import subprocess
@@ -7,7 +8,8 @@ import tempfile
 import threading
 import time
 
-from harness import Failure, Skip, assert_identity, backend, check, eq, extra_env, identity, test
+from harness import (Failure, Skip, assert_identity, backend, check, eq, extra_env,
+                     free_port, identity, terminate, test)
 
 S = {}  # the store and its entities, made by fixture()
 
@@ -307,3 +309,34 @@ def _(h):
         rc, out, err = keys(h, *args)
         eq(rc, 1, "%s exit" % args[0])
         check(secret not in err and secret not in out, "%s printed the credential: %r" % (args, err))
+
+
+@test("cli.mirror --kms: the Krenalis master key is not left in the process's command line")
+def _(h):
+    kms = base64.b64encode(os.urandom(32)).decode()
+    h.secret(kms)
+    store = h.root / "mirror-kms-store"
+    # No PostgreSQL listens on the port: the mirror keeps retrying, as under systemd.
+    p = subprocess.Popen([str(h.keys_bin), "--store", str(store), "mirror", "--postgres",
+                          "host=127.0.0.1 port=%d connect_timeout=1" % free_port(),
+                          "--kms", "key:" + kms],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "LANG": "C"})
+    h.procs.append(p)
+    try:
+        deadline, cmdline = time.time() + 10, b""
+        while time.time() < deadline and p.poll() is None:
+            with open("/proc/%d/cmdline" % p.pid, "rb") as f:
+                cmdline = f.read()
+            if b"mirror" in cmdline and b"--kms" in cmdline:
+                time.sleep(0.5)  # past the start-up, in the retry loop
+                with open("/proc/%d/cmdline" % p.pid, "rb") as f:
+                    cmdline = f.read()
+                break
+            time.sleep(0.05)
+        eq(p.poll(), None, "the mirror is still running (retrying)")
+        check(kms.encode() not in cmdline and kms[:20].encode() not in cmdline,
+              "the KMS key in /proc/PID/cmdline (ps shows it to every local user)")
+    finally:
+        terminate(p, 10)
+        h.procs.remove(p)
