@@ -200,6 +200,18 @@ static const char *command_word(int argc, char **argv, int *at)
     return NULL;
 }
 
+/* An argument that holds a secret (--kms): a copy for the mirror, and the argument overwritten,
+ * so that the key does not stay in ps and /proc/PID/cmdline for the life of the process. */
+static const char *hide_arg(char *value)
+{
+    char *copy = strdup(value);
+
+    if (copy == NULL)
+        return value;
+    memset(value, 'x', strlen(value));
+    return copy;
+}
+
 static int parse(int argc, char **argv, mirror *m, int is_mirror)
 {
     const char *poll = NULL, *once = NULL, *json = NULL, *resync = NULL;
@@ -244,6 +256,8 @@ static int parse(int argc, char **argv, mirror *m, int is_mirror)
             *o->dst = argv[++i];
         else
             return usage("option --%s needs a value", o->name);
+        if (o->dst == &m->kms)
+            m->kms = hide_arg((char *)m->kms); /* argv's own storage, writable */
     }
     if (m->dir == NULL) {
         const char *env = getenv("KRENALIS_KEY_STORE");
