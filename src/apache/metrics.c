@@ -248,6 +248,10 @@ int ka_metrics_log_transaction(request_rec *r)
         if (c && c->mr.noted)
             q = c;
     }
+    /* Accepted, then stopped by the access checks (a Require line): a denial, also when a
+     * local ErrorDocument answered it (no error response, so no ka_insert_error_filter). */
+    if (q && q->mr.outcome == KA_OUT_ACCEPTED && q->authenticated && !q->authorized)
+        ka_metrics_note_refused(r, &q->mr, q->route.endpoint, KA_REFUSAL_NOT_ALLOWED);
     if (q)
         ka_metrics_count(r, sc->proc ? sc->proc->metrics : NULL, &q->mr);
     return DECLINED;
