@@ -460,6 +460,27 @@ def _(h, t):
     assert_identity(d, identity("api", f["k1_id"], f["org1"]))
 
 
+@test("api.8 KrenalisAuthPassAuthorization Off also removes HTTP_AUTHORIZATION set from the "
+      "header (SetEnvIf, the PHP/FastCGI recipe) [cgi]")
+def _(h):
+    f = h.f
+    val = "Bearer " + f["k1"]
+    srv = h.httpd("setenvif-auth",
+                  global_extra='SetEnvIf Authorization "(.*)" HTTP_AUTHORIZATION=$1\n')
+    srv.start()
+    try:
+        r = srv.req("cgi", "GET", "/v1/items", [("Authorization", val)])
+        eq(backend(r, "cgi")["env"].get("HTTP_AUTHORIZATION"), val,
+           "HTTP_AUTHORIZATION at the backend (PassAuthorization On)")
+        r = srv.req("cgi", "GET", "/v1/nopass/items", [("Authorization", val)])
+        d = backend(r, "cgi")
+        eq({k: v for k, v in d["env"].items() if k.endswith("HTTP_AUTHORIZATION")}, {},
+           "HTTP_AUTHORIZATION at the backend (PassAuthorization Off)")
+        assert_identity(d, identity("api", f["k1_id"], f["org1"]))
+    finally:
+        srv.stop()
+
+
 # --------------------------------------------------------------------------------------
 # changes to the store while httpd runs (no reload)
 
