@@ -506,6 +506,32 @@ static int identity_fits(request_rec *r, const ka_dir_cfg *dc, const ka_identity
     }
 }
 
+/* Whether name is HTTP_AUTHORIZATION behind any number of REDIRECT_ (any case, as tables
+ * compare names). */
+static int is_authorization_env(const char *name)
+{
+    while (strncasecmp(name, "REDIRECT_", 9) == 0)
+        name += 9;
+    return strcasecmp(name, "HTTP_AUTHORIZATION") == 0;
+}
+
+/* KrenalisAuthPassAuthorization Off: the header, and the copies a configuration made of it
+ * under its CGI name (SetEnvIf Authorization "(.*)" HTTP_AUTHORIZATION=$1, mod_rewrite's
+ * E=HTTP_AUTHORIZATION:%{HTTP:Authorization}), which CGI and FastCGI backends read as it. */
+static void drop_authorization(request_rec *r)
+{
+    const apr_array_header_t *arr = apr_table_elts(r->subprocess_env);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+
+    apr_table_unset(r->headers_in, "Authorization");
+    /* apr_table_unset removes every entry of the name, from here on, in place. */
+    for (int i = 0; i < arr->nelts;)
+        if (e[i].key && is_authorization_env(e[i].key))
+            apr_table_unset(r->subprocess_env, e[i].key);
+        else
+            i++;
+}
+
 /* A request Apache let past its access checks: a 401 or 403 sent for it later (a backend's
  * under ProxyErrorOverride, a handler's) is not a Require line denying its key. */
 int ka_mark_authorized(request_rec *r)
@@ -534,7 +560,7 @@ int ka_fixups(request_rec *r)
         /* No identity here, but the credential stays where it was sent: a request a Require
          * provider denied never reached this phase to remove it. */
         if (!q->pass_authorization)
-            apr_table_unset(r->headers_in, "Authorization");
+            drop_authorization(r);
         return DECLINED;
     }
     /* A body another module read before this phase may have brought trailers. */
@@ -544,7 +570,7 @@ int ka_fixups(request_rec *r)
         return DECLINED;
     pass_identity(r, q);
     if (!q->pass_authorization)
-        apr_table_unset(r->headers_in, "Authorization");
+        drop_authorization(r);
     protect_from_connection(r);
     return DECLINED;
 }
