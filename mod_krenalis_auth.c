@@ -423,7 +423,7 @@ static void register_hooks(apr_pool_t *p)
     /* First: each check_user hook declines the AuthTypes not its own, so the order changes
      * nothing but cost, and ours answering first spares Krenalis locations the others' calls. */
     ap_hook_check_authn(ka_check_user, NULL, NULL, APR_HOOK_FIRST, AP_AUTH_INTERNAL_PER_CONF);
-    ap_hook_type_checker(ka_mark_authorized, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    ap_hook_fixups(ka_mark_authorized, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_fixups(ka_fixups, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_insert_filter(ka_insert_filter, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_insert_error_filter(ka_insert_error_filter, NULL, NULL, APR_HOOK_MIDDLE);

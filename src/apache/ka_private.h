@@ -221,8 +221,8 @@ int ka_bad_content_length(request_rec *r, apr_off_t limit);
 int ka_strip_identity_headers(request_rec *r);
 int ka_check_user(request_rec *r);
 int ka_fixups(request_rec *r);
-/* type_checker, the first hook after the access checks: marks the request's record as let
- * through by them. DECLINED. */
+/* fixups, before any other (all of them run): marks the request's record as let through by
+ * the access checks. DECLINED. */
 int ka_mark_authorized(request_rec *r);
 /* The module's record for r, or for the request it was redirected from or is part of. */
 ka_req *ka_req_state(request_rec *r);
