@@ -174,7 +174,7 @@ static ka_store_status handle_open(ka_handle *h, server_rec *s)
     ka_store *st = NULL;
     ka_map_guard g;
     ka_store_status rc;
-    int mirrored = 0;
+    int mirrored = 0, back;
 
     if (h->st)
         return KA_OK;
@@ -211,14 +211,16 @@ static ka_store_status handle_open(ka_handle *h, server_rec *s)
     h->born = fid.born;
     h->mirrored = mirrored;
     h->confirmed_checked = 0;
-    if (h->failing)
+    back = h->failing;
+    if (back)
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
                      KA_LOGNO(00012) "key store %s is readable again", h->dir);
     h->failing = 0;
     apr_thread_rwlock_wrlock(h->env_lock);
     h->st = st;
     h->opens++;
-    if (h->opens > 1 && ka_metrics_mine(h->metrics))
+    /* A reopen: after another file, or back after a fault (also this child's first open). */
+    if ((h->opens > 1 || back) && ka_metrics_mine(h->metrics))
         ka_metrics_inc(&ka_metrics_mine(h->metrics)->store_reopens);
     apr_thread_rwlock_unlock(h->env_lock);
     return KA_OK;
