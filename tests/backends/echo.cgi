@@ -5,7 +5,8 @@
 # REDIRECT_ forms, every HTTP_* variable) and the sha256 and length of the request body.
 # Query parameters: status=NNN sets the response status; cors=1 adds CORS headers of its own
 # (to check that the module does not duplicate them); acac=1 adds
-# Access-Control-Allow-Credentials: true (which the module must never let through, SPEC §10).
+# Access-Control-Allow-Credentials: true (which the module must never let through, SPEC §10);
+# vary=1 adds two Vary fields, Accept-Encoding and Accept-Language (each must reach the client).
 # Every request is appended to the file named by ECHO_HITS (SetEnv in the test config), as
 # "METHOD URI RECORD" (RECORD: one line of JSON with "backend", the identity variables as "env"
 # and the body's sha256 and length), so that a test can prove that a request did not reach the
@@ -76,6 +77,8 @@ def main():
                  "Access-Control-Expose-Headers: Retry-After"]
     if q.get("acac", ["0"])[0] == "1":
         head.append("Access-Control-Allow-Credentials: true")
+    if q.get("vary", ["0"])[0] == "1":
+        head += ["Vary: Accept-Encoding", "Vary: Accept-Language"]
     out = sys.stdout.buffer
     out.write(("\r\n".join(head) + "\r\n\r\n").encode())
     out.write(data)

@@ -8,7 +8,8 @@ ready. Answers every method with a JSON object: method, path (with query), every
 header as [name, value] pairs in the order received, and the sha256 and length of the body
 (Content-Length or chunked). Query parameters: status=NNN sets the status; cors=1 adds
 Access-Control-Allow-Origin: *, Vary: Origin and Access-Control-Expose-Headers: Retry-After;
-acac=1 adds Access-Control-Allow-Credentials: true (which the module must never let through).
+acac=1 adds Access-Control-Allow-Credentials: true (which the module must never let through);
+vary=1 adds two Vary fields, Accept-Encoding and Accept-Language (each must reach the client).
 Each request is appended to FILE as "METHOD PATH RECORD", RECORD being one line of JSON with
 "backend", the Krenalis-Auth-* request "headers" and the body's sha256 and length (so that a
 test can check what reached the backend even when its client cannot read the response).
@@ -79,6 +80,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Access-Control-Expose-Headers", "Retry-After")
         if q.get("acac", ["0"])[0] == "1":
             self.send_header("Access-Control-Allow-Credentials", "true")
+        if q.get("vary", ["0"])[0] == "1":
+            self.send_header("Vary", "Accept-Encoding")
+            self.send_header("Vary", "Accept-Language")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)

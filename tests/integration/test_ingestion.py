@@ -130,6 +130,21 @@ def _(h, t):
         assert_cors(r, origin)
 
 
+@each_target("ingest.ok a backend's Vary fields are all kept beside Origin")
+def _(h, t):
+    # SPEC 9: Vary: Origin exactly once; the tokens the backend varies on stay (a proxied
+    # backend may send them as several Vary fields, which httpd keeps as separate entries).
+    f = h.f
+    for path, hd in (("/v1/events/track?vary=1", bearer(f["wk1b"])),
+                     ("/v1/events/settings/%s?vary=1" % f["wk1"], [])):
+        r = h.req(t, "POST" if "track" in path else "GET", path, hd + [("Origin", ORIGIN)],
+                  events_body() if "track" in path else None)
+        eq(r.status, 200, "status" + r.brief())
+        tokens = [v.strip().lower() for field in r.all("Vary") for v in field.split(",")]
+        eq(sorted(tokens), ["accept-encoding", "accept-language", "origin"], "Vary" + r.brief())
+        eq(r.one("Access-Control-Allow-Origin"), ORIGIN, "Access-Control-Allow-Origin" + r.brief())
+
+
 @each_target("ingest.ok Krenalis-Workspace ignored with a write key")
 def _(h, t):
     f = h.f
