@@ -27,25 +27,34 @@ static const char *realm_of(request_rec *r)
     return q;
 }
 
-/* Vary with Origin exactly once, keeping the other tokens the response already varies on. */
+typedef struct {
+    apr_pool_t *pool;
+    const char *out; /* the tokens kept so far, NULL for none */
+} vary_tokens;
+
+/* Adds the tokens of one Vary field to v->out, but Origin and those already there. */
+static int vary_add(void *rec, const char *key, const char *value)
+{
+    vary_tokens *v = rec;
+    char *copy = apr_pstrdup(v->pool, value), *tok, *state;
+
+    for (tok = apr_strtok(copy, ", \t", &state); tok; tok = apr_strtok(NULL, ", \t", &state)) {
+        if (strcasecmp(tok, "Origin") == 0 || (v->out && ap_find_token(v->pool, v->out, tok)))
+            continue;
+        v->out = v->out ? apr_pstrcat(v->pool, v->out, ", ", tok, NULL) : tok;
+    }
+    return 1;
+}
+
+/* Vary with Origin exactly once, keeping the other tokens the response already varies on, from
+ * every Vary field (a proxied backend's repeated fields are entries of their own). */
 static const char *vary_with_origin(request_rec *r)
 {
-    const char *vals[2] = {apr_table_get(r->headers_out, "Vary"),
-                           apr_table_get(r->err_headers_out, "Vary")};
-    const char *out = NULL;
+    vary_tokens v = {r->pool, NULL};
 
-    for (int i = 0; i < 2; i++) {
-        char *copy, *tok, *state;
-        if (vals[i] == NULL)
-            continue;
-        copy = apr_pstrdup(r->pool, vals[i]);
-        for (tok = apr_strtok(copy, ", \t", &state); tok; tok = apr_strtok(NULL, ", \t", &state)) {
-            if (strcasecmp(tok, "Origin") == 0 || (out && ap_find_token(r->pool, out, tok)))
-                continue;
-            out = out ? apr_pstrcat(r->pool, out, ", ", tok, NULL) : tok;
-        }
-    }
-    return out ? apr_pstrcat(r->pool, out, ", Origin", NULL) : "Origin";
+    apr_table_do(vary_add, &v, r->headers_out, "Vary", NULL);
+    apr_table_do(vary_add, &v, r->err_headers_out, "Vary", NULL);
+    return v.out ? apr_pstrcat(r->pool, v.out, ", Origin", NULL) : "Origin";
 }
 
 /* Sets the CORS headers of SPEC §9 exactly once, whatever the backend set. */
