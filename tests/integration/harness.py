@@ -341,6 +341,19 @@ def http(port, method, path, headers=None, body=None, chunked=False, chunk_size=
     return parse_response(raw_resp, method)
 
 
+class _AfterRequestLine:
+    """A socket that sends only what follows the request line (sent earlier, by hand)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def sendall(self, data):
+        self.sock.sendall(data.split(b"\r\n", 1)[1])
+
+    def recv(self, n):
+        return self.sock.recv(n)
+
+
 class KeepAlive:
     """One persistent connection: send() writes a request and reads its whole response
     (framed by Content-Length or chunked). A server that closes it fails the test."""
@@ -350,6 +363,15 @@ class KeepAlive:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buf = b""
         self.sent = 0
+
+    def send_after_line(self, method, path, headers, body=None):
+        """send() of a request whose line the test sent earlier itself, as a slow client does
+        (sock.sendall(b"GET /path HTTP/1.1\\r\\n")): the headers and body go now."""
+        sock, self.sock = self.sock, _AfterRequestLine(self.sock)
+        try:
+            return self.send(method, path, headers, body)
+        finally:
+            self.sock = sock
 
     def send(self, method, path, headers, body=None):
         s = self.sock

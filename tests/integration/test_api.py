@@ -1154,6 +1154,16 @@ def last_txnid(data_mdb):
     return max(int.from_bytes(raw[off + 144:off + 152], "little") for off in (0, psize))
 
 
+def placed(live, src, name):
+    """A copy of src beside live (data.mdb), with its owner and mode, to rename over it."""
+    dst = live.parent / name
+    st = os.stat(live)
+    shutil.copyfile(src, dst)
+    os.chmod(dst, st.st_mode & 0o7777)
+    os.chown(dst, st.st_uid, st.st_gid)
+    return dst
+
+
 @each_target("api.memo: data.mdb replaced by a store at the same transaction ID -> reopened")
 def _(h, t):
     import time
@@ -1171,18 +1181,8 @@ def _(h, t):
         assert_identity(backend(c.send("GET", "/v1/items", bearer(tok)), t),
                         identity("api", kid, org))
         live = h.store / "data.mdb"
-        st = os.stat(live)
-
-        def placed(src, name):
-            """A copy of src beside data.mdb, with its owner and mode, to rename over it."""
-            dst = h.store / name
-            shutil.copyfile(src, dst)
-            os.chmod(dst, st.st_mode & 0o7777)
-            os.chown(dst, st.st_uid, st.st_gid)
-            return dst
-
-        saved = placed(live, "data.mdb.live")
-        os.rename(placed(copy / "data.mdb", "data.mdb.new"), live)
+        saved = placed(live, live, "data.mdb.live")
+        os.rename(placed(live, copy / "data.mdb", "data.mdb.new"), live)
         try:
             time.sleep(1.2)  # the children look at data.mdb at most once a second
             # Requests on other connections first: in the event MPM one of them reopens the
@@ -1212,28 +1212,6 @@ def _(h, t):
     shutil.copytree(h.store, copy)
     kid, tok = h.new_api_key(org)
     live = h.store / "data.mdb"
-    st = os.stat(live)
-
-    def placed(src, name):
-        """A copy of src beside data.mdb, with its owner and mode, to rename over it."""
-        dst = h.store / name
-        shutil.copyfile(src, dst)
-        os.chmod(dst, st.st_mode & 0o7777)
-        os.chown(dst, st.st_uid, st.st_gid)
-        return dst
-
-    class RestOnly:
-        """The connection's socket, sending what follows the request line (sent earlier)."""
-
-        def __init__(self, sock):
-            self.sock = sock
-
-        def sendall(self, data):
-            self.sock.sendall(data.split(b"\r\n", 1)[1])
-
-        def recv(self, n):
-            return self.sock.recv(n)
-
     with KeepAlive(h.main.port(t)) as c:
         assert_identity(backend(c.send("GET", "/v1/items", bearer(tok)), t),
                         identity("api", kid, org))
@@ -1242,15 +1220,11 @@ def _(h, t):
         assert_identity(backend(c.send("GET", "/v1/items", bearer(tok)), t),
                         identity("api", kid, org))
         c.sock.sendall(b"GET /v1/items HTTP/1.1\r\n")
-        saved = placed(live, "data.mdb.live")
-        os.rename(placed(copy / "data.mdb", "data.mdb.new"), live)
+        saved = placed(live, live, "data.mdb.live")
+        os.rename(placed(live, copy / "data.mdb", "data.mdb.new"), live)
         try:
             time.sleep(2.5)  # the replacement is 2.5 s old when the headers come
-            sock, c.sock = c.sock, RestOnly(c.sock)
-            try:
-                r = c.send("GET", "/v1/items", bearer(tok))
-            finally:
-                c.sock = sock
+            r = c.send_after_line("GET", "/v1/items", bearer(tok))
             assert_error(r, 401, "Unauthorized", NOT_EXIST, auth="invalid")
         finally:
             os.rename(saved, live)

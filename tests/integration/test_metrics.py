@@ -549,18 +549,24 @@ def poke_meta(store, key, value):
     eq((p.returncode, p.stdout.decode()), (0, ""), "lmdb_poke.py meta put %s" % key)
 
 
+def as_mirror(store, version):
+    """Makes store look mirrored, as `krenalis-keys mirror` records it (src/keystore.c,
+    docs/keystore.md), at version; returns its mark (mirror-confirmed), made now."""
+    poke_meta(store, "mirror-source", b"7000000000000000001/krenalis/public")
+    poke_meta(store, "mirror-conninfo", b"host=127.0.0.1 dbname=krenalis")
+    poke_meta(store, "mirror-version", version.to_bytes(8, "big"))
+    mark = store / "mirror-confirmed"
+    mark.write_bytes(b"")
+    return mark
+
+
 @test("metrics.mirror: the mirror gauges of a mirrored store, none for another")
 def _(h):
     store = h.root / "store-metrics-mirror"
     h.init_store(store=store)
     org = h.new_org(store=store)
     _, key = h.new_api_key(org, store=store)
-    # What `krenalis-keys mirror` records (src/keystore.c, docs/keystore.md), and its mark.
-    poke_meta(store, "mirror-source", b"7000000000000000001/krenalis/public")
-    poke_meta(store, "mirror-conninfo", b"host=127.0.0.1 dbname=krenalis")
-    poke_meta(store, "mirror-version", (4242).to_bytes(8, "big"))
-    mark = store / "mirror-confirmed"
-    mark.write_bytes(b"")
+    mark = as_mirror(store, 4242)
     os.utime(mark, (1764680000.5, 1764680000.5))
     srv = h.httpd("metrics-mirror", store=store,
                   global_extra=metrics_conf(h, h.root / "logs", "metrics-mirror"))
@@ -594,27 +600,10 @@ def _(h):
     h.init_store(store=store)
     org = h.new_org(store=store)
     _, key = h.new_api_key(org, store=store)
-    poke_meta(store, "mirror-source", b"7000000000000000001/krenalis/public")
-    poke_meta(store, "mirror-conninfo", b"host=127.0.0.1 dbname=krenalis")
-    poke_meta(store, "mirror-version", (1).to_bytes(8, "big"))
-    mark = store / "mirror-confirmed"
-    mark.write_bytes(b"")
+    mark = as_mirror(store, 1)
     srv = h.httpd("stale-slow", store=store, global_extra="KrenalisAuthMaxStaleness 2\n")
     srv.start()
     auth = [("Authorization", "Bearer " + key)]
-
-    class RestOnly:
-        """The connection's socket, sending what follows the request line (sent earlier)."""
-
-        def __init__(self, sock):
-            self.sock = sock
-
-        def sendall(self, data):
-            self.sock.sendall(data.split(b"\r\n", 1)[1])
-
-        def recv(self, n):
-            return self.sock.recv(n)
-
     try:
         with KeepAlive(srv.port_cgi) as c:
             os.utime(mark)  # confirmed now
@@ -623,11 +612,7 @@ def _(h):
             eq(c.send("GET", "/v1/m/stale", auth).status, 200, "the mark looked at again")
             c.sock.sendall(b"GET /v1/m/stale HTTP/1.1\r\n")
             time.sleep(3.5)  # the mark is older than 2 s when the headers come
-            sock, c.sock = c.sock, RestOnly(c.sock)
-            try:
-                r = c.send("GET", "/v1/m/stale", auth)
-            finally:
-                c.sock = sock
+            r = c.send_after_line("GET", "/v1/m/stale", auth)
             eq(r.status, 503, "a stale mark, headers sent slowly")
         eq(http(srv.port_cgi, "GET", "/v1/m/stale", auth).status, 503, "a stale mark")
     finally:

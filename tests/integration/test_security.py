@@ -110,25 +110,33 @@ def not_reached(h, m):
 # 1. Connection: a client cannot make mod_proxy drop the identity or the credential
 
 
-@test("sec.1 Connection naming the identity headers does not strip them [proxy]")
-def _(h):
+def connection_kept(h, restricted, selected):
+    """Each Connection value in restricted, sent with a workspace-restricted key, and selected,
+    sent with an unrestricted key and a Krenalis-Workspace header: the backend still gets the
+    identity, the credential and the workspace the module decided on."""
     f = h.f
     srv = sec_server(h)
-    for conn in ("keep-alive, Krenalis-Auth-Workspace",
-                 "Krenalis-Auth-Key-Type, Krenalis-Auth-Organization, Krenalis-Auth-Workspace, "
-                 "Krenalis-Auth-Connection, Krenalis-Auth-Key-Id, Authorization, "
-                 "Krenalis-Workspace, close",
-                 "KRENALIS-AUTH-WORKSPACE,krenalis_auth_key_id , authorization"):
+    for conn in restricted:
         r = srv.req("proxy", "GET", "/v1/fwd/x", bearer(f["k1r"]) + [("Connection", conn)])
         d = backend(r, "proxy")
         assert_identity(d, identity("api", f["k1r_id"], f["org1"], f["ws1a"]), forwarded=True)
         eq(hdrs(d, "Authorization"), ["Bearer " + f["k1r"]], "Authorization at the backend")
-    # an unrestricted key with a selected workspace: the workspace header reaches the backend
     r = srv.req("proxy", "GET", "/v1/fwd/x", bearer(f["k1"]) + [
-        ("Krenalis-Workspace", f["ws1b"]), ("Connection", "Krenalis-Workspace")])
+        ("Krenalis-Workspace", f["ws1b"]), ("Connection", selected)])
     d = backend(r, "proxy")
     assert_identity(d, identity("api", f["k1_id"], f["org1"], f["ws1b"]), forwarded=True)
     eq(hdrs(d, "Krenalis-Workspace"), [f["ws1b"]], "Krenalis-Workspace at the backend")
+    return srv
+
+
+@test("sec.1 Connection naming the identity headers does not strip them [proxy]")
+def _(h):
+    connection_kept(h, ("keep-alive, Krenalis-Auth-Workspace",
+                        "Krenalis-Auth-Key-Type, Krenalis-Auth-Organization, "
+                        "Krenalis-Auth-Workspace, Krenalis-Auth-Connection, Krenalis-Auth-Key-Id, "
+                        "Authorization, Krenalis-Workspace, close",
+                        "KRENALIS-AUTH-WORKSPACE,krenalis_auth_key_id , authorization"),
+                    "Krenalis-Workspace")
 
 
 @test("sec.1 Connection tokens separated by spaces, as mod_proxy splits them [proxy]")
@@ -136,19 +144,10 @@ def _(h):
     """mod_proxy ends a Connection token at a space or tab as well as at a comma: names after a
     space are hop-by-hop to it too."""
     f = h.f
-    srv = sec_server(h)
-    for conn in ("close Krenalis-Auth-Workspace", "close\tKrenalis-Auth-Workspace",
-                 "close, x Krenalis-Auth-Workspace Authorization",
-                 "close  krenalis_auth_workspace ,Authorization"):
-        r = srv.req("proxy", "GET", "/v1/fwd/x", bearer(f["k1r"]) + [("Connection", conn)])
-        d = backend(r, "proxy")
-        assert_identity(d, identity("api", f["k1r_id"], f["org1"], f["ws1a"]), forwarded=True)
-        eq(hdrs(d, "Authorization"), ["Bearer " + f["k1r"]], "Authorization at the backend")
-    r = srv.req("proxy", "GET", "/v1/fwd/x", bearer(f["k1"]) + [
-        ("Krenalis-Workspace", f["ws1b"]), ("Connection", "close Krenalis-Workspace")])
-    d = backend(r, "proxy")
-    assert_identity(d, identity("api", f["k1_id"], f["org1"], f["ws1b"]), forwarded=True)
-    eq(hdrs(d, "Krenalis-Workspace"), [f["ws1b"]], "Krenalis-Workspace at the backend")
+    srv = connection_kept(h, ("close Krenalis-Auth-Workspace", "close\tKrenalis-Auth-Workspace",
+                              "close, x Krenalis-Auth-Workspace Authorization",
+                              "close  krenalis_auth_workspace ,Authorization"),
+                          "close Krenalis-Workspace")
     # the other tokens still name hop-by-hop headers
     r = srv.req("proxy", "GET", "/v1/fwd/x", bearer(f["k1"]) + [
         ("X-Hop", "1"), ("Connection", "Krenalis-Auth-Key-Id X-Hop close")])
