@@ -174,7 +174,8 @@ static ka_store_status handle_open(ka_handle *h, server_rec *s)
     ka_store *st = NULL;
     ka_map_guard g;
     ka_store_status rc;
-    int mirrored = 0, back;
+    volatile int mirrored = 0; /* set between sigsetjmp and a possible siglongjmp */
+    int back;
 
     if (h->st)
         return KA_OK;
