@@ -69,6 +69,7 @@ def main():
             for name, fn in harness.TESTS:
                 if a.filter and not any(s in name for s in a.filter):
                     continue
+                t_test = time.monotonic()
                 try:
                     fn(h)
                 except harness.Skip as e:
@@ -80,7 +81,9 @@ def main():
                     print("FAIL %s: %s" % (name, traceback.format_exc().rstrip()))
                     failed += 1
                 else:
-                    print("ok %s" % name)
+                    took = time.monotonic() - t_test
+                    # The slow ones say so: make test must stay well under 10 minutes.
+                    print("ok %s%s" % (name, " (%.1f s)" % took if took >= 1 else ""))
                     passed += 1
                 sys.stdout.flush()
                 if h.main.proc is None or h.main.proc.poll() is not None:

@@ -116,13 +116,16 @@ def connection_kept(h, restricted, selected):
     identity, the credential and the workspace the module decided on."""
     f = h.f
     srv = sec_server(h)
+    # ", close" beside the tokens under test: the answer then ends the connection, instead of
+    # keep-alive holding the test until the server's timeout.
     for conn in restricted:
-        r = srv.req("proxy", "GET", "/v1/fwd/x", bearer(f["k1r"]) + [("Connection", conn)])
+        r = srv.req("proxy", "GET", "/v1/fwd/x",
+                    bearer(f["k1r"]) + [("Connection", conn + ", close")])
         d = backend(r, "proxy")
         assert_identity(d, identity("api", f["k1r_id"], f["org1"], f["ws1a"]), forwarded=True)
         eq(hdrs(d, "Authorization"), ["Bearer " + f["k1r"]], "Authorization at the backend")
     r = srv.req("proxy", "GET", "/v1/fwd/x", bearer(f["k1"]) + [
-        ("Krenalis-Workspace", f["ws1b"]), ("Connection", selected)])
+        ("Krenalis-Workspace", f["ws1b"]), ("Connection", selected + ", close")])
     d = backend(r, "proxy")
     assert_identity(d, identity("api", f["k1_id"], f["org1"], f["ws1b"]), forwarded=True)
     eq(hdrs(d, "Krenalis-Workspace"), [f["ws1b"]], "Krenalis-Workspace at the backend")
@@ -161,7 +164,7 @@ def _(h):
     f = h.f
     srv = sec_server(h)
     r = srv.req("proxy", "GET", "/v1/fwd/x", bearer(f["k1"]) + [
-        ("X-Hop", "1"), ("Connection", "X-Hop, Krenalis-Auth-Key-Id")])
+        ("X-Hop", "1"), ("Connection", "X-Hop, Krenalis-Auth-Key-Id, close")])
     d = backend(r, "proxy")
     eq(hdrs(d, "X-Hop"), [], "a header the client named hop-by-hop")
     assert_identity(d, identity("api", f["k1_id"], f["org1"]), forwarded=True)
