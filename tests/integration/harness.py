@@ -883,6 +883,14 @@ class Harness:
         self.servers[name] = srv
         return srv
 
+    def httpd_once(self, name, **kw):
+        """The httpd NAME (httpd(name, **kw)), started at its first use and kept for the run."""
+        srv = self.servers.get(name)
+        if srv is None or srv.proc is None:
+            srv = self.httpd(name, **kw)
+            srv.start()
+        return srv
+
     def stop_all(self):
         for srv in list(self.servers.values()):
             srv.stop()

@@ -543,10 +543,7 @@ def _(h, t):
 
 @each_target("api.live KrenalisAuthLookupCache off: the same answers, changes seen at once")
 def _(h, t):
-    srv = h.servers.get("nocache")
-    if srv is None or srv.proc is None:
-        srv = h.httpd("nocache", global_extra="KrenalisAuthLookupCache off\n")
-        srv.start()
+    srv = h.httpd_once("nocache", global_extra="KrenalisAuthLookupCache off\n")
     org = h.new_org()
     kid, tok = h.new_api_key(org)
     for _ in range(N_CONN):
@@ -1247,10 +1244,7 @@ def _(h, t):
 def _(h, t):
     # SPEC §2: after the scheme and its blanks, "the rest (non-empty) is the token"; with
     # httpd's field limit raised, a long value meets the rows of its token, not row 3.
-    srv = h.servers.get("bigfields")
-    if srv is None or srv.proc is None:
-        srv = h.httpd("bigfields", global_extra="LimitRequestFieldSize 65536")
-        srv.start()
+    srv = h.httpd_once("bigfields", global_extra="LimitRequestFieldSize 65536")
     for tok, status, code, msg, auth in (("api_" + "A" * 9000, 401, "Unauthorized", MALFORMED,
                                           "invalid"),
                                          ("x" * 9000, 400, "BadRequest", NO_PREFIX, None)):

@@ -811,11 +811,8 @@ def _(h):
 
 def cache_server(h):
     """The server of the look-up cache and memo tests (several children, its own counters)."""
-    srv = h.servers.get("metrics-cache")
-    if srv is None or srv.proc is None:
-        srv = h.httpd("metrics-cache", global_extra=metrics_conf(h, h.root / "logs",
-                                                                "metrics-cache"))
-        srv.start()
+    srv = h.httpd_once("metrics-cache",
+                       global_extra=metrics_conf(h, h.root / "logs", "metrics-cache"))
     return srv
 
 
