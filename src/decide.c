@@ -210,10 +210,18 @@ static size_t plain_canonical(const char *path, char *buf, size_t cap)
     }
 }
 
-size_t ka_path_canonical(const char *path, char *buf, size_t cap)
+/* The canonical form, in one pass for a plain path; *popped tells whether a ".." was
+ * resolved. */
+static size_t path_canonical(const char *path, char *buf, size_t cap, int *popped)
 {
     size_t n = plain_canonical(path, buf, cap);
-    return n == (size_t)-2 ? ka_path_canonical_full(path, buf, cap) : n;
+    return n == (size_t)-2 ? canonical(path, buf, cap, 0, popped) : n;
+}
+
+size_t ka_path_canonical(const char *path, char *buf, size_t cap)
+{
+    int popped = 0;
+    return path_canonical(path, buf, cap, &popped);
 }
 
 #define ORGS_PREFIX "/v1/organizations"
@@ -224,6 +232,13 @@ static int could_be_anything(const char *path)
 {
     return strpbrk(path, "%\\;.\t ") != NULL || strstr(path, "//") != NULL ||
            strncasecmp(path, ORGS_PREFIX, strlen(ORGS_PREFIX)) == 0;
+}
+
+/* Whether path is /v1/organizations or below it as Krenalis's route table spells it. */
+static int is_orgs_route(const char *path)
+{
+    size_t n = strlen(ORGS_PREFIX);
+    return strncmp(path, ORGS_PREFIX, n) == 0 && (path[n] == '\0' || path[n] == '/');
 }
 
 /* Whether path, its literal dot segments resolved and nothing else, is in canonical form
@@ -271,9 +286,7 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
         out->body_key_allowed = configured == KA_EP_INGESTION && post && !ends_in_event_type(path);
         return;
     }
-    clen = plain_canonical(path, canon, sizeof(canon));
-    if (clen == (size_t)-2)
-        clen = canonical(path, canon, sizeof(canon), 0, &popped);
+    clen = path_canonical(path, canon, sizeof(canon), &popped);
     /* Whatever could be the Organizations API after a backend's normalization is (fail
      * closed); a path too long to normalize here is, unless it is plain. A ".." that took the
      * path out of it may be a look-alike ("..;x", "%2e%2e") that the backend keeps as a
@@ -286,8 +299,7 @@ void ka_classify(const char *method, const char *path, ka_endpoint configured, k
         /* Only as the route table spells it does the backend route it there: the
          * organizations key is refused on the other spellings. */
         out->endpoint = KA_EP_ORGS;
-        out->noncanonical = !has_prefix(path, strlen(path), ORGS_PREFIX) ||
-                            (path[strlen(ORGS_PREFIX)] != '\0' && path[strlen(ORGS_PREFIX)] != '/');
+        out->noncanonical = !is_orgs_route(path);
         return;
     }
     exact = exact_class(path, strlen(path), post, options, get, &bare);

@@ -33,24 +33,23 @@ ka_req *ka_response_state(request_rec *r)
     return q ? q : ka_req_state(r);
 }
 
-typedef void (*table_put)(apr_table_t *t, const char *name, const char *value);
-
-/* Replaces every variable of name, in any case, with one spelled as name: apr_table_setn would
- * keep the spelling found ("krenalis_key_id"), which a CGI backend reads as another name. */
-static void env_replace(apr_table_t *t, const char *name, const char *value)
+/* One identity variable. With replace (some KRENALIS_* variable was set before), every
+ * variable of name in any case goes first: apr_table_setn would keep the spelling found
+ * ("krenalis_key_id"), which a CGI backend reads as another name; and a name the identity has no
+ * value for stays removed, so the backend reads the identity's values and nothing else. */
+static void set_env(apr_table_t *t, int replace, const char *name, const char *value)
 {
-    apr_table_unset(t, name);
-    apr_table_addn(t, name, value);
+    if (replace)
+        apr_table_unset(t, name);
+    if (value[0] != '\0')
+        apr_table_addn(t, name, value);
 }
 
-/* A name the identity has no value for is removed when it may be there (put is not add): the
- * backend reads the identity's values and nothing else under its names. */
-static void set_env(table_put put, apr_table_t *t, const char *name, const char *value)
+/* One forwarded identity header (the client's were dropped before): none without a value. */
+static void set_header(apr_table_t *t, const char *name, const char *value)
 {
     if (value[0] != '\0')
-        put(t, name, value);
-    else if (put != apr_table_addn)
-        apr_table_unset(t, name);
+        apr_table_setn(t, name, value);
 }
 
 /* Whether t has a variable named KRENALIS_* (any case, as tables compare names). */
@@ -72,23 +71,23 @@ static void pass_identity(request_rec *r, const ka_req *q)
     const char *type = ka_key_type_name(id->type);
     const char *key_id =
         id->type != KA_KEY_ORGS ? id->key_id : ""; /* an organizations key has none */
-    /* Each set replaces a value set before (SetEnvIf, a redirect's first pass), and a name
-     * without a value is removed; with none there, adding is the same and skips a search of
-     * the table per name (the names share their first four letters, the table's index). */
-    table_put put = has_krenalis_env(r->subprocess_env) ? env_replace : apr_table_addn;
+    /* Values set before (SetEnvIf, a redirect's first pass) are replaced; with none there,
+     * adding skips a search of the table per name (the names share their first four letters,
+     * the table's index). */
+    int replace = has_krenalis_env(r->subprocess_env);
     apr_table_t *env = r->subprocess_env;
 
-    put(env, "KRENALIS_KEY_TYPE", type);
-    set_env(put, env, "KRENALIS_ORGANIZATION", id->org);
-    set_env(put, env, "KRENALIS_WORKSPACE", id->ws);
-    set_env(put, env, "KRENALIS_CONNECTION", id->conn);
-    set_env(put, env, "KRENALIS_KEY_ID", key_id);
+    set_env(env, replace, "KRENALIS_KEY_TYPE", type);
+    set_env(env, replace, "KRENALIS_ORGANIZATION", id->org);
+    set_env(env, replace, "KRENALIS_WORKSPACE", id->ws);
+    set_env(env, replace, "KRENALIS_CONNECTION", id->conn);
+    set_env(env, replace, "KRENALIS_KEY_ID", key_id);
     if (q->forward_headers) {
-        apr_table_setn(r->headers_in, "Krenalis-Auth-Key-Type", type);
-        set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Organization", id->org);
-        set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Workspace", id->ws);
-        set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Connection", id->conn);
-        set_env(apr_table_setn, r->headers_in, "Krenalis-Auth-Key-Id", key_id);
+        set_header(r->headers_in, "Krenalis-Auth-Key-Type", type);
+        set_header(r->headers_in, "Krenalis-Auth-Organization", id->org);
+        set_header(r->headers_in, "Krenalis-Auth-Workspace", id->ws);
+        set_header(r->headers_in, "Krenalis-Auth-Connection", id->conn);
+        set_header(r->headers_in, "Krenalis-Auth-Key-Id", key_id);
     }
 }
 
