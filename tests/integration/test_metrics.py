@@ -474,10 +474,7 @@ def wait_log(srv, path, sent):
 
 @test("metrics.store: reopens, faults and 503s (outcome unavailable) counted")
 def _(h):
-    store = h.root / "store-metrics-faults"
-    h.init_store(store=store)
-    org = h.new_org(store=store)
-    _, key = h.new_api_key(org, store=store)
+    store, key = store_with_key(h, "store-metrics-faults")
     srv = h.httpd("metrics-faults", store=store,
                   global_extra=metrics_conf(h, h.root / "logs", "metrics-faults"))
     srv.start()
@@ -549,6 +546,14 @@ def poke_meta(store, key, value):
     eq((p.returncode, p.stdout.decode()), (0, ""), "lmdb_poke.py meta put %s" % key)
 
 
+def store_with_key(h, name):
+    """A key store of its own under h.root/NAME, with one organization and an API key of it."""
+    store = h.root / name
+    h.init_store(store=store)
+    _, key = h.new_api_key(h.new_org(store=store), store=store)
+    return store, key
+
+
 def as_mirror(store, version):
     """Makes store look mirrored, as `krenalis-keys mirror` records it (src/keystore.c,
     docs/keystore.md), at version; returns its mark (mirror-confirmed), made now."""
@@ -562,10 +567,7 @@ def as_mirror(store, version):
 
 @test("metrics.mirror: the mirror gauges of a mirrored store, none for another")
 def _(h):
-    store = h.root / "store-metrics-mirror"
-    h.init_store(store=store)
-    org = h.new_org(store=store)
-    _, key = h.new_api_key(org, store=store)
+    store, key = store_with_key(h, "store-metrics-mirror")
     mark = as_mirror(store, 4242)
     os.utime(mark, (1764680000.5, 1764680000.5))
     srv = h.httpd("metrics-mirror", store=store,
@@ -596,10 +598,7 @@ def _(h):
     # KrenalisAuthMaxStaleness holds a request to the mark as it is when the request is decided,
     # not when its request line came (r->request_time): a client that sends its headers slowly
     # would otherwise pass on a mirror that stopped confirming, for as long as they take.
-    store = h.root / "store-stale-slow"
-    h.init_store(store=store)
-    org = h.new_org(store=store)
-    _, key = h.new_api_key(org, store=store)
+    store, key = store_with_key(h, "store-stale-slow")
     mark = as_mirror(store, 1)
     srv = h.httpd("stale-slow", store=store, global_extra="KrenalisAuthMaxStaleness 1\n")
     srv.start()
